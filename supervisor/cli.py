@@ -1,0 +1,99 @@
+"""The command line: ``python -m supervisor <command>``. The only place that turns errors into exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from supervisor import __version__
+from supervisor.errors import EXIT_CONFIG, EXIT_OK, ConfigError, SupervisorError
+from supervisor.output import logger, setup_logging
+from supervisor.secrets import Redactor
+from supervisor.settings import Overrides, Settings, resolve_settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = Overrides(port=getattr(args, "port", None), mode=getattr(args, "mode", None),
+                          workers=getattr(args, "workers", None), reload=getattr(args, "reload", None))
+    config = Path(args.config) if args.config else None
+    return resolve_settings(Path(args.project_dir), os.environ, overrides, config)
+
+
+def _print_problems(exc: ConfigError) -> None:
+    count = len(exc.problems)
+    print(f"error: {count} problem{'s' if count != 1 else ''} in configuration and environment:",
+          file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  - {problem}", file=sys.stderr)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    print(f"ok: {settings.config.path} and {settings.dotenv.path} are valid "
+          f"(mode {settings.mode}, port {settings.port}, {settings.workers} worker(s), "
+          f"{len(settings.config.env)} declared variable(s))")
+    return EXIT_OK
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from supervisor.launch import build_supervisor  # heavy imports only for `up`
+
+    settings = _settings(args)
+    redact = Redactor(settings.secrets)
+    setup_logging(redact, settings.config.supervisor.log_level)
+    supervisor = build_supervisor(settings)
+    return asyncio.run(supervisor.run())
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--project-dir", default=".", help="directory holding supervisor.toml and .env")
+    p.add_argument("--config", help="path of supervisor.toml (default: in the project directory)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m supervisor",
+                                     description="Process supervisor and dev launcher for Python web apps.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="validate, bind the port and run the webapp under supervision")
+    _add_common(up)
+    up.add_argument("--port", type=int, help="preferred port (default: PORT, then [server] port)")
+    up.add_argument("--mode", choices=("development", "production"))
+    up.add_argument("--workers", type=int)
+    up.add_argument("--reload", action=argparse.BooleanOptionalAction, default=None,
+                    help="reload on file changes (default: on in development mode)")
+    up.set_defaults(func=cmd_up)
+
+    check = sub.add_parser("check", help="validate configuration and environment, start nothing")
+    _add_common(check)
+    check.add_argument("--mode", choices=("development", "production"))
+    check.set_defaults(func=cmd_check)
+
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:  # type: ignore[type-arg]
+    """Subcommands that live in their own modules (status and control, systemd)."""
+    registrars: list[Callable[[argparse._SubParsersAction], None]] = []  # type: ignore[type-arg]
+    return registrars
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        _print_problems(exc)
+        return EXIT_CONFIG
+    except SupervisorError as exc:
+        logger.error("error: %s", exc) if logger.handlers else print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,298 @@
+"""``supervisor.toml``: parsed once with :mod:`tomllib` into frozen, typed settings.
+
+Every section is a frozen dataclass whose fields carry their own constraints, so one generic
+reader can check types and ranges and report *every* problem with the key, the bad value, the
+expected form and the line it is on. Environment variables that override a setting (``PORT``,
+``SUPERVISOR_MODE``, ...) are applied later, in :mod:`supervisor.settings`, so that this module
+stays a pure function of the file's text.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from supervisor.envschema import VarSpec, parse_var_spec
+from supervisor.errors import ConfigError, Problem
+
+Mode = Literal["development", "production"]
+
+
+def _opt(default: Any = MISSING, *, lo: float | None = None, hi: float | None = None,
+         choices: tuple[str, ...] | None = None, doc: str = "") -> Any:
+    """A dataclass field with its validation bounds kept in metadata."""
+    meta = {"lo": lo, "hi": hi, "choices": choices, "doc": doc}
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class SupervisorSection:
+    mode: str = _opt("development", choices=("development", "production"))
+    env_file: str = _opt(".env")
+    runtime_dir: str = _opt(".supervisor")
+    stop_timeout: float = _opt(10.0, lo=0.1, hi=3600)
+    log_level: str = _opt("info", choices=("debug", "info", "warning", "error"))
+
+
+@dataclass(frozen=True)
+class ServerSection:
+    host: str = _opt("127.0.0.1")
+    port: int = _opt(8000, lo=0, hi=65535)
+    port_range: int = _opt(20, lo=0, hi=1000)
+    strict_port: bool = _opt(False)
+    backlog: int = _opt(2048, lo=1, hi=65535)
+
+
+@dataclass(frozen=True)
+class AppSection:
+    app: str = _opt("webapp.app:app")
+    factory: bool = _opt(False)
+    workers: int = _opt(1, lo=1, hi=64)
+    app_dir: str = _opt(".")
+    ready_timeout: float = _opt(60.0, lo=1, hi=3600)
+
+
+@dataclass(frozen=True)
+class RestartSection:
+    initial_delay: float = _opt(0.5, lo=0, hi=3600)
+    max_delay: float = _opt(30.0, lo=0, hi=86400)
+    multiplier: float = _opt(2.0, lo=1, hi=100)
+    jitter: float = _opt(0.2, lo=0, hi=1)
+    min_uptime: float = _opt(10.0, lo=0, hi=86400)
+    crash_loop_failures: int = _opt(5, lo=1, hi=1000)
+    crash_loop_window: float = _opt(60.0, lo=1, hi=86400)
+
+
+@dataclass(frozen=True)
+class DatabaseSection:
+    url_env: str = _opt("DATABASE_URL")
+    wait: bool = _opt(True)
+    connect_timeout: float = _opt(5.0, lo=0.1, hi=600)
+    initial_delay: float = _opt(0.25, lo=0, hi=600)
+    max_delay: float = _opt(5.0, lo=0, hi=3600)
+    deadline: float = _opt(60.0, lo=0, hi=86400)
+    probe_interval: float = _opt(10.0, lo=0.1, hi=86400)
+
+
+@dataclass(frozen=True)
+class ReloadSection:
+    # None: on in development mode, off in production mode.
+    enabled: bool | None = _opt(None)
+    paths: list[str] = _opt(["."])
+    include: list[str] = _opt(["*.py", ".env", "supervisor.toml"])
+    exclude: list[str] = _opt([])
+    debounce: float = _opt(0.2, lo=0, hi=60)
+    poll: bool = _opt(False)
+    poll_interval: float = _opt(0.3, lo=0.05, hi=60)
+
+
+@dataclass(frozen=True)
+class StatusSection:
+    enabled: bool = _opt(True)
+    host: str = _opt("127.0.0.1")
+    port: int = _opt(8787, lo=0, hi=65535)
+    token: str = _opt("")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole of ``supervisor.toml``, validated."""
+
+    supervisor: SupervisorSection = field(default_factory=SupervisorSection)
+    server: ServerSection = field(default_factory=ServerSection)
+    app: AppSection = field(default_factory=AppSection)
+    restart: RestartSection = field(default_factory=RestartSection)
+    database: DatabaseSection = field(default_factory=DatabaseSection)
+    reload: ReloadSection = field(default_factory=ReloadSection)
+    status: StatusSection = field(default_factory=StatusSection)
+    env: dict[str, VarSpec] = field(default_factory=dict)
+    path: str = "supervisor.toml"
+
+
+_SECTIONS: dict[str, type] = {
+    "supervisor": SupervisorSection,
+    "server": ServerSection,
+    "app": AppSection,
+    "restart": RestartSection,
+    "database": DatabaseSection,
+    "reload": ReloadSection,
+    "status": StatusSection,
+}
+
+
+class _Locator:
+    """Finds the line a key sits on, so errors can say ``supervisor.toml:12``.
+
+    tomllib keeps no positions; a key's line is found by scanning the text for its table header
+    and then the ``key =`` assignment. Good enough for the flat tables this file uses.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+
+    def line_of(self, table: str, key: str | None = None) -> int | None:
+        header = re.compile(r"^\s*\[\s*" + re.escape(table) + r"\s*\]\s*(#.*)?$")
+        any_header = re.compile(r"^\s*\[")
+        assign = re.compile(r"^\s*\"?" + re.escape(key or "") + r"\"?\s*=") if key else None
+        inside = False
+        for number, line in enumerate(self.lines, start=1):
+            if header.match(line):
+                if assign is None:
+                    return number
+                inside = True
+                continue
+            if inside and any_header.match(line):
+                inside = False
+            if inside and assign is not None and assign.match(line):
+                return number
+        return None
+
+
+def _where(path: str, locator: _Locator, table: str, key: str | None = None) -> str:
+    line = locator.line_of(table, key)
+    place = f"{path}:{line}" if line else path
+    return f"{place} [{table}]" + (f" {key}" if key else "")
+
+
+def _type_name(tp: Any) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    if typing.get_origin(tp) is list:
+        return "a list of strings"
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _type_name(inner[0])
+    return names.get(tp, str(tp))
+
+
+def _coerce(tp: Any, value: Any) -> tuple[bool, Any]:
+    """Return (ok, value) for a TOML value against a field type; ints are accepted for floats."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(inner[0], value)
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if tp is str:
+        return isinstance(value, str), value
+    if typing.get_origin(tp) is list:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        return ok, list(value) if ok else value
+    return False, value
+
+
+def _read_section(cls: type, data: Any, table: str, path: str, locator: _Locator,
+                  problems: list[Problem]) -> Any:
+    if not isinstance(data, dict):
+        problems.append(Problem(_where(path, locator, table), f"expected a table, got {data!r}"))
+        return cls()
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, raw in data.items():
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            problems.append(Problem(
+                _where(path, locator, table, key),
+                f"unknown key {key!r}; expected one of {', '.join(sorted(known))}{suggestion}",
+            ))
+            continue
+        f = known[key]
+        ok, value = _coerce(hints[key], raw)
+        if not ok:
+            problems.append(Problem(_where(path, locator, table, key),
+                                    f"{raw!r} is not {_type_name(hints[key])}"))
+            continue
+        meta = f.metadata
+        if meta.get("choices") and value not in meta["choices"]:
+            expected = " or ".join(repr(c) for c in meta["choices"])
+            problems.append(Problem(_where(path, locator, table, key),
+                                    f"{value!r} is not allowed; expected {expected}"))
+            continue
+        lo, hi = meta.get("lo"), meta.get("hi")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                problems.append(Problem(_where(path, locator, table, key),
+                                        f"{value!r} is out of range; expected {lo:g} to {hi:g}"))
+                continue
+        values[key] = value
+    return cls(**values)
+
+
+def _cross_checks(cfg: Config, path: str, locator: _Locator, problems: list[Problem]) -> None:
+    r = cfg.restart
+    if r.max_delay < r.initial_delay:
+        problems.append(Problem(
+            _where(path, locator, "restart", "max_delay"),
+            f"{r.max_delay:g} is smaller than initial_delay ({r.initial_delay:g}); "
+            "expected max_delay >= initial_delay"))
+    if ":" not in cfg.app.app:
+        problems.append(Problem(
+            _where(path, locator, "app", "app"),
+            f"{cfg.app.app!r} is not an import string; expected 'module:attribute', "
+            "e.g. 'webapp.app:app'"))
+    d = cfg.database
+    if d.max_delay < d.initial_delay:
+        problems.append(Problem(
+            _where(path, locator, "database", "max_delay"),
+            f"{d.max_delay:g} is smaller than initial_delay ({d.initial_delay:g}); "
+            "expected max_delay >= initial_delay"))
+
+
+def parse_config(text: str, path: str = "supervisor.toml") -> Config:
+    """Parse and validate the text of a ``supervisor.toml``; raise :class:`ConfigError` with all problems."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([Problem(path, f"not valid TOML: {exc}")]) from None
+    locator = _Locator(text)
+    problems: list[Problem] = []
+    sections: dict[str, Any] = {}
+    env_specs: dict[str, VarSpec] = {}
+    for table, raw in data.items():
+        if table in _SECTIONS:
+            sections[table] = _read_section(_SECTIONS[table], raw, table, path, locator, problems)
+        elif table == "env":
+            if not isinstance(raw, dict):
+                problems.append(Problem(_where(path, locator, "env"), "expected a table of variables"))
+                continue
+            for name, spec in raw.items():
+                where = _where(path, locator, f"env.{name}") if isinstance(spec, dict) else \
+                    _where(path, locator, "env", name)
+                parsed = parse_var_spec(name, spec, where, problems)
+                if parsed is not None:
+                    env_specs[name] = parsed
+        else:
+            expected = ", ".join(sorted([*_SECTIONS, "env"]))
+            hint = difflib.get_close_matches(table, [*_SECTIONS, "env"], n=1)
+            suggestion = f"; did you mean [{hint[0]}]?" if hint else ""
+            problems.append(Problem(_where(path, locator, table),
+                                    f"unknown section [{table}]; expected one of {expected}{suggestion}"))
+    cfg = Config(**sections, env=env_specs, path=path)
+    _cross_checks(cfg, path, locator, problems)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def load_config(path: Path) -> Config:
+    """Read ``path``; a missing file means all defaults (the embedded default needs no file)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Config(path=str(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(str(path), f"cannot be read: {exc}")]) from None
+    return parse_config(text, str(path))

@@ -1,0 +1,38 @@
+"""Log lines: the supervisor's own and its workers', all passed through the secret redactor.
+
+Set up by the CLI only (nothing is configured at import time).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import TextIO
+
+logger = logging.getLogger("supervisor")
+
+
+class _RedactingFormatter(logging.Formatter):
+    def __init__(self, redact: Callable[[str], str]) -> None:
+        super().__init__("%(asctime)s %(message)s", datefmt="%H:%M:%S")
+        self.redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redact(super().format(record))
+
+
+def setup_logging(redact: Callable[[str], str], level: str = "info",
+                  stream: TextIO | None = None) -> logging.Handler:
+    """Send the ``supervisor`` logger's lines to ``stream`` (stderr), redacted; return the handler."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(_RedactingFormatter(redact))
+    logger.handlers[:] = [handler]
+    logger.setLevel(level.upper())
+    logger.propagate = False
+    return handler
+
+
+def banner(url: str) -> str:
+    line = f"  Serving on {url}  "
+    return "\n".join(["", "=" * len(line), line, "=" * len(line), ""])

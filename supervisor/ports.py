@@ -1,0 +1,97 @@
+"""Binding the webapp's listening socket in the supervisor, before any worker exists.
+
+Binding here (not checking and letting the worker bind) removes the check-then-bind race, and
+because the supervisor keeps the socket open, the port never changes across worker restarts.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psutil
+
+from supervisor.errors import PortError
+
+
+@dataclass(frozen=True)
+class Bound:
+    sock: socket.socket
+    port: int
+    # Why the port differs from the preferred one, for the log; empty when it does not.
+    note: str = ""
+
+
+def port_holder(port: int) -> str | None:
+    """Describe the process listening on ``port`` (``"python (pid 123)"``), if psutil can tell."""
+    try:
+        for conn in psutil.net_connections(kind="inet"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                try:
+                    proc = psutil.Process(conn.pid)
+                    return f"{proc.name()} (pid {conn.pid})"
+                except psutil.Error:
+                    return f"pid {conn.pid}"
+    except (psutil.Error, OSError):
+        return None
+    return None
+
+
+def bind_listener(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """Bind and listen on ``host:port``; the socket is inheritable so workers can be handed it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # SO_REUSEADDR only lets us rebind past TIME_WAIT; deliberately not SO_REUSEPORT, which
+        # would let another process bind the same port and silently take half the traffic.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def bind_port(host: str, preferred: int, search: int, strict: bool, backlog: int = 2048,
+              holder: Callable[[int], str | None] = port_holder) -> Bound:
+    """Bind ``preferred`` or, unless ``strict``, the next free port among the following ``search``.
+
+    Raises :class:`PortError` with what holds the port when nothing could be bound.
+    """
+    if preferred == 0:
+        sock = _bind_or_raise(host, 0, backlog)
+        return Bound(sock, sock.getsockname()[1])
+    last = preferred if strict else min(preferred + search, 65535)
+    first_error: OSError | None = None
+    for port in range(preferred, last + 1):
+        try:
+            sock = bind_listener(host, port, backlog)
+        except OSError as exc:
+            if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                raise PortError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            first_error = first_error or exc
+            continue
+        if port == preferred:
+            return Bound(sock, port)
+        who = holder(preferred)
+        held = f"held by {who}" if who else "in use"
+        return Bound(sock, port, f"port {preferred} is {held}; using {port} instead")
+    who = holder(preferred)
+    held = f"held by {who}" if who else "in use"
+    reason = first_error.strerror if first_error else "unavailable"
+    if strict:
+        raise PortError(f"port {preferred} on {host} is {held} ({reason}) and strict_port is set; "
+                        f"free the port or choose another with PORT or [server] port")
+    raise PortError(f"no free port on {host} from {preferred} to {last}: port {preferred} is {held}; "
+                    f"free a port or raise [server] port_range")
+
+
+def _bind_or_raise(host: str, port: int, backlog: int) -> socket.socket:
+    try:
+        return bind_listener(host, port, backlog)
+    except OSError as exc:
+        raise PortError(f"cannot listen on {host}:{port}: {exc.strerror}") from None

@@ -1,0 +1,144 @@
+"""Everything ``up`` and ``check`` need, resolved once into one frozen object.
+
+Precedence, highest first (one visible order, like honcho's ChainMap):
+
+1. command-line options (``--port``, ``--mode``)
+2. the real process environment
+3. ``.env``
+4. ``supervisor.toml``
+5. built-in defaults
+
+Variables in the process environment win over ``.env`` so that a deployment can override a
+developer's file without editing it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from supervisor.config import Config, load_config
+from supervisor.dotenvfile import DotEnv, load_dotenv_file
+from supervisor.envschema import VarSpec, validate_environ
+from supervisor.errors import ConfigError, Problem
+from supervisor.secrets import secret_values
+
+# Variables the supervisor itself reads; checked even when supervisor.toml declares nothing.
+BUILTIN_SPECS: dict[str, VarSpec] = {
+    "PORT": VarSpec("PORT", type="port", required=False),
+    "SUPERVISOR_MODE": VarSpec("SUPERVISOR_MODE", type="string", required=False),
+    "SUPERVISOR_RELOAD_POLL": VarSpec("SUPERVISOR_RELOAD_POLL", type="boolean", required=False),
+}
+MODES = ("development", "production")
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Options given on the command line; ``None`` means not given."""
+
+    port: int | None = None
+    mode: str | None = None
+    workers: int | None = None
+    reload: bool | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    project_dir: Path
+    config: Config
+    mode: str
+    host: str
+    port: int
+    workers: int
+    reload: bool
+    reload_poll: bool
+    runtime_dir: Path
+    dotenv: DotEnv
+    # The environment a worker starts with: process environment over .env.
+    environ: dict[str, str] = field(repr=False)
+    # name -> ".env:LINE" or "environment", for every variable .env set or the schema declares.
+    env_sources: dict[str, str] = field(default_factory=dict)
+    env_values: dict[str, Any] = field(default_factory=dict, repr=False)
+    secrets: frozenset[str] = field(default_factory=frozenset, repr=False)
+
+    @property
+    def production(self) -> bool:
+        return self.mode == "production"
+
+    def secret_names(self) -> set[str]:
+        return {name for name, spec in self.config.env.items() if spec.is_secret}
+
+
+def _merge_environ(process: Mapping[str, str], dotenv: DotEnv) -> tuple[dict[str, str], dict[str, str]]:
+    merged = dict(dotenv.values)
+    sources = {name: dotenv.where(name) for name in dotenv.values}
+    for name, value in process.items():
+        if name in merged:
+            sources[name] = "environment"
+        merged[name] = value
+    return merged, sources
+
+
+def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: Overrides = Overrides(),
+                     config_path: Path | None = None) -> Settings:
+    """Load ``supervisor.toml`` and ``.env`` from ``project_dir`` and validate everything.
+
+    Raises :class:`ConfigError` carrying every problem found in the file, ``.env`` and the
+    environment together, so one run of ``check`` shows all there is to fix.
+    """
+    project_dir = project_dir.resolve()
+    config_path = config_path or project_dir / "supervisor.toml"
+    problems: list[Problem] = []
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        # Keep going with defaults so .env and environment problems are reported in the same run.
+        problems.extend(exc.problems)
+        config = Config(path=str(config_path))
+
+    env_file = Path(config.supervisor.env_file)
+    dotenv = load_dotenv_file(env_file if env_file.is_absolute() else project_dir / env_file)
+    problems.extend(dotenv.problems)
+    merged, sources = _merge_environ(environ, dotenv)
+
+    specs = {**BUILTIN_SPECS, **config.env}
+    values, env_problems = validate_environ(specs, merged, sources)
+    problems.extend(env_problems)
+
+    mode = overrides.mode or merged.get("SUPERVISOR_MODE") or config.supervisor.mode
+    if mode not in MODES:
+        problems.append(Problem(f"{sources.get('SUPERVISOR_MODE', 'environment')} SUPERVISOR_MODE",
+                                f"{mode!r} is not a mode; expected 'development' or 'production'"))
+        mode = "development"
+
+    reload_poll = bool(values.get("SUPERVISOR_RELOAD_POLL", config.reload.poll))
+    if overrides.reload is not None:
+        reload = overrides.reload
+    elif config.reload.enabled is not None:
+        reload = config.reload.enabled
+    else:
+        reload = mode == "development"
+
+    if problems:
+        raise ConfigError(problems)
+
+    runtime_dir = Path(config.supervisor.runtime_dir)
+    declared = {name for name in config.env if name in merged}
+    return Settings(
+        project_dir=project_dir,
+        config=config,
+        mode=mode,
+        host=config.server.host,
+        port=overrides.port if overrides.port is not None else values.get("PORT", config.server.port),
+        workers=overrides.workers or config.app.workers,
+        reload=reload,
+        reload_poll=reload_poll,
+        runtime_dir=runtime_dir if runtime_dir.is_absolute() else project_dir / runtime_dir,
+        dotenv=dotenv,
+        environ=merged,
+        env_sources={name: sources.get(name, "environment") for name in set(dotenv.values) | declared},
+        env_values=values,
+        secrets=frozenset(secret_values(merged, {n for n, s in config.env.items() if s.is_secret})),
+    )

@@ -1,0 +1,28 @@
+"""Signal handlers that only enqueue: the event loop reads the queue and acts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Iterable, Iterator
+
+DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def queued_signals(queue: asyncio.Queue[str], signals: Iterable[signal.Signals] = DEFAULT_SIGNALS
+                   ) -> Iterator[None]:
+    """Put each received signal's name (``"SIGTERM"``) on ``queue``; restore the old handlers after."""
+    loop = asyncio.get_running_loop()
+    installed: list[tuple[signal.Signals, object]] = []
+    try:
+        for sig in signals:
+            previous = signal.getsignal(sig)
+            loop.add_signal_handler(sig, queue.put_nowait, sig.name)
+            installed.append((sig, previous))
+        yield
+    finally:
+        for sig, previous in installed:
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, previous)  # type: ignore[arg-type]

@@ -1,0 +1,66 @@
+"""State names shared by the log, the status API and the CLI, and the per-slot record they read."""
+
+from __future__ import annotations
+
+import signal as _signal
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+# Supervisor states.
+STARTING = "starting"
+WAITING_FOR_DATABASE = "waiting_for_database"
+RUNNING = "running"
+RELOADING = "reloading"
+STOPPING = "stopping"
+FATAL = "fatal"
+
+# Worker slot states (STARTING, RUNNING, STOPPING and FATAL are shared with the supervisor).
+BACKOFF = "backoff"
+STOPPED = "stopped"
+
+# Why a worker exited.
+EXIT_CRASH = "crash"
+EXIT_RELOAD = "reload"
+EXIT_MANUAL = "manual"
+EXIT_SHUTDOWN = "shutdown"
+
+
+@dataclass
+class ExitInfo:
+    code: int | None  # exit status, when it exited by itself
+    signal: int | None  # the signal that ended it, when one did
+    reason: str  # EXIT_CRASH, EXIT_RELOAD, EXIT_MANUAL or EXIT_SHUTDOWN
+    at: float = field(default_factory=time.time)
+
+    @classmethod
+    def from_returncode(cls, returncode: int, reason: str) -> "ExitInfo":
+        if returncode < 0:
+            return cls(code=None, signal=-returncode, reason=reason)
+        return cls(code=returncode, signal=None, reason=reason)
+
+    def describe(self) -> str:
+        if self.signal is not None:
+            try:
+                how = f"killed by {_signal.Signals(self.signal).name}"
+            except ValueError:
+                how = f"killed by signal {self.signal}"
+        else:
+            how = f"exit code {self.code}"
+        return f"{how} ({self.reason})"
+
+
+@dataclass
+class SlotStatus:
+    """What is known about one worker slot; read by the status endpoint and the CLI."""
+
+    index: int
+    state: str = STOPPED
+    pid: int | None = None
+    restarts: int = 0
+    started_at: float | None = None  # wall clock, for display
+    ready_at: float | None = None
+    last_exit: ExitInfo | None = None
+    next_retry_at: float | None = None  # wall clock
+    fatal_reason: str | None = None
+    stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
