@@ -30,7 +30,7 @@ from supervisor.ports import Bound
 from supervisor.process import LineSink, WorkerProcess, WorkerSpec, spawn_worker
 from supervisor.settings import Settings
 from supervisor.signals import queued_signals
-from supervisor.state import ExitInfo, SlotStatus
+from supervisor.state import DatabaseStatus, ExitInfo, ReloadStatus, SlotStatus
 
 logger = logging.getLogger("supervisor")
 
@@ -50,6 +50,8 @@ class Supervisor:
         self.state = S.STARTING
         self.started_at = wall()
         self.slots = [SlotStatus(i) for i in range(settings.workers)]
+        self.database = DatabaseStatus()
+        self.reload_status = ReloadStatus()
         self.services: list[Hook] = []
         self.startup_steps: list[Hook] = []
         self.on_change: list[Callable[[Supervisor], None]] = []

@@ -64,3 +64,32 @@ class SlotStatus:
     next_retry_at: float | None = None  # wall clock
     fatal_reason: str | None = None
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+
+
+# Database states.
+DB_OK = "ok"
+DB_WAITING = "waiting"
+DB_UNAVAILABLE = "unavailable"
+DB_DISABLED = "disabled"
+
+
+@dataclass
+class DatabaseStatus:
+    """The latest database probe, kept up to date by the database monitor."""
+
+    state: str = DB_DISABLED
+    last_check: float | None = None  # wall clock
+    latency_ms: float | None = None
+    attempts: int = 0
+    last_error: str | None = None  # plain words, never a password
+
+
+@dataclass
+class ReloadStatus:
+    """What the file watcher and rolling restarts have done."""
+
+    count: int = 0
+    last_files: list[str] = field(default_factory=list)
+    last_error: str | None = None
+    last_at: float | None = None  # wall clock
+    last_duration: float | None = None  # seconds from trigger to the new workers serving

@@ -1,0 +1,186 @@
+"""Helpers for tests that run the real supervisor: processes, sockets, HTTP, deadlines.
+
+No sleeps as synchronisation: :func:`wait_until` polls an observable effect with a deadline, and
+failures include the supervisor's whole output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], T], timeout: float, what: str,
+               context: Callable[[], str] = lambda: "", interval: float = 0.05) -> T:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` and ``context()``."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as exc:  # noqa: BLE001 - polled effects may fail until ready
+            last_error = exc
+        if time.monotonic() > deadline:
+            detail = f" (last error: {last_error!r})" if last_error else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{detail}\n"
+                                 f"--- output ---\n{context()}")
+        time.sleep(interval)  # poll interval, not synchronisation
+
+
+def http_get(url: str, timeout: float = 5.0, headers: Mapping[str, str] | None = None
+             ) -> tuple[int, dict[str, str], bytes]:
+    """One GET over a fresh connection to a loopback URL: (status, headers, body)."""
+    match = re.match(r"http://([^/:]+|\[[^\]]+\]):(\d+)(/.*)?$", url)
+    assert match, url
+    host, port, path = match.group(1).strip("[]"), int(match.group(2)), match.group(3) or "/"
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers=dict(headers or {}))
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def http_json(url: str, timeout: float = 5.0) -> tuple[int, Any]:
+    status, _, body = http_get(url, timeout)
+    return status, json.loads(body)
+
+
+def make_project(root: Path, toml: str = "", dotenv: str | None = None,
+                 files: Mapping[str, str] | None = None) -> Path:
+    """Write a project directory: ``supervisor.toml``, optional ``.env`` and extra files."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "supervisor.toml").write_text(textwrap.dedent(toml))
+    if dotenv is not None:
+        (root / ".env").write_text(textwrap.dedent(dotenv))
+    for name, text in (files or {}).items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    return root
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    """The test process environment, minus variables that would change the supervisor's behaviour."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SUPERVISOR_", "NOTIFY_SOCKET", "WATCHDOG_", "LISTEN_"))
+           and k not in ("PORT", "DATABASE_URL", "BETTER_AUTH_SECRET")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+class Running:
+    """A ``python -m supervisor`` process with its combined output collected by a thread."""
+
+    def __init__(self, args: list[str], cwd: Path, env: Mapping[str, str]) -> None:
+        self.args = args
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor", *args], cwd=cwd, env=dict(env),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.pid = self.proc.pid
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            with self._lock:
+                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        with self._lock:
+            return "\n".join(self.lines)
+
+    def wait_for_output(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
+        regex = re.compile(pattern)
+        return wait_until(lambda: regex.search(self.output), timeout, f"output matching {pattern!r}",
+                          lambda: self.output)
+
+    def wait_url(self, timeout: float = 30.0) -> str:
+        """The webapp URL from the ``Serving on`` banner, once the first worker is ready."""
+        return self.wait_for_output(r"Serving on (http://\S+)", timeout).group(1)
+
+    def worker_pids(self) -> list[int]:
+        try:
+            return sorted(c.pid for c in psutil.Process(self.pid).children()
+                          if c.status() != psutil.STATUS_ZOMBIE)
+        except psutil.NoSuchProcess:
+            return []
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"supervisor did not exit within {timeout}s\n--- output ---\n"
+                                 f"{self.output}") from None
+        self._reader.join(5)
+        return code
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.wait_exit(timeout)
+
+    def cleanup(self) -> None:
+        """Stop the supervisor and anything left in its session; only processes we started."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._reader.join(5)
+
+
+@contextlib.contextmanager
+def supervisor(args: list[str], cwd: Path, env: Mapping[str, str] | None = None) -> Iterator[Running]:
+    """Run ``python -m supervisor ARGS`` for the duration of the block; always cleaned up."""
+    run = Running(args, cwd, env if env is not None else base_env())
+    try:
+        yield run
+    finally:
+        run.cleanup()
+
+
+def run_cli(args: list[str], cwd: Path, env: Mapping[str, str] | None = None,
+            timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run a short ``python -m supervisor`` command to completion."""
+    return subprocess.run([sys.executable, "-m", "supervisor", *args], cwd=cwd,
+                          env=dict(env if env is not None else base_env()), capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
