@@ -45,7 +45,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings(args)
     redact = Redactor(settings.secrets)
     setup_logging(redact, settings.config.supervisor.log_level)
-    supervisor = build_supervisor(settings)
+    supervisor = build_supervisor(settings, resolve=lambda: _settings(args), redactor=redact)
     return asyncio.run(supervisor.run())
 
 

@@ -27,6 +27,8 @@ from supervisor.errors import EXIT_FORCED, EXIT_OK, EXIT_RUNTIME, SupervisorErro
 from supervisor.output import banner
 from supervisor.policy import GiveUp, RestartTracker
 from supervisor.ports import Bound
+from supervisor.reload import reload
+from supervisor.secrets import Redactor
 from supervisor.process import LineSink, WorkerProcess, WorkerSpec, spawn_worker
 from supervisor.settings import Settings
 from supervisor.signals import queued_signals
@@ -56,6 +58,9 @@ class Supervisor:
         self.startup_steps: list[Hook] = []
         self.on_change: list[Callable[[Supervisor], None]] = []
         self.environ = dict(settings.environ)
+        # Re-reads supervisor.toml, .env and the environment (for reloads and SIGHUP); None: cannot.
+        self.resolve: Callable[[], Settings] | None = None
+        self.redactor: Redactor | None = None
         self.exit_code = EXIT_OK
         self._trackers = [RestartTracker(settings.config.restart, rand) for _ in self.slots]
         self._procs: list[WorkerProcess | None] = [None for _ in self.slots]
@@ -154,7 +159,8 @@ class Supervisor:
         await self._request_stop("stop request")
 
     async def handle_sighup(self) -> None:
-        await self.handle_restart()
+        if not self._stopping.is_set():
+            self.spawn_task(reload(self, set(), trigger="SIGHUP: re-reading configuration", reread=True))
 
     async def handle_restart(self) -> None:
         if not self._stopping.is_set():
@@ -347,14 +353,32 @@ class Supervisor:
 
     # ----- rolling replacement (reload, restart) -------------------------------------------
 
-    async def rolling_restart(self, reason: str, environ: dict[str, str] | None = None) -> bool:
+    def apply_settings(self, new: Settings) -> None:
+        """Adopt re-read settings for the next workers. The held socket stays as it is."""
+        old = self.settings
+        kept = [name for name, before, after in (
+            ("[server] host", old.host, new.host), ("port", old.port, new.port),
+            ("workers", old.workers, new.workers), ("[status]", old.config.status, new.config.status),
+            ("[supervisor] runtime_dir", old.runtime_dir, new.runtime_dir),
+        ) if before != after]
+        if kept:
+            logger.warning("reload: changed %s take effect only when the supervisor restarts",
+                           ", ".join(kept))
+        if self.redactor is not None:
+            self.redactor.add(new.secrets)
+        self.settings = new
+        self.environ = dict(new.environ)
+        for tracker in self._trackers:
+            tracker.cfg = new.config.restart
+
+    async def rolling_restart(self, reason: str) -> bool:
         """Replace every worker, one slot at a time, each only after its successor is serving.
 
-        Returns False, keeping the old workers, when a new worker fails to start.
+        Returns False, keeping the old workers, when a new worker fails to start. The old workers
+        drain in the background: a long-lived response delays only their exit (bounded by the
+        stop deadline), never the next reload.
         """
         async with self._rolling:
-            if environ is not None:
-                self.environ = environ
             previous = self.state
             self.set_state(S.RELOADING)
             ok = True
@@ -388,5 +412,5 @@ class Supervisor:
         self._install(index, new)
         self._mark_serving(index)
         slot.restarts += 1
-        await self._stop_process(index, old, self.settings.config.supervisor.stop_timeout, reason)
+        self.spawn_task(self._stop_process(index, old, self.settings.config.supervisor.stop_timeout, reason))
         return True

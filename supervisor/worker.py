@@ -7,16 +7,22 @@ the supervisor it is serving by writing one line to a pipe the supervisor owns.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ctypes
 import os
 import signal
 import socket
 import sys
+import traceback
 from dataclasses import dataclass
 
 import uvicorn
+from uvicorn.importer import import_from_string
 
 PR_SET_PDEATHSIG = 1
+# Paths of frames that are ours or the import system's, not the user's, in a load traceback.
+_MACHINERY = (os.sep + "importlib" + os.sep, os.sep + "uvicorn" + os.sep,
+              os.sep + "supervisor" + os.sep + "worker.py")
 READY_MESSAGE = b"ready\n"
 
 
@@ -66,8 +72,26 @@ def die_with_parent(parent_pid: int) -> bool:
     return os.getppid() == parent_pid
 
 
+CONNECTION_CLOSE = (b"connection", b"close")
+
+
 class ReportingServer(uvicorn.Server):
-    """A uvicorn server that reports readiness on a pipe once it is accepting connections."""
+    """A uvicorn server that reports readiness on a pipe and drains without dropping a request.
+
+    uvicorn's own shutdown closes every idle connection at once, including ones accepted a moment
+    ago whose request has not been read yet: those clients see a reset. And closing the asyncio
+    server while accepted connections are still being set up leaks them (CPython gh-109564). On
+    SIGTERM this server instead:
+
+    1. stops accepting from the shared listening socket (the successor worker, already serving,
+       takes everything still in the backlog), and lets connections already accepted finish
+       setting up;
+    2. answers every request still to come on its connections, in flight or arriving on a
+       keep-alive or just-accepted connection, with ``Connection: close``, and closes each
+       connection after its response; idle keep-alive connections end at their keep-alive timeout;
+    3. once no connection is left (or after ``timeout_graceful_shutdown``), runs the app's
+       lifespan shutdown.
+    """
 
     def __init__(self, config: uvicorn.Config, ready_fd: int) -> None:
         super().__init__(config)
@@ -79,6 +103,53 @@ class ReportingServer(uvicorn.Server):
             os.write(self.ready_fd, READY_MESSAGE)
             os.close(self.ready_fd)
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        for server in self.servers:
+            for sock in server.sockets:
+                loop.remove_reader(sock.fileno())
+        # Accepted connections are set up by tasks scheduled from the accept callback; let them
+        # run so each has its protocol registered before we look at the connection set.
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+        state = self.server_state
+        state.default_headers = [*state.default_headers, CONNECTION_CLOSE]
+        for connection in list(state.connections):
+            cycle = getattr(connection, "cycle", None)
+            if cycle is not None and not cycle.response_complete:
+                cycle.keep_alive = False
+                if not cycle.response_started:
+                    cycle.default_headers = [*cycle.default_headers, CONNECTION_CLOSE]
+
+        try:
+            await asyncio.wait_for(self._drained(), timeout=self.config.timeout_graceful_shutdown)
+        except asyncio.TimeoutError:
+            for task in state.tasks:
+                task.cancel(msg="graceful shutdown deadline passed")
+        for server in self.servers:
+            server.close()
+        if not self.force_exit:
+            await self.lifespan.shutdown()
+
+    async def _drained(self) -> None:
+        # Polled: uvicorn offers no event for "last connection closed".
+        while (self.server_state.connections or self.server_state.tasks) and not self.force_exit:
+            await asyncio.sleep(0.02)
+
+
+def print_user_traceback(exc: BaseException, app: str) -> None:
+    """Print the traceback of an app that failed to import, without the import machinery's frames."""
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__)
+              if not frame.filename.startswith("<frozen")
+              and not any(part in frame.filename for part in _MACHINERY)]
+    lines = [f"error: cannot load the app {app!r}:\n"]
+    if frames:
+        lines += ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
+    lines += traceback.format_exception_only(type(exc), exc)
+    sys.stderr.write("".join(lines))
+    sys.stderr.flush()
+
 
 def run(args: WorkerArgs) -> int:
     if not die_with_parent(args.parent_pid):
@@ -87,11 +158,19 @@ def run(args: WorkerArgs) -> int:
     # uvicorn's --fd (it assumes AF_UNIX) never does.
     sock = socket.socket(fileno=args.listen_fd)
     sys.path.insert(0, os.getcwd())
+    try:
+        import_from_string(args.app)
+    except Exception as exc:  # the user's code failed to import: show their frames, not ours
+        print_user_traceback(exc, args.app)
+        return 1
     config = uvicorn.Config(
         args.app,
         factory=args.factory,
         log_level=args.log_level,
         use_colors=False,
+        # The drain in ReportingServer.shutdown works on asyncio's own server and the
+        # connection objects of uvicorn's pure-Python protocols.
+        loop="asyncio",
         timeout_graceful_shutdown=args.graceful_timeout,
         server_header=False,
     )
