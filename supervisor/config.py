@@ -89,7 +89,7 @@ class ReloadSection:
     paths: list[str] = _opt(["."])
     include: list[str] = _opt(["*.py", ".env", "supervisor.toml"])
     exclude: list[str] = _opt([])
-    debounce: float = _opt(0.2, lo=0, hi=60)
+    debounce: float = _opt(0.05, lo=0, hi=60)
     poll: bool = _opt(False)
     poll_interval: float = _opt(0.3, lo=0.05, hi=60)
 

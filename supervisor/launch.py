@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 
+from supervisor.activation import activated_listener
 from supervisor.ports import bind_port
-from supervisor.reload import reload_service
+from supervisor.reaper import reaper_service
+from supervisor.reload import Reloader
 from supervisor.runner import Supervisor
+from supervisor.sdnotify import install_sd_notify
 from supervisor.secrets import Redactor
 from supervisor.settings import Settings
 
@@ -18,7 +22,9 @@ def build_supervisor(settings: Settings, resolve: Callable[[], Settings] | None 
                      redactor: Redactor | None = None) -> Supervisor:
     """Everything ``up`` runs, assembled from resolved settings. Raises PortError (exit 4)."""
     server = settings.config.server
-    bound = bind_port(settings.host, settings.port, server.port_range, server.strict_port, server.backlog)
+    # Under a systemd .socket unit the port is already bound and passed in as fd 3.
+    bound = activated_listener(settings.environ, os.getpid()) or \
+        bind_port(settings.host, settings.port, server.port_range, server.strict_port, server.backlog)
     if bound.note:
         logger.warning("supervisor: %s", bound.note)
     logger.info("supervisor: %s mode, listening on %s:%d, %d worker(s), app %s",
@@ -26,5 +32,9 @@ def build_supervisor(settings: Settings, resolve: Callable[[], Settings] | None 
     supervisor = Supervisor(settings, bound)
     supervisor.resolve = resolve
     supervisor.redactor = redactor
-    supervisor.services.append(reload_service)
+    reloader = Reloader()
+    supervisor.services.append(reloader.serve)
+    supervisor.startup_steps.insert(0, reloader.wait_watching)
+    supervisor.services.append(reaper_service)
+    install_sd_notify(supervisor, settings.environ)
     return supervisor

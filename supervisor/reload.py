@@ -7,6 +7,7 @@ a new worker must report ready before the old one is drained (see ``Supervisor.r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -46,14 +47,14 @@ async def coalesce(batches: AsyncIterator[set[str]],
     collector = asyncio.ensure_future(collect())
     try:
         while True:
-            await arrived.wait()
-            arrived.clear()
-            if pending:
+            while pending:
                 batch = set(pending)
                 pending.clear()
                 await apply(batch)
-            elif finished:
+            if finished:
                 return
+            arrived.clear()
+            await arrived.wait()
     finally:
         collector.cancel()
         await asyncio.gather(collector, return_exceptions=True)
@@ -74,27 +75,49 @@ def change_filter(sup: Supervisor) -> ChangeFilter:
                         exclude=tuple(cfg.exclude), runtime_dir=sup.settings.runtime_dir)
 
 
-async def reload_service(sup: Supervisor) -> None:
-    """Watch the project and reload on changes; a no-op when reload is off."""
-    settings = sup.settings
-    if not settings.reload:
-        return
-    cfg = settings.config.reload
-    paths = [p if p.is_absolute() else settings.project_dir / p for p in map(Path, cfg.paths)]
-    env_file, config_file = settings_files(sup)
-    paths += [env_file.parent, config_file.parent]
-    # Watch each directory once, parents before children: watchfiles is recursive.
-    unique = sorted({p.resolve() for p in paths if p.exists()}, key=lambda p: len(p.parts))
-    roots = [p for i, p in enumerate(unique) if not any(p.is_relative_to(q) for q in unique[:i])]
-    mode = "polling" if settings.reload_poll else "native events"
-    logger.info("reload: watching %s (%s)", ", ".join(map(str, roots)), mode)
-    batches = watch_batches(roots, change_filter(sup), debounce=cfg.debounce, poll=settings.reload_poll,
-                            poll_interval=cfg.poll_interval)
+class Reloader:
+    """The file-watching service, plus a startup step that waits until the watches are in place,
+    so that an edit made the moment the app first answers is not missed."""
 
-    async def apply(files: set[str]) -> None:
-        await reload(sup, files, trigger="file change")
+    def __init__(self) -> None:
+        self.watching = asyncio.Event()
 
-    await coalesce(batches, apply)
+    async def wait_watching(self, sup: Supervisor) -> None:
+        if sup.settings.reload:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.watching.wait(), 10)
+
+    async def serve(self, sup: Supervisor) -> None:
+        """Watch the project and reload on changes; a no-op when reload is off."""
+        settings = sup.settings
+        if not settings.reload:
+            return
+        cfg = settings.config.reload
+        paths = [p if p.is_absolute() else settings.project_dir / p for p in map(Path, cfg.paths)]
+        env_file, config_file = settings_files(sup)
+        paths += [env_file.parent, config_file.parent]
+        # Watch each directory once, parents before children: watchfiles is recursive.
+        unique = sorted({p.resolve() for p in paths if p.exists()}, key=lambda p: len(p.parts))
+        roots = [p for i, p in enumerate(unique) if not any(p.is_relative_to(q) for q in unique[:i])]
+        mode = "polling" if settings.reload_poll else "native events"
+        logger.info("reload: watching %s (%s)", ", ".join(map(str, roots)), mode)
+        stream = watch_batches(roots, change_filter(sup), debounce=cfg.debounce, poll=settings.reload_poll,
+                               poll_interval=cfg.poll_interval)
+        # watchfiles sets up the OS watches synchronously in the first step of the first
+        # iteration; once that step has run, nothing written from now on can be missed.
+        first = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0)
+        self.watching.set()
+
+        async def batches() -> AsyncIterator[set[str]]:
+            yield await first
+            async for batch in stream:
+                yield batch
+
+        async def apply(files: set[str]) -> None:
+            await reload(sup, files, trigger="file change")
+
+        await coalesce(batches(), apply)
 
 
 def _shown(files: set[str], root: Path) -> list[str]:

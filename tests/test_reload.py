@@ -1,0 +1,197 @@
+"""Development reload against real processes: zero dropped requests, broken edits keep serving."""
+
+from __future__ import annotations
+
+import re
+import signal
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.loadgen import Load
+from tests.support import base_env, free_port, http_get, make_project, supervisor, wait_until
+
+# A raw ASGI app: answers "<VERSION> <pid> <GREETING>" and streams forever on /stream.
+APP = '''
+import asyncio, os
+VERSION = 1
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    headers = [(b"content-type", b"text/plain")]
+    if scope["path"] == "/stream":
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        while True:
+            await send({"type": "http.response.body", "body": b"tick\\n", "more_body": True})
+            await asyncio.sleep(0.05)
+    body = f"{VERSION} {os.getpid()} {os.environ.get('GREETING', '-')}".encode()
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+'''
+
+
+def project(tmp_path: Path, workers: int = 1, stop_timeout: float = 10.0, dotenv: str = "GREETING=hello\n",
+            extra: str = "") -> Path:
+    return make_project(tmp_path, f"""
+        [supervisor]
+        stop_timeout = {stop_timeout}
+        [server]
+        port = {free_port()}
+        [app]
+        app = "app:app"
+        workers = {workers}
+        [reload]
+        debounce = 0.05
+        {extra}
+        """, dotenv=dotenv, files={"app.py": APP})
+
+
+def set_version(app: Path, version: int) -> None:
+    app.write_text(re.sub(r"VERSION = \d+", f"VERSION = {version}", app.read_text()))
+
+
+def body(url: str) -> str:
+    status, _, raw = http_get(url + "/")
+    assert status == 200
+    return raw.decode()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_reloads_under_load_drop_no_request(tmp_path: Path, workers: int) -> None:
+    root = project(tmp_path, workers=workers)
+    with supervisor(["up"], root) as sup:
+        url = sup.wait_url()
+        wait_until(lambda: len(sup.worker_pids()) == workers, 30, "all workers", lambda: sup.output)
+        load = Load("127.0.0.1", int(url.rsplit(":", 1)[1]), clients=4).start()
+        wait_until(lambda: load.result.ok > 20, 20, "traffic flowing", lambda: sup.output)
+        for version in range(2, 7):
+            set_version(root / "app.py", version)
+            wait_until(lambda: any(b.startswith(f"{version} ") for b in load.latest_bodies()),
+                       30, f"version {version} serving", lambda: sup.output)
+            wait_until(lambda: sup.output.count("reload: done") >= version - 1, 30,
+                       f"reload {version - 1} finished", lambda: sup.output)
+        result = load.stop()
+        assert result.failures == [], f"{len(result.failures)} failed requests: {result.failures[:5]}\n{sup.output}"
+        serving = set(re.findall(r"worker pid (\d+) is serving", sup.output))
+        assert len(serving) == 6 * workers, f"expected {6 * workers} worker pids, saw {sorted(serving)}"
+        if workers == 1:  # every version was answered by its own process
+            assert len({b.split()[1] for b in result.bodies}) == 6
+        assert sup.stop() == 0
+
+
+@pytest.mark.timeout(90)
+def test_syntax_error_keeps_old_version_serving(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    app = root / "app.py"
+    with supervisor(["up"], root) as sup:
+        url = sup.wait_url()
+        first = body(url)
+        good = app.read_text()
+        app.write_text(good + "\nVERSION = (\n")
+        sup.wait_for_output(r"reload failed: a new worker failed to start; still serving the previous version")
+        assert "SyntaxError" in sup.output
+        assert body(url) == first, "the previous version must keep answering"
+        app.write_text(good.replace("VERSION = 1", "VERSION = 2"))
+        wait_until(lambda: body(url).startswith("2 "), 30, "the fixed version", lambda: sup.output)
+        assert sup.stop() == 0
+
+
+@pytest.mark.timeout(90)
+def test_streaming_response_does_not_block_reload_past_stop_deadline(tmp_path: Path) -> None:
+    import http.client
+
+    root = project(tmp_path, stop_timeout=2.0)
+    with supervisor(["up"], root) as sup:
+        url = sup.wait_url()
+        old_pid = int(body(url).split()[1])
+        port = int(url.rsplit(":", 1)[1])
+        stream = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        stream.request("GET", "/stream")
+        response = stream.getresponse()
+        assert response.read(5) == b"tick\n"
+        set_version(root / "app.py", 2)
+        wait_until(lambda: body(url).startswith("2 "), 30, "the new version", lambda: sup.output)
+        # The old worker holds the stream open; it must be killed at the 2 s stop deadline.
+        wait_until(lambda: not psutil.pid_exists(old_pid) or
+                   psutil.Process(old_pid).status() == psutil.STATUS_ZOMBIE,
+                   2.0 + 5.0, "the draining worker to be gone", lambda: sup.output)
+        assert f"worker pid {old_pid} stopped" in sup.output
+        stream.close()
+        set_version(root / "app.py", 3)
+        wait_until(lambda: body(url).startswith("3 "), 30, "a further reload", lambda: sup.output)
+        assert sup.stop() == 0
+
+
+@pytest.mark.timeout(90)
+def test_env_edit_changes_worker_environment_and_invalid_edit_keeps_worker(tmp_path: Path) -> None:
+    root = project(tmp_path, extra="""
+        [env.GREETING]
+        type = "string"
+        required = false
+        [env.LIMIT]
+        type = "integer"
+        required = false
+        """)
+    env_file = root / ".env"
+    with supervisor(["up"], root) as sup:
+        url = sup.wait_url()
+        assert body(url).endswith(" hello")
+        env_file.write_text("GREETING=bonjour\n")
+        wait_until(lambda: body(url).endswith(" bonjour"), 30, "the new greeting", lambda: sup.output)
+        serving = body(url)
+        env_file.write_text("GREETING=broken\nLIMIT=many\n")
+        sup.wait_for_output(r"reload failed: invalid configuration")
+        assert re.search(r"\.env:2 LIMIT: 'many' is not an integer", sup.output), sup.output
+        assert body(url) == serving, "an invalid .env must leave the running worker alone"
+        env_file.write_text("LIMIT=3\n")  # GREETING removed from .env: gone in the new worker
+        wait_until(lambda: body(url).endswith(" -"), 30, "GREETING to be unset", lambda: sup.output)
+        assert sup.stop() == 0
+
+
+@pytest.mark.timeout(90)
+def test_crash_looped_slot_in_development_waits_for_a_change(tmp_path: Path) -> None:
+    root = project(tmp_path, extra="""
+        [restart]
+        initial_delay = 0.05
+        crash_loop_failures = 2
+        """)
+    app = root / "app.py"
+    good = app.read_text()
+    app.write_text("raise RuntimeError('boom at import')\n")
+    with supervisor(["up"], root) as sup:
+        sup.wait_for_output(r"FATAL: crashed 2 times")
+        sup.wait_for_output(r"waiting for a change")
+        assert sup.proc.poll() is None, "development mode keeps the supervisor up"
+        assert "boom at import" in sup.output
+        app.write_text(good)
+        url = sup.wait_url()
+        assert body(url).startswith("1 ")
+        assert sup.stop() == 0
+
+
+@pytest.mark.timeout(90)
+def test_polling_mode_and_sighup_reread(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    env = base_env(SUPERVISOR_RELOAD_POLL="true")
+    with supervisor(["up"], root, env) as sup:
+        url = sup.wait_url()
+        assert "(polling)" in sup.output
+        set_version(root / "app.py", 2)
+        wait_until(lambda: body(url).startswith("2 "), 30, "a polled change", lambda: sup.output)
+    # With reload off, .env changes apply on SIGHUP only.
+    with supervisor(["up", "--no-reload"], root) as sup:
+        url = sup.wait_url()
+        assert "reload: watching" not in sup.output
+        (root / ".env").write_text("GREETING=after-hup\n")
+        sup.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: body(url).endswith(" after-hup"), 30, "SIGHUP to apply .env", lambda: sup.output)
+        assert sup.stop() == 0

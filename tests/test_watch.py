@@ -1,0 +1,105 @@
+"""Pure units of reloading: the change filter, classification, and coalescing of scripted batches."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import watchfiles
+
+from supervisor.reload import coalesce
+from supervisor.watch import ChangeFilter, classify
+
+ROOT = Path("/project")
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("/project/app.py", True),
+    ("/project/pkg/models.py", True),
+    ("/project/.env", True),
+    ("/project/supervisor.toml", True),
+    ("/project/README.md", False),
+    ("/project/.git/index", False),
+    ("/project/.venv/lib/site.py", False),
+    ("/project/venv/lib/x.py", False),
+    ("/project/pkg/__pycache__/models.cpython-311.pyc", False),
+    ("/project/node_modules/x/index.py", False),
+    ("/project/app.pyc", False),
+    ("/project/server.log", False),
+    ("/project/.supervisor/state.json", False),
+    ("/project/.app.py.swp", False),
+    ("/project/data.sqlite3", False),
+])
+def test_default_filter(path: str, expected: bool) -> None:
+    f = ChangeFilter(root=ROOT, runtime_dir=ROOT / ".supervisor")
+    assert f(watchfiles.Change.modified, path) is expected
+
+
+def test_include_and_exclude_patterns() -> None:
+    f = ChangeFilter(root=ROOT, include=("*.py", "templates/*.html"), exclude=("tests/*", "*_test.py"))
+    assert f.matches("/project/templates/index.html")
+    assert not f.matches("/project/static/index.html")
+    assert not f.matches("/project/tests/test_app.py")
+    assert not f.matches("/project/app_test.py")
+    assert f.matches("/project/app.py")
+
+
+def test_classify_separates_settings_from_code() -> None:
+    env, toml = ROOT / ".env", ROOT / "supervisor.toml"
+    assert classify({"/project/app.py"}, env, toml).code
+    assert not classify({"/project/app.py"}, env, toml).settings
+    both = classify({"/project/.env", "/project/app.py"}, env, toml)
+    assert both.code and both.settings
+    only_env = classify({"/project/.env"}, env, toml)
+    assert only_env.settings and not only_env.code
+
+
+async def scripted(events: list[tuple[asyncio.Event | None, set[str]]]) -> AsyncIterator[set[str]]:
+    """Yield each batch once its gate (if any) is set: a scripted change history."""
+    for gate, batch in events:
+        if gate is not None:
+            await gate.wait()
+        yield batch
+
+
+@pytest.mark.timeout(10)
+def test_batches_arriving_during_a_reload_are_merged_into_one_more() -> None:
+    async def scenario() -> list[set[str]]:
+        applied: list[set[str]] = []
+        first_running = asyncio.Event()
+        release_first = asyncio.Event()
+        later = asyncio.Event()
+
+        async def apply(batch: set[str]) -> None:
+            applied.append(batch)
+            if len(applied) == 1:
+                first_running.set()
+                await release_first.wait()  # a slow reload; three more saves happen meanwhile
+
+        events = [(None, {"a.py"}), (later, {"b.py"}), (None, {"c.py"}), (None, {"b.py", "d.py"})]
+        task = asyncio.ensure_future(coalesce(scripted(events), apply))
+        await first_running.wait()
+        later.set()
+        for _ in range(10):  # let the collector take every scripted batch
+            await asyncio.sleep(0)
+        release_first.set()
+        await asyncio.wait_for(task, 5)
+        return applied
+
+    assert asyncio.run(scenario()) == [{"a.py"}, {"b.py", "c.py", "d.py"}]
+
+
+@pytest.mark.timeout(10)
+def test_each_quiet_batch_gets_its_own_reload() -> None:
+    async def scenario() -> list[set[str]]:
+        applied: list[set[str]] = []
+
+        async def apply(batch: set[str]) -> None:
+            applied.append(batch)
+
+        await asyncio.wait_for(coalesce(scripted([(None, {"a.py"})]), apply), 5)
+        return applied
+
+    assert asyncio.run(scenario()) == [{"a.py"}]
