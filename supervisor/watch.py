@@ -91,7 +91,8 @@ async def watch_batches(paths: Iterable[Path], change_filter: ChangeFilter, *, d
     existing = [str(p) for p in paths if p.exists()]
     async for changes in watchfiles.awatch(
         *existing, watch_filter=change_filter, step=max(1, int(debounce * 1000)),
-        debounce=max(1600, int(debounce * 4000)), force_polling=poll,
+        # None lets watchfiles honour WATCHFILES_FORCE_POLLING and detect WSL by itself.
+        debounce=max(1600, int(debounce * 4000)), force_polling=True if poll else None,
         poll_delay_ms=int(poll_interval * 1000), recursive=True, ignore_permission_denied=True,
     ):
         yield {path for _, path in changes}
