@@ -22,6 +22,7 @@ from typing import Any
 from supervisor.config import Config, load_config
 from supervisor.dotenvfile import DotEnv, load_dotenv_file
 from supervisor.envschema import VarSpec, validate_environ
+from supervisor.envrules import apply_environment_rules
 from supervisor.errors import ConfigError, Problem
 from supervisor.secrets import secret_values
 
@@ -121,10 +122,19 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
     else:
         reload = mode == "development"
 
+    # Command-line values get the same ranges as their supervisor.toml keys (argparse checks types only).
+    if overrides.port is not None and not 0 <= overrides.port <= 65535:
+        problems.append(Problem("--port", f"{overrides.port} is out of range; expected 0 to 65535"))
+    if overrides.workers is not None and not 1 <= overrides.workers <= 64:
+        problems.append(Problem("--workers", f"{overrides.workers} is out of range; expected 1 to 64"))
+
+    runtime_dir = Path(config.supervisor.runtime_dir)
+    runtime_dir = runtime_dir if runtime_dir.is_absolute() else project_dir / runtime_dir
+    problems.extend(apply_environment_rules(config, mode, merged, sources, values, runtime_dir))
+
     if problems:
         raise ConfigError(problems)
 
-    runtime_dir = Path(config.supervisor.runtime_dir)
     declared = {name for name in config.env if name in merged}
     return Settings(
         project_dir=project_dir,
@@ -135,7 +145,7 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
         workers=overrides.workers or config.app.workers,
         reload=reload,
         reload_poll=reload_poll,
-        runtime_dir=runtime_dir if runtime_dir.is_absolute() else project_dir / runtime_dir,
+        runtime_dir=runtime_dir,
         dotenv=dotenv,
         environ=merged,
         env_sources={name: sources.get(name, "environment") for name in set(dotenv.values) | declared},

@@ -1,0 +1,61 @@
+"""Helpers for the database and webapp tests: a project serving the real webapp, tokens, HTTP."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+
+from tests.support import REPO, free_port, make_project
+
+SECRET = "test-auth-secret-8c1d0e2f-at-least-32-chars"
+
+
+def webapp_project(root: Path, *, deadline: float = 30.0, initial_delay: float = 0.1,
+                   max_delay: float = 1.0, probe_interval: float = 10.0, declare_url: bool = True,
+                   extra: str = "") -> Path:
+    """A project serving ``webapp.app:app`` from the repository, with fast database retries."""
+    declared = """
+        [env.DATABASE_URL]
+        type = "url"
+        schemes = ["postgresql", "postgres", "postgresql+asyncpg", "sqlite+aiosqlite"]
+        required = false
+    """ if declare_url else ""
+    return make_project(root, toml=f"""
+        [server]
+        port = {free_port()}
+        [app]
+        app = "webapp.app:app"
+        app_dir = "{REPO}"
+        ready_timeout = 30
+        [database]
+        initial_delay = {initial_delay}
+        max_delay = {max_delay}
+        deadline = {deadline}
+        connect_timeout = 2
+        probe_interval = {probe_interval}
+        [status]
+        enabled = false
+        {extra}
+        {declared}
+        [env.BETTER_AUTH_SECRET]
+        type = "secret"
+        min_length = 32
+        default = "development-only-secret-change-me-0123456789"
+    """)
+
+
+def token(sub: str, secret: str = SECRET, **claims: Any) -> str:
+    return jwt.encode({"sub": sub, "iat": int(time.time()), **claims}, secret, algorithm="HS256")
+
+
+def auth(sub: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(sub)}"}
+
+
+def client(url: str) -> httpx.Client:
+    """Real HTTP to the served webapp; a fresh connection per request is not needed here."""
+    return httpx.Client(base_url=url, timeout=10.0)

@@ -1,0 +1,217 @@
+"""The retry schedule (fake clock, recorded sleeps), failure reasons (real PostgreSQL) and the
+status record the database watch keeps for the status API."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import asyncpg
+import pytest
+
+from supervisor import state as S
+from supervisor.config import DatabaseSection
+from supervisor.dbprobe import (AUTH_FAILED, DB_MISSING, REFUSED, STARTING_UP, TIMED_OUT, Attempt,
+                                EngineProbe, ProbeFailure, backoff_delay, classify, wait_for_database)
+from supervisor.dburl import normalize_database_url
+from supervisor.dbwatch import DatabaseWatch
+from supervisor.errors import DatabaseUnavailable
+from supervisor.settings import resolve_settings
+from tests.pgserver import APP_PASSWORD, PgServer, pg, pg_server  # noqa: F401 - pytest fixtures
+from tests.support import free_port
+
+CFG = DatabaseSection(initial_delay=0.25, max_delay=5.0, deadline=30.0, connect_timeout=2.0)
+
+
+class FakeTime:
+    """A clock that only moves when the code under test sleeps; the sleeps are recorded."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def scripted_probe(failures: list[ProbeFailure], fake: FakeTime, cost: float = 0.0) -> Any:
+    """A probe that fails with each of ``failures`` in turn, then answers in 1.5 ms."""
+    remaining = list(failures)
+
+    async def probe(timeout: float) -> float:
+        fake.now += cost
+        if remaining:
+            raise remaining.pop(0)
+        return 1.5
+
+    return probe
+
+
+def refused() -> ProbeFailure:
+    return ProbeFailure(REFUSED, "", True)
+
+
+def test_delays_double_from_initial_and_stop_at_max_delay_without_jitter() -> None:
+    fake = FakeTime()
+    attempts: list[Attempt] = []
+    result = asyncio.run(wait_for_database(scripted_probe([refused()] * 7, fake), CFG,
+                                           on_attempt=attempts.append, sleep=fake.sleep,
+                                           clock=fake.clock, rand=lambda: 0.5))
+    assert result == (8, 1.5)
+    assert fake.sleeps == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
+    assert [a.number for a in attempts] == [1, 2, 3, 4, 5, 6, 7]
+    assert [a.next_delay for a in attempts] == fake.sleeps
+
+
+@pytest.mark.parametrize("rand, expected", [(0.0, [0.2, 0.4, 0.8, 1.6, 3.2, 4.0]),
+                                            (1.0, [0.3, 0.6, 1.2, 2.4, 4.8, 5.0])])
+def test_jitter_spreads_each_delay_by_the_fraction_but_never_past_max_delay(
+        rand: float, expected: list[float]) -> None:
+    delays = [backoff_delay(CFG, n, 0.2, lambda: rand) for n in range(1, 7)]
+    assert delays == pytest.approx(expected)
+
+
+def test_past_the_deadline_the_last_failure_is_raised_and_no_sleep_overshoots() -> None:
+    fake = FakeTime()
+    cfg = DatabaseSection(initial_delay=0.25, max_delay=2.0, deadline=6.0)
+    attempts: list[Attempt] = []
+    with pytest.raises(ProbeFailure) as info:
+        asyncio.run(wait_for_database(scripted_probe([refused()] * 100, fake, cost=0.1), cfg,
+                                      on_attempt=attempts.append, sleep=fake.sleep, clock=fake.clock,
+                                      rand=lambda: 0.5))
+    assert info.value.reason == REFUSED
+    assert fake.now == pytest.approx(6.1)  # the deadline, plus the last attempt's own time
+    assert fake.sleeps[-1] < 2.0  # the last sleep was cut to the time left
+    assert attempts[-1].next_delay is None and attempts[-1].number == len(fake.sleeps) + 1
+
+
+@pytest.mark.parametrize("reason", [AUTH_FAILED, DB_MISSING])
+def test_failures_retrying_cannot_fix_end_the_wait_at_once(reason: str) -> None:
+    fake = FakeTime()
+    with pytest.raises(ProbeFailure) as info:
+        asyncio.run(wait_for_database(scripted_probe([refused(), ProbeFailure(reason, "x", False)], fake),
+                                      CFG, sleep=fake.sleep, clock=fake.clock, rand=lambda: 0.5))
+    assert info.value.reason == reason
+    assert fake.sleeps == [0.25]
+
+
+def test_starting_up_is_recognised_by_its_sqlstate_and_retried() -> None:
+    failure = classify(asyncpg.exceptions.CannotConnectNowError("the database system is starting up"))
+    assert failure.reason == STARTING_UP and failure.retryable
+    assert "the database system is starting up" in str(failure)
+
+
+@pytest.mark.timeout(60)
+def test_real_failures_are_sorted_into_plain_reasons_without_the_password(pg: PgServer) -> None:
+    cases = [(pg.url(password="wrong-pw-77aa"), AUTH_FAILED, False),
+             (pg.url(database="no_such_db"), DB_MISSING, False),
+             (pg.url(port=free_port()), REFUSED, True)]
+    for url, reason, retryable in cases:
+        probe = EngineProbe(normalize_database_url(url), 2.0)
+        with pytest.raises(ProbeFailure) as info:
+            asyncio.run(probe(2.0))
+        assert (info.value.reason, info.value.retryable) == (reason, retryable), str(info.value)
+        assert "wrong-pw-77aa" not in str(info.value) and APP_PASSWORD not in str(info.value)
+    latency = asyncio.run(EngineProbe(normalize_database_url(pg.url()), 2.0)(2.0))
+    assert 0 < latency < 2000
+
+
+@pytest.mark.timeout(30)
+def test_a_server_that_accepts_but_never_answers_times_out() -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes handshakes; nobody ever answers
+        url = f"postgresql://app:pw@127.0.0.1:{silent.getsockname()[1]}/app"
+        with pytest.raises(ProbeFailure) as info:
+            asyncio.run(EngineProbe(normalize_database_url(url), 5.0)(0.3))
+    assert info.value.reason == TIMED_OUT and info.value.retryable
+
+
+# ----- the watch: state and the status record --------------------------------------------------
+
+
+def fake_supervisor(tmp_path: Path, url: str, **database: Any) -> SimpleNamespace:
+    toml = "[database]\n" + "".join(f"{k} = {v!r}\n" for k, v in database.items())
+    (tmp_path / "supervisor.toml").write_text(toml)
+    settings = resolve_settings(tmp_path, {"DATABASE_URL": url})
+    sup = SimpleNamespace(settings=settings, database=S.DatabaseStatus(), state=S.STARTING, redactor=None,
+                          states=[], changes=0)
+
+    def set_state(new: str) -> None:
+        sup.state = new
+        sup.states.append(new)
+
+    def changed() -> None:
+        sup.changes += 1
+
+    sup.set_state, sup.changed, sup.spawn_task = set_state, changed, asyncio.ensure_future
+    return sup
+
+
+@pytest.fixture
+def stopped(pg: PgServer) -> Iterator[PgServer]:
+    pg.stop()
+    yield pg
+
+
+@pytest.mark.timeout(60)
+def test_wait_reports_waiting_then_ok_when_the_server_comes_up(tmp_path: Path, stopped: PgServer) -> None:
+    sup = fake_supervisor(tmp_path, stopped.url(), initial_delay=0.1, max_delay=0.2, deadline=60.0)
+    seen: list[tuple[str, str, int, str | None]] = []
+
+    async def sleep(seconds: float) -> None:
+        seen.append((sup.state, sup.database.state, sup.database.attempts, sup.database.last_error))
+        if len(seen) == 2:
+            stopped.start()  # the server arrives while the supervisor waits
+
+    watch = DatabaseWatch(sleep=sleep)
+    asyncio.run(watch.wait(sup))
+    assert seen == [(S.WAITING_FOR_DATABASE, S.DB_WAITING, 1, REFUSED),
+                    (S.WAITING_FOR_DATABASE, S.DB_WAITING, 2, REFUSED)]
+    assert sup.states == [S.WAITING_FOR_DATABASE, S.STARTING]
+    db = sup.database
+    assert (db.state, db.attempts, db.last_error) == (S.DB_OK, 0, None)
+    assert db.latency_ms is not None and db.latency_ms > 0 and db.last_check is not None
+
+
+@pytest.mark.timeout(60)
+def test_wait_gives_up_with_exit_3_and_records_unavailable(tmp_path: Path) -> None:
+    sup = fake_supervisor(tmp_path, f"postgresql://app:{APP_PASSWORD}@127.0.0.1:{free_port()}/app",
+                          initial_delay=0.01, max_delay=0.05, deadline=0.3)
+    with pytest.raises(DatabaseUnavailable) as info:
+        asyncio.run(DatabaseWatch().wait(sup))
+    message = str(info.value)
+    assert info.value.exit_code == 3
+    assert message.startswith("database unreachable at postgresql+asyncpg://app:***@127.0.0.1:")
+    assert "connection refused after" in message and "[database] deadline = 0.3s" in message
+    assert APP_PASSWORD not in message
+    assert sup.database.state == S.DB_UNAVAILABLE and sup.database.attempts >= 2
+
+
+@pytest.mark.timeout(60)
+def test_monitor_probe_records_an_outage_and_the_recovery(tmp_path: Path, pg: PgServer) -> None:
+    sup = fake_supervisor(tmp_path, pg.url())
+    sup.database.state = S.DB_OK
+    watch = DatabaseWatch()
+    db = normalize_database_url(pg.url())
+
+    async def scenario() -> list[tuple[str, int, str | None]]:
+        records = []
+        for action in (pg.stop, lambda: None, pg.start):
+            action()
+            await watch._probe_once(sup, db)
+            records.append((sup.database.state, sup.database.attempts, sup.database.last_error))
+        assert watch._probe is not None
+        await watch._probe.close()
+        return records
+
+    assert asyncio.run(scenario()) == [(S.DB_UNAVAILABLE, 1, REFUSED), (S.DB_UNAVAILABLE, 2, REFUSED),
+                                       (S.DB_OK, 0, None)]

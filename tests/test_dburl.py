@@ -1,0 +1,98 @@
+"""URL normalisation: every accepted form, every rewrite, every refusal, and never the password."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from supervisor.dburl import (POSTGRESQL, SQLITE, DatabaseURLError, connect_args, embedded_default_url,
+                              normalize_database_url)
+
+PW = "s3cr3t-pass-word"
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql", "POSTGRESQL"])
+def test_libpq_schemes_become_asyncpg_and_say_so(scheme: str) -> None:
+    db = normalize_database_url(f"{scheme}://app:{PW}@db.internal:5433/app")
+    assert db.url == f"postgresql+asyncpg://app:{PW}@db.internal:5433/app"
+    assert db.backend == POSTGRESQL
+    line = db.describe_changes()
+    assert line is not None and f"{scheme.lower()}:// -> postgresql+asyncpg://" in line
+    assert PW not in line and "app:***@db.internal" in line
+
+
+def test_asyncpg_url_is_used_as_given_without_a_note() -> None:
+    db = normalize_database_url(f"postgresql+asyncpg://app:{PW}@127.0.0.1/app")
+    assert db.url == f"postgresql+asyncpg://app:{PW}@127.0.0.1/app"
+    assert db.describe_changes() is None and dict(db.connect_args) == {}
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg", "pg8000"])
+def test_sync_driver_is_an_error_with_a_hint_and_no_password(driver: str) -> None:
+    with pytest.raises(DatabaseURLError) as info:
+        normalize_database_url(f"postgresql+{driver}://app:{PW}@db/app")
+    message = str(info.value)
+    assert f"synchronous driver '{driver}'" in message and "use postgresql://" in message
+    assert PW not in message and "app:***@db" in message
+
+
+def test_neon_style_sslmode_and_channel_binding_are_translated() -> None:
+    db = normalize_database_url(f"postgresql://app:{PW}@ep-x.neon.tech/neondb?sslmode=require"
+                                "&channel_binding=require")
+    assert db.url == f"postgresql+asyncpg://app:{PW}@ep-x.neon.tech/neondb"
+    assert dict(db.connect_args) == {"ssl": "require"}
+    line = db.describe_changes() or ""
+    assert "sslmode=require -> ssl='require'" in line and "dropped channel_binding=require" in line
+
+
+def test_connect_timeout_application_name_and_options_become_asyncpg_arguments() -> None:
+    db = normalize_database_url("postgresql://app@h/app?connect_timeout=7&application_name=web"
+                                "&options=-c%20statement_timeout%3D5000%20-c%20search_path%3Dapp"
+                                "&target_session_attrs=read-write&port=6543")
+    assert dict(db.connect_args) == {
+        "timeout": 7.0, "target_session_attrs": "read-write", "port": 6543,
+        "server_settings": {"application_name": "web", "statement_timeout": "5000",
+                            "search_path": "app"}}
+
+
+@pytest.mark.parametrize("query, fragment", [
+    ("sslmode=sometimes", "is not an sslmode; expected one of disable"),
+    ("connect_timeout=soon", "is not a number"),
+    ("frobnicate=1", "query parameter frobnicate='1' is not understood by asyncpg; expected one of"),
+    ("options=statement_timeout", "expected -c name=value settings"),
+])
+def test_bad_query_parameters_are_named_without_the_password(query: str, fragment: str) -> None:
+    with pytest.raises(DatabaseURLError) as info:
+        normalize_database_url(f"postgresql://app:{PW}@h/app?{query}")
+    assert fragment in str(info.value) and PW not in str(info.value)
+
+
+@pytest.mark.parametrize("url, fragment", [
+    (f"postgresql://app:{PW}@h:port/app", "is not a valid URL"),
+    (f"mysql://app:{PW}@h/app", "has scheme 'mysql'; expected postgresql://"),
+    ("postgresql://", "names no host or database"),
+    ("sqlite+pysqlite:///x.db", "synchronous SQLite driver"),
+])
+def test_malformed_or_foreign_urls_are_refused(url: str, fragment: str) -> None:
+    with pytest.raises(DatabaseURLError) as info:
+        normalize_database_url(url)
+    assert fragment in str(info.value) and PW not in str(info.value)
+
+
+def test_sqlite_urls_use_aiosqlite_and_know_their_file(tmp_path: Path) -> None:
+    plain = normalize_database_url("sqlite:///relative/notes.db")
+    assert plain.url == "sqlite+aiosqlite:///relative/notes.db" and plain.backend == SQLITE
+    assert plain.sqlite_path == Path("relative/notes.db") and plain.describe_changes()
+    default = normalize_database_url(embedded_default_url(tmp_path / ".supervisor"))
+    assert default.url == f"sqlite+aiosqlite:///{tmp_path}/.supervisor/webapp.sqlite3"
+    assert default.sqlite_path == tmp_path / ".supervisor" / "webapp.sqlite3"
+    assert default.describe_changes() is None and connect_args(default) == {}
+
+
+def test_connect_args_merge_timeouts_and_server_settings_url_first() -> None:
+    db = normalize_database_url("postgresql://h/app?options=-c%20statement_timeout%3D100&sslmode=disable")
+    args = connect_args(db, 3.0, {"statement_timeout": "15000", "lock_timeout": "1000"})
+    assert args == {"ssl": "disable", "timeout": 3.0,
+                    "server_settings": {"statement_timeout": "100", "lock_timeout": "1000"}}
+    assert db.target == "h/app"

@@ -1,0 +1,136 @@
+"""The webapp's notes API over real HTTP, served by the supervisor, on PostgreSQL and on SQLite."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+
+from tests.dbsupport import SECRET, auth, client, token, webapp_project
+from tests.pgserver import PgServer, pg_server  # noqa: F401 - pytest fixture
+from tests.support import base_env, supervisor
+
+
+@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
+def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[tuple[str, str, Path]]:
+    """The webapp under the supervisor, once per backend for this module: (url, backend, project)."""
+    root = webapp_project(tmp_path_factory.mktemp(request.param))
+    env = base_env(BETTER_AUTH_SECRET=SECRET)
+    if request.param == "postgresql":
+        server: PgServer = request.getfixturevalue("pg_server")
+        server.ensure_started()
+        env["DATABASE_URL"] = server.url(database=server.create_database("webapp_notes"))
+    with supervisor(["up", "--no-reload"], root, env) as run:
+        url = run.wait_url(timeout=60)
+        if request.param == "sqlite":
+            run.wait_for_output(r"DATABASE_URL is not set; development mode uses the SQLite file "
+                                + str(root / ".supervisor" / "webapp.sqlite3"))
+        yield url, request.param, root
+
+
+@pytest.fixture
+def http(served: tuple[str, str, Path]) -> Iterator[httpx.Client]:
+    with client(served[0]) as c:
+        yield c
+
+
+@pytest.mark.timeout(60)
+def test_health_reports_the_database_ok(http: httpx.Client, served: tuple[str, str, Path]) -> None:
+    response = http.get("/health")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "ok" and body["database"]["status"] == "ok"
+    assert body["database"]["latency_ms"] >= 0 and body["database"]["error"] is None
+    _, backend, root = served
+    assert body["database"]["backend"] == backend
+    # The development default is a file in the runtime directory (ignored by git).
+    assert (root / ".supervisor" / "webapp.sqlite3").exists() == (backend == "sqlite")
+
+
+@pytest.mark.timeout(60)
+def test_notes_round_trip_create_fetch_list_delete(http: httpx.Client) -> None:
+    user = auth("round-trip-user")
+    created = http.post("/notes", json={"title": "  Buy milk ", "body": "2 litres"}, headers=user)
+    assert created.status_code == 201, created.text
+    note = created.json()
+    assert (note["title"], note["body"], note["owner"]) == ("Buy milk", "2 litres", "round-trip-user")
+    assert note["created_at"].endswith("Z") and created.headers["location"] == f"/notes/{note['id']}"
+    assert http.get(f"/notes/{note['id']}", headers=user).json() == note
+    assert http.get("/notes", headers=user).json()["items"] == [note]
+    assert http.delete(f"/notes/{note['id']}", headers=user).status_code == 204
+    assert http.get(f"/notes/{note['id']}", headers=user).status_code == 404
+    assert http.get("/notes", headers=user).json()["items"] == []
+
+
+@pytest.mark.timeout(60)
+def test_users_never_see_or_delete_each_others_notes(http: httpx.Client) -> None:
+    alice, bob = auth("alice"), auth("bob")
+    note = http.post("/notes", json={"title": "alice's"}, headers=alice).json()
+    assert http.get(f"/notes/{note['id']}", headers=bob).status_code == 404
+    assert http.delete(f"/notes/{note['id']}", headers=bob).status_code == 404
+    assert all(n["owner"] == "bob" for n in http.get("/notes", headers=bob).json()["items"])
+    assert http.get(f"/notes/{note['id']}", headers=alice).status_code == 200
+
+
+@pytest.mark.timeout(60)
+def test_list_is_paginated_newest_first(http: httpx.Client) -> None:
+    user = auth("pager")
+    ids = [http.post("/notes", json={"title": f"n{i}"}, headers=user).json()["id"] for i in range(5)]
+    first = http.get("/notes", params={"limit": 2}, headers=user).json()
+    assert [n["id"] for n in first["items"]] == ids[::-1][:2] and first["next_offset"] == 2
+    last = http.get("/notes", params={"limit": 2, "offset": 4}, headers=user).json()
+    assert [n["id"] for n in last["items"]] == [ids[0]] and last["next_offset"] is None
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("payload, fields", [
+    ({}, {"title": "required: a non-empty string"}),
+    ({"title": "x" * 201, "body": 5}, {"title": "too long: 201 characters; expected at most 200",
+                                       "body": "expected a string"}),
+    ({"title": "ok", "colour": "red"}, {"colour": "unknown field; expected title and body"}),
+    ([1, 2], {"$": "expected a JSON object"}),
+])
+def test_invalid_note_input_is_422_with_every_field_error(http: httpx.Client, payload: object,
+                                                         fields: dict[str, str]) -> None:
+    response = http.post("/notes", json=payload, headers=auth("validator"))
+    assert response.status_code == 422
+    assert response.json() == {"error": "invalid input", "fields": fields}
+
+
+@pytest.mark.timeout(60)
+def test_invalid_json_and_bad_page_parameters_are_422(http: httpx.Client) -> None:
+    user = auth("validator")
+    bad_json = http.post("/notes", content=b"{not json", headers=user)
+    assert bad_json.status_code == 422 and bad_json.json()["fields"] == {"$": "the request body is not valid JSON"}
+    page = http.get("/notes", params={"limit": 0, "offset": "x"}, headers=user)
+    assert page.status_code == 422
+    assert page.json()["fields"] == {"limit": "0 is out of range; expected 1 to 100",
+                                     "offset": "'x' is not an integer"}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("header", [
+    None,
+    "Basic YWxpY2U6cHc=",
+    f"Bearer {token('mallory', secret='another-secret-that-is-long-enough-1234')}",
+    f"Bearer {token('late', exp=int(time.time()) - 60)}",
+    "Bearer not.a.jwt",
+])
+def test_missing_or_bad_tokens_are_401(http: httpx.Client, header: str | None) -> None:
+    headers = {"Authorization": header} if header else {}
+    for method, path in (("GET", "/notes"), ("POST", "/notes"), ("GET", "/notes/1"), ("DELETE", "/notes/1")):
+        response = http.request(method, path, headers=headers, json={"title": "t"})
+        assert response.status_code == 401, (method, path, response.text)
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert "error" in response.json()
+
+
+@pytest.mark.timeout(60)
+def test_a_token_without_sub_is_401(http: httpx.Client) -> None:
+    no_sub = jwt.encode({"name": "x"}, SECRET, algorithm="HS256")
+    assert http.get("/notes", headers={"Authorization": f"Bearer {no_sub}"}).status_code == 401
