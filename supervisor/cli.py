@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from supervisor import __version__
+from supervisor import __version__, control, unitfile
 from supervisor.errors import EXIT_CONFIG, EXIT_OK, ConfigError, SupervisorError
 from supervisor.output import logger, setup_logging
 from supervisor.secrets import Redactor
@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:  # type: ignore[type-arg]
     """Subcommands that live in their own modules (status and control, systemd)."""
     registrars: list[Callable[[argparse._SubParsersAction], None]] = []  # type: ignore[type-arg]
+    registrars.append(unitfile.register)  # systemd-unit
+    registrars.append(control.register)  # status, restart, stop
     return registrars
 
 

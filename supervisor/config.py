@@ -10,6 +10,7 @@ stays a pure function of the file's text.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 import tomllib
 import types
@@ -29,7 +30,7 @@ def _opt(default: Any = MISSING, *, lo: float | None = None, hi: float | None = 
     """A dataclass field with its validation bounds kept in metadata."""
     meta = {"lo": lo, "hi": hi, "choices": choices, "doc": doc}
     if isinstance(default, list):
-        return field(default_factory=lambda d=default: list(d), metadata=meta)
+        return field(default_factory=functools.partial(list, default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -274,6 +275,9 @@ def parse_config(text: str, path: str = "supervisor.toml") -> Config:
                 parsed = parse_var_spec(name, spec, where, problems)
                 if parsed is not None:
                     env_specs[name] = parsed
+        elif not isinstance(raw, dict):
+            problems.append(Problem(path, f"top-level key {table!r} belongs in a section; "
+                                          f"expected it under a table such as [server] or [app]"))
         else:
             expected = ", ".join(sorted([*_SECTIONS, "env"]))
             hint = difflib.get_close_matches(table, [*_SECTIONS, "env"], n=1)

@@ -16,7 +16,8 @@ from supervisor.errors import Problem
 @dataclass(frozen=True)
 class DotEnv:
     path: str
-    values: dict[str, str] = field(default_factory=dict)
+    # repr=False: a Settings or DotEnv in a log line or traceback must not show secret values.
+    values: dict[str, str] = field(default_factory=dict, repr=False)
     lines: dict[str, int] = field(default_factory=dict)  # name -> line it was (last) set on
     problems: tuple[Problem, ...] = ()
     exists: bool = False
@@ -55,7 +56,8 @@ def parse_dotenv(text: str, path: str = ".env") -> DotEnv:
         if value is None:
             line = lines.get(name, 0)
             problems.append((line, Problem(f"{path}:{line} {name}", "has no value; expected NAME=value")))
-    return DotEnv(path=path, values=values, lines=lines, problems=tuple(p for _, p in sorted(problems, key=lambda lp: lp[0])), exists=True)
+    ordered = tuple(p for _, p in sorted(problems, key=lambda lp: lp[0]))
+    return DotEnv(path=path, values=values, lines=lines, problems=ordered, exists=True)
 
 
 def load_dotenv_file(path: Path) -> DotEnv:

@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from supervisor.errors import Problem
-from supervisor.secrets import is_secret_name
+from supervisor.secrets import is_secret_name, mask_url
 
 TYPES = ("string", "integer", "boolean", "port", "url", "secret")
 _TRUE = {"1", "true", "yes", "on"}
@@ -90,7 +90,7 @@ def parse_var_spec(name: str, raw: Any, where: str, problems: list[Problem]) -> 
 
 def _check_value(spec: VarSpec, value: str) -> tuple[str | None, Any]:
     """Return (problem or None, typed value). Problems describe, never quote, secret values."""
-    shown = "the value" if spec.is_secret else repr(value)
+    shown = "the value" if spec.is_secret else repr(mask_url(value))
     if spec.type == "integer" or spec.type == "port":
         try:
             number = int(value.strip())

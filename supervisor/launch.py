@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 
 from supervisor.activation import activated_listener
+from supervisor.dbwatch import install_database_watch
 from supervisor.ports import bind_port
 from supervisor.reaper import reaper_service
 from supervisor.reload import Reloader
@@ -14,6 +15,7 @@ from supervisor.runner import Supervisor
 from supervisor.sdnotify import install_sd_notify
 from supervisor.secrets import Redactor
 from supervisor.settings import Settings
+from supervisor.status_api import install_status_api
 
 logger = logging.getLogger("supervisor")
 
@@ -32,9 +34,11 @@ def build_supervisor(settings: Settings, resolve: Callable[[], Settings] | None 
     supervisor = Supervisor(settings, bound)
     supervisor.resolve = resolve
     supervisor.redactor = redactor
+    install_status_api(supervisor)  # binds [status] port; PortError (exit 4) if unusable
     reloader = Reloader()
     supervisor.services.append(reloader.serve)
     supervisor.startup_steps.insert(0, reloader.wait_watching)
     supervisor.services.append(reaper_service)
+    install_database_watch(supervisor)  # waits before the first worker, then monitors
     install_sd_notify(supervisor, settings.environ)
     return supervisor

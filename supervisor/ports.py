@@ -40,9 +40,10 @@ def port_holder(port: int) -> str | None:
 
 
 def bind_listener(host: str, port: int, backlog: int = 2048) -> socket.socket:
-    """Bind and listen on ``host:port``; the socket is inheritable so workers can be handed it."""
+    """Bind and listen on ``host:port``."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets whose protocol says TCP.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         # SO_REUSEADDR only lets us rebind past TIME_WAIT; deliberately not SO_REUSEPORT, which
         # would let another process bind the same port and silently take half the traffic.
@@ -52,7 +53,7 @@ def bind_listener(host: str, port: int, backlog: int = 2048) -> socket.socket:
     except BaseException:
         sock.close()
         raise
-    sock.set_inheritable(True)
+    # Not inheritable: workers get it through Popen's pass_fds, and nothing else should.
     return sock
 
 

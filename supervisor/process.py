@@ -21,6 +21,8 @@ from pathlib import Path
 from supervisor.worker import READY_MESSAGE, WorkerArgs
 
 LineSink = Callable[[int, str], None]  # (pid, line)
+# Seconds to keep relaying a worker's output after it exited (its pipes normally end at once).
+RELAY_GRACE = 1.0
 
 
 @dataclass(frozen=True)
@@ -110,8 +112,17 @@ class WorkerProcess:
         return await asyncio.shield(self._ready)
 
     async def wait(self) -> int:
-        """The return code, once the process has exited and all its output has been relayed."""
+        """The return code, once the process has exited and its output has been relayed.
+
+        Output is awaited for at most ``RELAY_GRACE`` seconds after the exit: a daemon the worker
+        started in a session of its own can hold the pipes open for as long as it lives, and the
+        slot must not wait for it to notice the crash.
+        """
         code = await asyncio.shield(self._exited)
+        # asyncio.wait, not gather: a caller's timeout must not cancel the relays themselves.
+        _, pending = await asyncio.wait(self._relays, timeout=RELAY_GRACE)
+        for task in pending:
+            task.cancel()
         await asyncio.gather(*self._relays, return_exceptions=True)
         return code
 
@@ -128,7 +139,7 @@ class WorkerProcess:
         self.send(signal.SIGTERM)
         try:
             return await asyncio.wait_for(self.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.kill()
             return await self.wait()
 

@@ -147,7 +147,7 @@ async def reload(sup: Supervisor, files: set[str], trigger: str, reread: bool = 
         logger.info("reload: %s", trigger)
     status.last_files = shown
     status.last_at = sup.wall()
-    if reread or kind.settings:
+    if (reread or kind.settings) and sup.resolve is not None:
         try:
             new = sup.resolve()
         except ConfigError as exc:

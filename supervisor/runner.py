@@ -20,24 +20,32 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from supervisor import state as S
 from supervisor.errors import EXIT_FORCED, EXIT_OK, EXIT_RUNTIME, SupervisorError
 from supervisor.output import banner
 from supervisor.policy import GiveUp, RestartTracker
 from supervisor.ports import Bound
+from supervisor.process import LineSink, WorkerProcess, WorkerSpec, spawn_worker
 from supervisor.reload import reload
 from supervisor.secrets import Redactor
-from supervisor.process import LineSink, WorkerProcess, WorkerSpec, spawn_worker
 from supervisor.settings import Settings
 from supervisor.signals import queued_signals
 from supervisor.state import DatabaseStatus, ExitInfo, ReloadStatus, SlotStatus
+from supervisor.systemdenv import scrub_systemd_env
 
 logger = logging.getLogger("supervisor")
 
 Spawner = Callable[[WorkerSpec, LineSink], WorkerProcess]
-Hook = Callable[["Supervisor"], Awaitable[None]]
+Hook = Callable[["Supervisor"], Coroutine[Any, Any, None]]
+
+
+def worker_drain_timeout(stop_timeout: float) -> float:
+    """The worker's own drain limit: a little under the supervisor's SIGKILL deadline, so the
+    app's lifespan shutdown still runs after a drain that used up its time."""
+    return max(0.05, stop_timeout - min(1.0, stop_timeout * 0.2))
 
 
 class Supervisor:
@@ -83,6 +91,11 @@ class Supervisor:
     def ready_workers(self) -> int:
         return sum(1 for s in self.slots if s.state == S.RUNNING)
 
+    @property
+    def worker_pids(self) -> set[int]:
+        """Every worker not yet reaped, draining ones included: the orphan reaper leaves these alone."""
+        return {proc.pid for proc in self._live}
+
     def process(self, index: int) -> WorkerProcess | None:
         return self._procs[index]
 
@@ -110,9 +123,12 @@ class Supervisor:
         self._slot_tasks: list[asyncio.Task[None]] = []
         self._done = False
         service_tasks = [asyncio.create_task(service(self)) for service in self.services]
+        for task in service_tasks:
+            task.add_done_callback(self._on_service_done)
         try:
             with queued_signals(self._queue):
                 starter = asyncio.create_task(self._start())
+                starter.add_done_callback(self._on_task_done)
                 while not self._done:
                     message = await self._queue.get()
                     handler = getattr(self, "handle_" + message.lower(), None)
@@ -142,6 +158,21 @@ class Supervisor:
         if self._stopping.is_set():
             return
         self._slot_tasks = [asyncio.create_task(self._run_slot(i)) for i in range(len(self.slots))]
+        for task in self._slot_tasks:
+            task.add_done_callback(self._on_task_done)
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        """A bug or an OS failure (fork: EAGAIN) in startup or a slot must end ``up``, not leave it
+        running with nothing behind it and the error unseen."""
+        if task.cancelled() or task.exception() is None:
+            return
+        logger.error("supervisor: internal error; stopping", exc_info=task.exception())
+        self.post("internal_error")
+
+    def _on_service_done(self, task: asyncio.Task[None]) -> None:
+        # A failed service (status API, file watcher) is reported; supervision goes on without it.
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("supervisor: a background service failed", exc_info=task.exception())
 
     def post(self, message: str) -> None:
         """Enqueue a message for the loop (``"restart"``, ``"stop"``); safe from any coroutine."""
@@ -182,6 +213,9 @@ class Supervisor:
 
     async def handle_done(self) -> None:
         self._done = True
+
+    async def handle_internal_error(self) -> None:
+        await self._begin_shutdown(EXIT_RUNTIME)
 
     async def _request_stop(self, why: str) -> None:
         if self._stopping.is_set():
@@ -227,9 +261,9 @@ class Supervisor:
         cfg = self.settings.config
         return WorkerSpec(
             app=cfg.app.app, factory=cfg.app.factory, listen_fd=self.listener.sock.fileno(),
-            cwd=(self.settings.project_dir / cfg.app.app_dir).resolve(), environ=self.environ,
+            cwd=(self.settings.project_dir / cfg.app.app_dir).resolve(), environ=scrub_systemd_env(self.environ),
             log_level=cfg.supervisor.log_level,
-            graceful_timeout=cfg.supervisor.stop_timeout,
+            graceful_timeout=worker_drain_timeout(cfg.supervisor.stop_timeout),
         )
 
     def _spawn(self, index: int) -> WorkerProcess:
@@ -260,7 +294,7 @@ class Supervisor:
         timeout = self.settings.config.app.ready_timeout
         try:
             ready = await asyncio.wait_for(proc.ready(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             logger.error("web.%d: worker pid %d did not report ready within %gs; killing it",
                          index, proc.pid, timeout)
             proc.kill()
@@ -276,7 +310,7 @@ class Supervisor:
         if not self._announced:
             self._announced = True
             logger.info("%s", banner(self.url))
-        if self.state in (S.STARTING, S.FATAL):
+        if self.state in (S.STARTING, S.WAITING_FOR_DATABASE, S.FATAL):
             self.set_state(S.RUNNING)
         else:
             self.changed()

@@ -21,8 +21,8 @@ from typing import Any
 
 from supervisor.config import Config, load_config
 from supervisor.dotenvfile import DotEnv, load_dotenv_file
-from supervisor.envschema import VarSpec, validate_environ
 from supervisor.envrules import apply_environment_rules
+from supervisor.envschema import VarSpec, validate_environ
 from supervisor.errors import ConfigError, Problem
 from supervisor.secrets import secret_values
 

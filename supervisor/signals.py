@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -15,7 +16,7 @@ def queued_signals(queue: asyncio.Queue[str], signals: Iterable[signal.Signals] 
                    ) -> Iterator[None]:
     """Put each received signal's name (``"SIGTERM"``) on ``queue``; restore the old handlers after."""
     loop = asyncio.get_running_loop()
-    installed: list[tuple[signal.Signals, object]] = []
+    installed: list[tuple[signal.Signals, Any]] = []
     try:
         for sig in signals:
             previous = signal.getsignal(sig)
@@ -25,4 +26,4 @@ def queued_signals(queue: asyncio.Queue[str], signals: Iterable[signal.Signals] 
     finally:
         for sig, previous in installed:
             loop.remove_signal_handler(sig)
-            signal.signal(sig, previous)  # type: ignore[arg-type]
+            signal.signal(sig, previous)

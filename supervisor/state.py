@@ -34,7 +34,7 @@ class ExitInfo:
     at: float = field(default_factory=time.time)
 
     @classmethod
-    def from_returncode(cls, returncode: int, reason: str) -> "ExitInfo":
+    def from_returncode(cls, returncode: int, reason: str) -> ExitInfo:
         if returncode < 0:
             return cls(code=None, signal=-returncode, reason=reason)
         return cls(code=returncode, signal=None, reason=reason)
@@ -42,9 +42,12 @@ class ExitInfo:
     def describe(self) -> str:
         if self.signal is not None:
             try:
-                how = f"killed by {_signal.Signals(self.signal).name}"
+                name = _signal.Signals(self.signal).name
             except ValueError:
-                how = f"killed by signal {self.signal}"
+                name = f"signal {self.signal}"
+            # uvicorn re-raises the SIGTERM it drained on, so a graceful stop ends "by" SIGTERM.
+            graceful = self.signal == _signal.SIGTERM and self.reason != EXIT_CRASH
+            how = f"drained and exited on {name}" if graceful else f"killed by {name}"
         else:
             how = f"exit code {self.code}"
         return f"{how} ({self.reason})"

@@ -124,7 +124,7 @@ class ReportingServer(uvicorn.Server):
 
         try:
             await asyncio.wait_for(self._drained(), timeout=self.config.timeout_graceful_shutdown)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             for task in state.tasks:
                 task.cancel(msg="graceful shutdown deadline passed")
         for server in self.servers:
@@ -157,6 +157,10 @@ def run(args: WorkerArgs) -> int:
     # A real TCP socket object: asyncio then sets TCP_NODELAY on each connection, which
     # uvicorn's --fd (it assumes AF_UNIX) never does.
     sock = socket.socket(fileno=args.listen_fd)
+    # pass_fds left both inheritable: a child the app starts without close_fds (os.system) would
+    # otherwise hold the port, and the ready pipe, after this worker and the supervisor are gone.
+    sock.set_inheritable(False)
+    os.set_inheritable(args.ready_fd, False)
     sys.path.insert(0, os.getcwd())
     try:
         import_from_string(args.app)
@@ -171,7 +175,8 @@ def run(args: WorkerArgs) -> int:
         # The drain in ReportingServer.shutdown works on asyncio's own server and the
         # connection objects of uvicorn's pure-Python protocols.
         loop="asyncio",
-        timeout_graceful_shutdown=args.graceful_timeout,
+        # Annotated int, but any number works: it only reaches asyncio.wait_for.
+        timeout_graceful_shutdown=args.graceful_timeout,  # type: ignore[arg-type]
         server_header=False,
     )
     ReportingServer(config, args.ready_fd).run(sockets=[sock])

@@ -33,7 +33,7 @@ class Load:
         self._last_ok = 0.0
         self._threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
 
-    def start(self) -> "Load":
+    def start(self) -> Load:
         self._last_ok = time.monotonic()
         for t in self._threads:
             t.start()

@@ -5,9 +5,8 @@ One server per test session (initdb takes a second or two); tests that need an o
 the next test whatever happened. As root, PostgreSQL refuses to run, so every server command runs
 as the ``postgres`` user through ``runuser``, in a directory that user owns.
 
-Fixtures are imported by the test modules that use them::
-
-    from tests.pgserver import pg, pg_server  # noqa: F401 - pytest fixtures
+``tests/conftest.py`` registers this module as a plugin, so every test can ask for ``pg`` or
+``pg_server``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 from supervisor.envrules import SCHEMA_DEFAULT, SQLITE_DEFAULT
 from supervisor.settings import resolve_settings
 from tests.dbsupport import webapp_project
-from tests.pgserver import APP_PASSWORD, PgServer, pg, pg_server  # noqa: F401 - pytest fixtures
+from tests.pgserver import APP_PASSWORD, PgServer
 from tests.support import base_env, free_port, run_cli, supervisor
 
 UP = ["up", "--no-reload"]

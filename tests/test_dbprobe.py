@@ -15,13 +15,24 @@ import pytest
 
 from supervisor import state as S
 from supervisor.config import DatabaseSection
-from supervisor.dbprobe import (AUTH_FAILED, DB_MISSING, REFUSED, STARTING_UP, TIMED_OUT, Attempt,
-                                EngineProbe, ProbeFailure, backoff_delay, classify, wait_for_database)
+from supervisor.dbprobe import (
+    AUTH_FAILED,
+    DB_MISSING,
+    REFUSED,
+    STARTING_UP,
+    TIMED_OUT,
+    Attempt,
+    EngineProbe,
+    ProbeFailure,
+    backoff_delay,
+    classify,
+    wait_for_database,
+)
 from supervisor.dburl import normalize_database_url
 from supervisor.dbwatch import DatabaseWatch
 from supervisor.errors import DatabaseUnavailable
 from supervisor.settings import resolve_settings
-from tests.pgserver import APP_PASSWORD, PgServer, pg, pg_server  # noqa: F401 - pytest fixtures
+from tests.pgserver import APP_PASSWORD, PgServer
 from tests.support import free_port
 
 CFG = DatabaseSection(initial_delay=0.25, max_delay=5.0, deadline=30.0, connect_timeout=2.0)

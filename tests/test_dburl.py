@@ -6,8 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.dburl import (POSTGRESQL, SQLITE, DatabaseURLError, connect_args, embedded_default_url,
-                              normalize_database_url)
+from supervisor.dburl import (
+    POSTGRESQL,
+    SQLITE,
+    DatabaseURLError,
+    connect_args,
+    embedded_default_url,
+    normalize_database_url,
+)
 
 PW = "s3cr3t-pass-word"
 

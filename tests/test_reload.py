@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import time
 from pathlib import Path
 
 import psutil
@@ -75,9 +76,9 @@ def test_reloads_under_load_drop_no_request(tmp_path: Path, workers: int) -> Non
         wait_until(lambda: load.result.ok > 20, 20, "traffic flowing", lambda: sup.output)
         for version in range(2, 7):
             set_version(root / "app.py", version)
-            wait_until(lambda: any(b.startswith(f"{version} ") for b in load.latest_bodies()),
+            wait_until(lambda v=version: any(b.startswith(f"{v} ") for b in load.latest_bodies()),
                        30, f"version {version} serving", lambda: sup.output)
-            wait_until(lambda: sup.output.count("reload: done") >= version - 1, 30,
+            wait_until(lambda v=version: sup.output.count("reload: done") >= v - 1, 30,
                        f"reload {version - 1} finished", lambda: sup.output)
         result = load.stop()
         assert result.failures == [], f"{len(result.failures)} failed requests: {result.failures[:5]}\n{sup.output}"
@@ -124,7 +125,7 @@ def test_streaming_response_does_not_block_reload_past_stop_deadline(tmp_path: P
         wait_until(lambda: not psutil.pid_exists(old_pid) or
                    psutil.Process(old_pid).status() == psutil.STATUS_ZOMBIE,
                    2.0 + 5.0, "the draining worker to be gone", lambda: sup.output)
-        assert f"worker pid {old_pid} stopped" in sup.output
+        sup.wait_for_output(rf"worker pid {old_pid} stopped", timeout=5)
         stream.close()
         set_version(root / "app.py", 3)
         wait_until(lambda: body(url).startswith("3 "), 30, "a further reload", lambda: sup.output)
@@ -147,6 +148,8 @@ def test_env_edit_changes_worker_environment_and_invalid_edit_keeps_worker(tmp_p
         assert body(url).endswith(" hello")
         env_file.write_text("GREETING=bonjour\n")
         wait_until(lambda: body(url).endswith(" bonjour"), 30, "the new greeting", lambda: sup.output)
+        # The replaced worker accepts until its drain begins; wait for it to be gone.
+        sup.wait_for_output(r"stopped: .*\(reload\)")
         serving = body(url)
         env_file.write_text("GREETING=broken\nLIMIT=many\n")
         sup.wait_for_output(r"reload failed: invalid configuration")
@@ -185,6 +188,9 @@ def test_polling_mode_and_sighup_reread(tmp_path: Path) -> None:
     with supervisor(["up"], root, env) as sup:
         url = sup.wait_url()
         assert "(polling)" in sup.output
+        # watchfiles' poller compares modification times in whole seconds: edit in a later second.
+        created = int((root / "app.py").stat().st_mtime)
+        wait_until(lambda: int(time.time()) > created, 2, "the next second")
         set_version(root / "app.py", 2)
         wait_until(lambda: body(url).startswith("2 "), 30, "a polled change", lambda: sup.output)
     # With reload off, .env changes apply on SIGHUP only.

@@ -11,7 +11,7 @@ import jwt
 import pytest
 
 from tests.dbsupport import SECRET, auth, client, token, webapp_project
-from tests.pgserver import PgServer, pg_server  # noqa: F401 - pytest fixture
+from tests.pgserver import PgServer
 from tests.support import base_env, supervisor
 
 

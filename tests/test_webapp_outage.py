@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.dbsupport import SECRET, auth, client, webapp_project
-from tests.pgserver import APP_PASSWORD, PgServer, pg, pg_server  # noqa: F401 - pytest fixtures
+from tests.pgserver import APP_PASSWORD, PgServer
 from tests.support import base_env, supervisor, wait_until
 
 

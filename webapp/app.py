@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from webapp import __version__
 from supervisor.dbprobe import classify
+from webapp import __version__
 from webapp.config import load_web_settings
 from webapp.db import Database, DatabaseDown
 from webapp.notes import Invalid

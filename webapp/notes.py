@@ -53,6 +53,7 @@ def parse_note_input(data: Any) -> tuple[str, str]:
         errors["body"] = f"too long: {len(body)} characters; expected at most {BODY_MAX}"
     if errors:
         raise Invalid(errors)
+    assert isinstance(title, str)  # narrowed by the checks above, for the type checker
     return title.strip(), body
 
 

@@ -1,0 +1,244 @@
+"""``python -m supervisor status | restart | stop``: talk to a running supervisor's status API.
+
+The supervisor is found through ``<runtime dir>/state.json`` (a stale file is reported, never
+trusted) or ``--url``. Exit codes of ``status`` follow ``systemctl status``:
+
+* 0: running and ready
+* 1: running but not ready (or the API refused or failed the request)
+* 3: no supervisor is running
+
+``restart`` and ``stop`` send the bearer token from the token file named in the state file, from
+``--token-file`` or from ``SUPERVISOR_STATUS_TOKEN``, and wait for the effect unless ``--no-wait``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from supervisor.config import SupervisorSection, load_config
+from supervisor.display import render_text
+from supervisor.errors import ConfigError
+from supervisor.statefile import StateRecord, is_alive, live_state, read_token
+
+STATUS_READY = 0
+STATUS_NOT_READY = 1
+STATUS_NOT_RUNNING = 3
+FAILED = 1
+_POLL = 0.1
+
+
+@dataclass(frozen=True)
+class Target:
+    status_url: str
+    token: str | None
+    record: StateRecord | None  # known when found through the state file
+
+
+class NotRunning(Exception):
+    """No supervisor to talk to; the message says why."""
+
+
+class Refused(Exception):
+    """The API answered with an error status; the message says what it said."""
+
+
+def runtime_dir(project_dir: Path, config: str | None) -> Path:
+    """``[supervisor] runtime_dir`` of the project; the default if supervisor.toml is broken,
+    since a half-edited file must not stop ``status`` from finding the running supervisor."""
+    path = Path(config) if config else project_dir / "supervisor.toml"
+    try:
+        configured = load_config(path).supervisor.runtime_dir
+    except ConfigError:
+        configured = SupervisorSection().runtime_dir
+    rd = Path(configured)
+    return rd if rd.is_absolute() else project_dir.resolve() / rd
+
+
+def _token(args: argparse.Namespace, default_file: str | None) -> str | None:
+    if args.token_file:
+        return read_token(Path(args.token_file))
+    if os.environ.get("SUPERVISOR_STATUS_TOKEN"):
+        return os.environ["SUPERVISOR_STATUS_TOKEN"]
+    return read_token(Path(default_file)) if default_file else None
+
+
+def find_target(args: argparse.Namespace) -> Target:
+    if args.url:
+        return Target(args.url.rstrip("/"), _token(args, None), None)
+    rd = runtime_dir(Path(args.project_dir), args.config)
+    record, why = live_state(rd)
+    if record is None:
+        raise NotRunning(f"no supervisor is running ({why})")
+    return Target(record.status_url.rstrip("/"), _token(args, record.token_file), record)
+
+
+def request(target: Target, method: str, path: str, timeout: float = 5.0) -> tuple[int, Any]:
+    """One request to the API: (status, parsed JSON body). Raises NotRunning when nothing answers."""
+    headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
+    req = urllib.request.Request(target.status_url + path, method=method, headers=headers,
+                                 data=b"" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        try:
+            return exc.code, json.loads(body)
+        except ValueError:
+            return exc.code, {"error": body.decode("utf-8", "replace")[:200]}
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise NotRunning(f"no supervisor answers at {target.status_url} ({reason})") from None
+
+
+def fetch_status(target: Target) -> dict[str, Any]:
+    code, doc = request(target, "GET", "/status")
+    if code != 200:
+        raise Refused(_refusal(code, doc))
+    return doc  # type: ignore[no-any-return]
+
+
+def _refusal(code: int, body: Any) -> str:
+    message = body.get("error") if isinstance(body, dict) else None
+    hint = (" (pass --token-file or set SUPERVISOR_STATUS_TOKEN)" if code == 401 else "")
+    return f"the status API answered {code}: {message or body}{hint}"
+
+
+def wait_for(check: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(_POLL)  # polling a remote effect: nothing to wait on locally
+    return check()
+
+
+def _error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+# ----- commands -----------------------------------------------------------------------------
+
+class Failed(Exception):
+    """The request was accepted but its effect did not follow in time."""
+
+
+def _guarded(body: Callable[[], int]) -> int:
+    """Run a command's body, turning the ways it can fail into messages and exit codes."""
+    try:
+        return body()
+    except NotRunning as exc:
+        print(str(exc), file=sys.stderr)
+        return STATUS_NOT_RUNNING
+    except (Refused, Failed) as exc:
+        _error(str(exc))
+        return FAILED
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    def body() -> int:
+        doc = fetch_status(find_target(args))
+        print(json.dumps(doc, indent=2) if args.json else render_text(doc))
+        return STATUS_READY if doc["supervisor"]["ready"] else STATUS_NOT_READY
+    return _guarded(body)
+
+
+def _post(target: Target, action: str) -> None:
+    code, body = request(target, "POST", "/" + action)
+    if code != 202:
+        raise Refused(_refusal(code, body))
+
+
+def _rolled(target: Target, before: dict[int, int | None]) -> Callable[[], bool]:
+    """True once every slot serves with a worker that was not serving before."""
+    def check() -> bool:
+        try:
+            workers = fetch_status(target)["workers"]
+        except (NotRunning, Refused):
+            return False
+        return all(w["state"] == "running" and w["pid"] is not None and w["pid"] != before.get(w["slot"])
+                   for w in workers)
+    return check
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    def body() -> int:
+        target = find_target(args)
+        before = {w["slot"]: w["pid"] for w in fetch_status(target)["workers"]}
+        _post(target, "restart")
+        if args.no_wait:
+            print("restart requested: workers are replaced one at a time")
+            return 0
+        if not wait_for(_rolled(target, before), args.timeout):
+            raise Failed(f"the workers were not all replaced within {args.timeout:g}s; "
+                         "see `python -m supervisor status` and the supervisor's log")
+        after = fetch_status(target)["workers"]
+        print("restarted: " + ", ".join(f"web.{w['slot']} pid {before.get(w['slot'])} -> {w['pid']}"
+                                        for w in after))
+        return 0
+    return _guarded(body)
+
+
+def _gone(target: Target) -> Callable[[], bool]:
+    """True once the supervisor has exited (by its pid when known, else by its API going away)."""
+    def check() -> bool:
+        if target.record is not None:
+            return not is_alive(target.record)
+        try:
+            request(target, "GET", "/livez", timeout=1.0)
+        except NotRunning:
+            return True
+        return False
+    return check
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    def body() -> int:
+        target = find_target(args)
+        _post(target, "stop")
+        if args.no_wait:
+            print("stop requested")
+            return 0
+        if not wait_for(_gone(target), args.timeout):
+            raise Failed(f"the supervisor did not exit within {args.timeout:g}s")
+        print("stopped" + (f": supervisor pid {target.record.pid} has exited" if target.record else ""))
+        return 0
+    return _guarded(body)
+
+
+# ----- registration -------------------------------------------------------------------------
+
+def _add_target_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--project-dir", default=".", help="directory holding supervisor.toml (and the runtime dir)")
+    p.add_argument("--config", help="path of supervisor.toml (default: in the project directory)")
+    p.add_argument("--url", help="the status API's URL, instead of finding it through the state file")
+    p.add_argument("--token-file", help="file holding the API token (default: the one the state file names)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    status = sub.add_parser("status", help="show the running supervisor's workers, database and reloads",
+                            description="Exit code: 0 running and ready, 1 running but not ready, "
+                                        "3 no supervisor running.")
+    _add_target_options(status)
+    status.add_argument("--json", action="store_true", help="print the /status document")
+    status.set_defaults(func=cmd_status)
+
+    for name, func, what, default_timeout in (
+            ("restart", cmd_restart, "replace every worker, one at a time, without dropping requests", 120.0),
+            ("stop", cmd_stop, "stop the running supervisor and its workers gracefully", 60.0)):
+        p = sub.add_parser(name, help=what)
+        _add_target_options(p)
+        p.add_argument("--no-wait", action="store_true", help="return once the request is accepted")
+        p.add_argument("--timeout", type=float, default=default_timeout,
+                       help=f"seconds to wait for the effect (default {default_timeout:g})")
+        p.set_defaults(func=func)

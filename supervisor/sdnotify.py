@@ -1,0 +1,205 @@
+"""Telling systemd what the supervisor is doing: ``sd_notify`` and watchdog pings, no dependency.
+
+The protocol is one ``AF_UNIX`` datagram per notification to the socket named by
+``NOTIFY_SOCKET`` (a path, or an abstract name written with a leading ``@``), holding
+newline-separated ``KEY=value`` assignments in UTF-8. With ``Type=notify`` systemd considers the
+service started only at ``READY=1``, so ``systemctl start`` returns, and units ordered after ours
+start, once the webapp really answers, not when the process was forked.
+
+:class:`NotifyPlan` is the pure core: it turns successive :class:`Facts` into the notifications
+to send. :class:`SdNotifier` is the thin shell that reads the facts off the supervisor after every
+state change and sends the datagrams. Without ``NOTIFY_SOCKET`` nothing here is installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from supervisor import state as S
+
+if TYPE_CHECKING:
+    from supervisor.runner import Supervisor
+
+logger = logging.getLogger("supervisor")
+
+Address = str  # a filesystem path, or "\0name" for the abstract namespace
+Sender = Callable[[Address, str], bool]
+
+# Phases of the service as systemd sees it (not the supervisor's own states).
+_STARTING, _READY, _RELOADING, _STOPPING = "starting", "ready", "reloading", "stopping"
+DATABASE_FINE = (S.DB_OK, S.DB_DISABLED)
+
+
+def notify_address(value: str | None) -> Address | None:
+    """The socket address ``NOTIFY_SOCKET`` names, or None when it is unset or unusable.
+
+    >>> notify_address("@sd/notify"), notify_address("/run/systemd/notify"), notify_address("x")
+    ('\\x00sd/notify', '/run/systemd/notify', None)
+    """
+    if not value:
+        return None
+    if value.startswith("@"):
+        return "\0" + value[1:]
+    return value if value.startswith("/") else None
+
+
+def send_datagram(address: Address, message: str) -> bool:
+    """Send ``message`` as one datagram on a fresh socket; False (never an exception) on failure.
+
+    Connecting per message follows the socket if systemd re-creates it (daemon-reexec). The send
+    does not block: a full queue must not stall the event loop, and a lost STATUS= is harmless.
+    """
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            sock.connect(address)
+            sock.send(message.encode("utf-8"))
+        return True
+    except OSError as exc:
+        logger.debug("sd_notify: cannot send %r: %s", message.split("\n", 1)[0], exc)
+        return False
+
+
+def monotonic_usec() -> int:
+    """CLOCK_MONOTONIC in microseconds, the clock systemd compares ``MONOTONIC_USEC=`` with."""
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a notification depends on, read off the supervisor after a state change."""
+
+    state: str
+    port: int
+    ready_workers: int
+    workers: int
+    restarts: int
+    database: str
+
+    @classmethod
+    def of(cls, sup: Supervisor) -> Facts:
+        return cls(state=sup.state, port=sup.listener.port, ready_workers=sup.ready_workers,
+                   workers=len(sup.slots), restarts=sum(s.restarts for s in sup.slots),
+                   database=sup.database.state)
+
+    @property
+    def serving(self) -> bool:
+        return self.state == S.RUNNING and self.ready_workers > 0 and self.database in DATABASE_FINE
+
+
+def summary(facts: Facts) -> str:
+    """The one-line ``STATUS=`` that ``systemctl status`` shows.
+
+    >>> summary(Facts("running", 8000, 2, 2, 1, "ok"))
+    'running on port 8000: 2/2 workers ready, 1 restart, database ok'
+    """
+    restarts = f"{facts.restarts} restart{'' if facts.restarts == 1 else 's'}"
+    return (f"{facts.state.replace('_', ' ')} on port {facts.port}: "
+            f"{facts.ready_workers}/{facts.workers} workers ready, {restarts}, database {facts.database}")
+
+
+class NotifyPlan:
+    """Decides the notifications: pure, so the sequence is tested without sockets or processes.
+
+    * ``READY=1`` once the supervisor is running with a serving worker and the database is ok
+      (or not configured); again after a reload.
+    * ``RELOADING=1`` with ``MONOTONIC_USEC=`` when a rolling restart begins (only after the
+      first ``READY=1``: before that systemd is still waiting for the start to finish).
+    * ``STOPPING=1`` once, when shutdown begins; nothing but ``STATUS=`` after it.
+    * ``STATUS=`` whenever the summary line changes, in the same datagram as any of the above.
+    """
+
+    def __init__(self, clock_usec: Callable[[], int] = monotonic_usec) -> None:
+        self.clock_usec = clock_usec
+        self.phase = _STARTING
+        self.last_status: str | None = None
+
+    def update(self, facts: Facts) -> list[str]:
+        """The datagrams to send for ``facts``, each a newline-joined list of assignments."""
+        lines: list[str] = []
+        if facts.state == S.STOPPING:
+            if self.phase != _STOPPING:
+                self.phase = _STOPPING
+                lines.append("STOPPING=1")
+        elif self.phase == _READY and facts.state == S.RELOADING:
+            self.phase = _RELOADING
+            # systemd requires the timestamp in the same message, to order it against its own.
+            lines += ["RELOADING=1", f"MONOTONIC_USEC={self.clock_usec()}"]
+        elif self.phase in (_STARTING, _RELOADING) and facts.serving:
+            self.phase = _READY
+            lines.append("READY=1")
+        status = summary(facts)
+        if status != self.last_status:
+            self.last_status = status
+            lines.append(f"STATUS={status}")
+        return ["\n".join(lines)] if lines else []
+
+
+class SdNotifier:
+    """The ``on_change`` observer: sends what :class:`NotifyPlan` decides to ``address``."""
+
+    def __init__(self, address: Address, send: Sender = send_datagram,
+                 plan: NotifyPlan | None = None) -> None:
+        self.address = address
+        self.send = send
+        self.plan = plan or NotifyPlan()
+
+    def __call__(self, sup: Supervisor) -> None:
+        for message in self.plan.update(Facts.of(sup)):
+            self.notify(message)
+
+    def notify(self, message: str) -> bool:
+        return self.send(self.address, message)
+
+
+def watchdog_interval(environ: Mapping[str, str], pid: int) -> float | None:
+    """Seconds between ``WATCHDOG=1`` pings (half of ``WATCHDOG_USEC``), or None: no watchdog.
+
+    ``WATCHDOG_PID``, when set, must name this process: the variable may have been inherited by
+    something systemd did not start.
+
+    >>> watchdog_interval({"WATCHDOG_USEC": "30000000"}, 42), watchdog_interval({"WATCHDOG_USEC": "1", "WATCHDOG_PID": "7"}, 42)
+    (15.0, None)
+    """
+    owner = environ.get("WATCHDOG_PID")
+    if owner and owner.strip() != str(pid):
+        return None
+    try:
+        usec = int(environ.get("WATCHDOG_USEC", ""))
+    except ValueError:
+        return None
+    return usec / 2 / 1_000_000 if usec > 0 else None
+
+
+async def watchdog_pings(notify: Callable[[str], object], interval: float,
+                         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    """Ping forever. Runs on the supervisor's event loop, so a wedged loop stops the pings and
+    systemd's watchdog restarts the service: exactly the failure it exists to catch."""
+    while True:
+        notify("WATCHDOG=1")
+        await sleep(interval)
+
+
+def install_sd_notify(sup: Supervisor, environ: Mapping[str, str], pid: int | None = None) -> bool:
+    """Hook sd_notify and the watchdog into ``sup`` when systemd asked for them; True if it did."""
+    address = notify_address(environ.get("NOTIFY_SOCKET"))
+    if address is None:
+        return False
+    notifier = SdNotifier(address)
+    sup.on_change.append(notifier)
+    interval = watchdog_interval(environ, os.getpid() if pid is None else pid)
+    if interval is not None:
+        logger.info("sd_notify: watchdog ping every %gs", interval)
+
+        async def watchdog_service(_: Supervisor) -> None:
+            await watchdog_pings(notifier.notify, interval)
+
+        sup.services.append(watchdog_service)
+    return True

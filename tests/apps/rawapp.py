@@ -1,0 +1,93 @@
+"""A raw ASGI callable (no framework) for the supervisor's real-process tests.
+
+Routes:
+
+* ``/pid``: ``{"pid": <worker pid>}``
+* ``/slow?seconds=S``: prints ``slow request started`` to stdout (the supervisor relays it, so the
+  test knows the request is in flight), then answers after ``S`` seconds
+* ``/nodelay``: the TCP_NODELAY option of this request's own connection socket
+* ``/block?seconds=S``: blocks the whole worker (a synchronous sleep), so it cannot stop in time
+* ``/spawn?seconds=S&session=1``: starts ``sleep S`` (default 60) in the worker's process group
+  (or, with ``session``, in a session of its own; with ``inherit``, keeping every inheritable
+  descriptor, as ``os.system`` does) and returns its pid
+
+At startup it prints the value of the variable named by ``RAWAPP_PRINT_VAR`` (to prove the
+supervisor redacts secrets in relayed output).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+async def _json(send: Send, status: int, body: object) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
+def _nodelay(receive: Receive) -> int | None:
+    # ASGI hides the transport; uvicorn's `receive` is a bound method of its request cycle, which
+    # holds it. Good enough for a test app that only ever runs under uvicorn.
+    transport = getattr(getattr(receive, "__self__", None), "transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return None
+    return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            name = os.environ.get("RAWAPP_PRINT_VAR")
+            if name:
+                print(f"rawapp: {name} is {os.environ.get(name)}", flush=True)
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    path = scope["path"]
+    query = parse_qs(scope.get("query_string", b"").decode())
+    if path == "/pid":
+        await _json(send, 200, {"pid": os.getpid()})
+    elif path == "/slow":
+        seconds = float(query.get("seconds", ["1"])[0])
+        print("rawapp: slow request started", flush=True)
+        await asyncio.sleep(seconds)
+        await _json(send, 200, {"slept": seconds, "pid": os.getpid()})
+    elif path == "/block":
+        print("rawapp: blocking", flush=True)
+        time.sleep(float(query.get("seconds", ["1"])[0]))
+        await _json(send, 200, {"blocked": True})
+    elif path == "/spawn":
+        # ?session=1: the child leaves the worker's process group (a daemon), keeping stdout open.
+        # ?inherit=1: like os.system, the child inherits every inheritable descriptor.
+        child = subprocess.Popen(["sleep", query.get("seconds", ["60"])[0]],
+                                 start_new_session="session" in query, close_fds="inherit" not in query)
+        await _json(send, 200, {"pid": child.pid})
+    elif path == "/nodelay":
+        await _json(send, 200, {"nodelay": _nodelay(receive)})
+    else:
+        await _json(send, 404, {"error": "not found"})
+    sys.stdout.flush()

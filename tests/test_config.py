@@ -1,0 +1,186 @@
+"""``supervisor.toml`` parsing: pure tests of :func:`supervisor.config.parse_config`."""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from supervisor.config import Config, load_config, parse_config
+from supervisor.errors import ConfigError
+
+
+def problems_of(toml: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(textwrap.dedent(toml), "proj/supervisor.toml")
+    return [str(p) for p in info.value.problems]
+
+
+def test_empty_file_gives_the_documented_defaults() -> None:
+    cfg = parse_config("")
+    assert cfg.server.port == 8000
+    assert cfg.server.host == "127.0.0.1"
+    assert cfg.app.app == "webapp.app:app"
+    assert cfg.app.workers == 1
+    assert cfg.supervisor.mode == "development"
+    assert cfg.restart.initial_delay == 0.5
+    assert cfg.env == {}
+
+
+def test_the_repository_supervisor_toml_is_valid() -> None:
+    cfg = load_config(Path(__file__).resolve().parent.parent / "supervisor.toml")
+    assert cfg.app.app == "webapp.app:app"
+    assert cfg.env["BETTER_AUTH_SECRET"].is_secret
+
+
+def test_missing_file_means_defaults(tmp_path: Path) -> None:
+    cfg = load_config(tmp_path / "supervisor.toml")
+    assert cfg.server == Config().server
+
+
+def test_values_are_typed_and_config_is_frozen() -> None:
+    cfg = parse_config("""
+[server]
+port = 9001
+strict_port = true
+[restart]
+initial_delay = 1      # an integer is accepted where a number is expected
+[reload]
+paths = ["src", "lib"]
+""")
+    assert cfg.server.port == 9001 and cfg.server.strict_port is True
+    assert isinstance(cfg.restart.initial_delay, float)
+    assert cfg.reload.paths == ["src", "lib"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.server.port = 1  # type: ignore[misc]
+
+
+def test_unknown_key_names_file_line_and_suggests_the_close_match() -> None:
+    [problem] = problems_of("""
+        [server]
+        host = "127.0.0.1"
+        prot = 8001
+    """)
+    assert problem.startswith("proj/supervisor.toml:4 [server] prot:")
+    assert "unknown key 'prot'" in problem
+    assert "did you mean 'port'?" in problem
+    assert "port_range" in problem  # the expected keys are listed
+
+
+def test_unknown_section_suggests_the_close_match() -> None:
+    [problem] = problems_of("""
+        [sever]
+        port = 1
+    """)
+    assert problem.startswith("proj/supervisor.toml:2 [sever]")
+    assert "did you mean [server]?" in problem
+
+
+@pytest.mark.parametrize("line, expected", [
+    ('port = "8000"', "'8000' is not an integer"),
+    ("port = 80.5", "80.5 is not an integer"),
+    ('strict_port = "yes"', "'yes' is not true or false"),
+    ("host = 127", "127 is not a string"),
+])
+def test_wrong_types_name_the_value_and_the_expected_type(line: str, expected: str) -> None:
+    [problem] = problems_of(f"[server]\n{line}\n")
+    assert problem.startswith(f"proj/supervisor.toml:2 [server] {line.split()[0]}:")
+    assert expected in problem
+
+
+def test_a_boolean_is_not_accepted_as_a_number() -> None:
+    [problem] = problems_of("[restart]\nmultiplier = true\n")
+    assert "[restart] multiplier" in problem and "is not a number" in problem
+
+
+def test_list_of_strings_is_checked() -> None:
+    [problem] = problems_of("[reload]\npaths = [1, 2]\n")
+    assert "[reload] paths" in problem and "is not a list of strings" in problem
+
+
+@pytest.mark.parametrize("section, line, expected", [
+    ("server", "port = 70000", "70000 is out of range; expected 0 to 65535"),
+    ("app", "workers = 0", "0 is out of range; expected 1 to 64"),
+    ("restart", "jitter = 1.5", "1.5 is out of range; expected 0 to 1"),
+    ("supervisor", "stop_timeout = 0", "0 is out of range; expected 0.1 to 3600"),
+])
+def test_out_of_range_values_give_the_allowed_range(section: str, line: str, expected: str) -> None:
+    [problem] = problems_of(f"[{section}]\n{line}\n")
+    assert f"[{section}] {line.split()[0]}" in problem
+    assert expected in problem
+
+
+def test_choices_are_listed() -> None:
+    [problem] = problems_of('[supervisor]\nmode = "prod"\n')
+    assert "'prod' is not allowed; expected 'development' or 'production'" in problem
+
+
+def test_cross_checks_name_both_values() -> None:
+    problems = problems_of("""
+        [restart]
+        initial_delay = 5
+        max_delay = 1
+        [app]
+        app = "webapp.app"
+    """)
+    assert any("proj/supervisor.toml:4 [restart] max_delay" in p and "initial_delay (5)" in p
+               for p in problems)
+    assert any("[app] app" in p and "'module:attribute'" in p for p in problems)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    problems = problems_of("""
+        [server]
+        prot = 1
+        port = "x"
+        [app]
+        workers = 100
+        [restart]
+        jitter = -1
+        [nonsense]
+        [env.X]
+        type = "float"
+    """)
+    assert len(problems) == 6, problems
+    for fragment in ("prot", "port", "workers", "jitter", "[nonsense]", "[env.X]"):
+        assert any(fragment in p for p in problems), (fragment, problems)
+
+
+def test_invalid_toml_is_one_problem_with_the_position() -> None:
+    [problem] = problems_of("[server\nport = 1\n")
+    assert problem.startswith("proj/supervisor.toml: not valid TOML")
+    assert "line 1" in problem
+
+
+def test_env_section_accepts_a_type_name_or_a_table() -> None:
+    cfg = parse_config("""
+[env]
+NAME = "string"
+[env.COUNT]
+type = "integer"
+min = 1
+max = 9
+required = false
+""")
+    assert cfg.env["NAME"].type == "string" and cfg.env["NAME"].required
+    assert (cfg.env["COUNT"].min, cfg.env["COUNT"].max, cfg.env["COUNT"].required) == (1, 9, False)
+
+
+def test_env_spec_problems_name_the_variable() -> None:
+    problems = problems_of("""
+        [env.A]
+        type = "float"
+        [env.B]
+        type = "integer"
+        min = "1"
+        colour = "red"
+        [env]
+        C = 3
+    """)
+    assert any(p.startswith("proj/supervisor.toml:2 [env.A]") and "'float' is not known" in p
+               for p in problems)
+    assert any("[env.B]" in p and "min = '1' is not an integer" in p for p in problems)
+    assert any("[env.B]" in p and "unknown key 'colour'" in p for p in problems)
+    assert any("[env] C" in p for p in problems)

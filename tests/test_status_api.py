@@ -1,0 +1,374 @@
+"""The status API in-process, against a real but never-run ``Supervisor`` whose state the test scripts.
+
+No processes: slot, database and reload records are set by hand to every state the runner can
+produce, and the app is called through Starlette's TestClient.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
+
+from supervisor import state as S
+from supervisor.ports import Bound
+from supervisor.runner import Supervisor
+from supervisor.secrets import Redactor
+from supervisor.settings import resolve_settings
+from supervisor.state import ExitInfo
+from supervisor.status_api import StatusAPI
+from tests.support import make_project
+
+SECRET = "status-test-secret-5c1e9b7a-unique"
+DB_PASSWORD = "pw-7d2f0c91-unique"
+TOKEN = "test-token-0123456789abcdef"
+LOOPBACK = "http://127.0.0.1:8787"
+NOW = 1_700_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def sup(tmp_path: Path) -> Iterator[Supervisor]:
+    project = make_project(tmp_path, toml="""
+        [app]
+        workers = 2
+        [env.GREETING]
+        type = "string"
+        [env.API_SECRET]
+        type = "secret"
+        [env.DATABASE_URL]
+        type = "url"
+        required = false
+        [env.LOG_FORMAT]
+        type = "string"
+        default = "plain"
+    """, dotenv=f"""
+        GREETING=hello
+        API_SECRET={SECRET}
+        DATABASE_URL=postgresql://app:{DB_PASSWORD}@127.0.0.1:5432/app
+        UNDECLARED=from-dotenv
+    """)
+    settings = resolve_settings(project, {"GREETING": "hi-from-env", "PATH": "/usr/bin"})
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    clock = Clock()
+    supervisor = Supervisor(settings, Bound(sock, 8123), wall=clock)
+    supervisor.redactor = Redactor(settings.secrets)
+    supervisor.posted = []  # type: ignore[attr-defined]
+    supervisor.post = supervisor.posted.append  # type: ignore[attr-defined, method-assign]
+    try:
+        yield supervisor
+    finally:
+        sock.close()
+
+
+def make_api(sup: Supervisor, host: str = "127.0.0.1") -> StatusAPI:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    api = StatusAPI(sup, sock, TOKEN, host)
+    sock.close()  # TestClient calls the app directly; the socket is only for the port number
+    return api
+
+
+@pytest.fixture
+def client(sup: Supervisor) -> TestClient:
+    return TestClient(make_api(sup).app, base_url=LOOPBACK)
+
+
+def serving(sup: Supervisor) -> None:
+    """Script a healthy state: supervisor running, both slots serving."""
+    sup.state = S.RUNNING
+    for slot in sup.slots:
+        slot.state, slot.pid, slot.started_at, slot.ready_at = S.RUNNING, 4000 + slot.index, NOW - 65, NOW - 64
+
+
+def bearer(token: str = TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def metric(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and (labels is None or sample.labels == labels):
+                return float(sample.value)
+    return None
+
+
+# ----- supervisor states ---------------------------------------------------------------------
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("state,ready", [
+    (S.STARTING, False), (S.WAITING_FOR_DATABASE, False), (S.RUNNING, True),
+    (S.RELOADING, True), (S.STOPPING, False), (S.FATAL, False)])
+def test_every_supervisor_state_is_reported_with_its_readiness(sup: Supervisor, client: TestClient,
+                                                               state: str, ready: bool) -> None:
+    serving(sup)
+    sup.state = state
+    doc = client.get("/status").json()
+    assert doc["supervisor"]["state"] == state
+    assert doc["supervisor"]["ready"] is ready
+    assert client.get("/readyz").status_code == (200 if ready else 503)
+    assert client.get("/livez").json() == {"alive": True, "state": state}
+    assert metric(client.get("/metrics").text, "supervisor_state", {"state": state}) == 1.0
+    assert metric(client.get("/metrics").text, "supervisor_ready") == (1.0 if ready else 0.0)
+
+
+@pytest.mark.timeout(10)
+def test_status_names_the_supervisor_and_the_webapp(sup: Supervisor, client: TestClient) -> None:
+    serving(sup)
+    sup.started_at = NOW - 125
+    doc = client.get("/status").json()
+    assert doc["supervisor"]["mode"] == "development"
+    assert doc["supervisor"]["uptime"] == 125
+    assert doc["supervisor"]["version"]
+    assert doc["port"] == 8123
+    assert doc["url"] == "http://127.0.0.1:8123"
+
+
+# ----- worker states -------------------------------------------------------------------------
+
+@pytest.mark.timeout(10)
+def test_every_worker_state_is_reported_with_its_details(sup: Supervisor, client: TestClient) -> None:
+    sup.state = S.RUNNING
+    sup.slots = [S.SlotStatus(i) for i in range(6)]
+    starting, running, backoff, stopping, stopped, fatal = sup.slots
+    starting.state, starting.pid, starting.started_at = S.STARTING, 5001, NOW - 1
+    running.state, running.pid, running.started_at, running.restarts = S.RUNNING, 5002, NOW - 30, 2
+    running.last_exit = ExitInfo(code=None, signal=9, reason=S.EXIT_CRASH, at=NOW - 31)
+    backoff.state, backoff.next_retry_at, backoff.restarts = S.BACKOFF, NOW + 1.5, 1
+    backoff.last_exit = ExitInfo(code=3, signal=None, reason=S.EXIT_CRASH)
+    backoff.stderr_tail.extend(["Traceback", "RuntimeError: boom"])
+    stopping.state, stopping.pid = S.STOPPING, 5004
+    stopped.state, stopped.last_exit = S.STOPPED, ExitInfo(code=0, signal=None, reason=S.EXIT_SHUTDOWN)
+    fatal.state, fatal.fatal_reason = S.FATAL, "5 crashes within 60s"
+    fatal.last_exit = ExitInfo(code=1, signal=None, reason=S.EXIT_CRASH)
+
+    workers = client.get("/status").json()["workers"]
+    assert [w["state"] for w in workers] == [S.STARTING, S.RUNNING, S.BACKOFF, S.STOPPING, S.STOPPED, S.FATAL]
+    assert [w["pid"] for w in workers] == [5001, 5002, None, 5004, None, None]
+    assert workers[1]["restarts"] == 2 and workers[1]["uptime"] == 30
+    assert workers[1]["last_exit"]["signal"] == 9 and workers[1]["last_exit"]["reason"] == "crash"
+    assert workers[1]["last_exit"]["description"] == "killed by SIGKILL (crash)"
+    assert workers[2]["next_retry_at"] == NOW + 1.5 and workers[2]["retry_in"] == 1.5
+    assert workers[2]["stderr_tail"] == ["Traceback", "RuntimeError: boom"]
+    assert workers[4]["last_exit"] == {"code": 0, "signal": None, "reason": "shutdown", "at": pytest.approx(
+        stopped.last_exit.at), "description": "exit code 0 (shutdown)"}
+    assert workers[5]["fatal_reason"] == "5 crashes within 60s"
+    assert all(w["next_retry_at"] is None for i, w in enumerate(workers) if i != 2)
+
+    text = client.get("/metrics").text
+    assert [metric(text, "supervisor_worker_up", {"slot": str(i)}) for i in range(6)] == [0, 1, 0, 0, 0, 0]
+    assert metric(text, "supervisor_worker_restarts_total", {"slot": "1"}) == 2
+    assert metric(text, "supervisor_worker_backoff_seconds", {"slot": "2"}) == 1.5
+    assert metric(text, "supervisor_worker_backoff_seconds", {"slot": "0"}) == 0
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("reason", [S.EXIT_CRASH, S.EXIT_RELOAD, S.EXIT_MANUAL, S.EXIT_SHUTDOWN])
+def test_every_exit_reason_is_reported(sup: Supervisor, client: TestClient, reason: str) -> None:
+    sup.slots[0].last_exit = ExitInfo(code=None, signal=15, reason=reason)
+    assert client.get("/status").json()["workers"][0]["last_exit"]["reason"] == reason
+
+
+@pytest.mark.timeout(10)
+def test_no_worker_serving_is_not_ready(sup: Supervisor, client: TestClient) -> None:
+    serving(sup)
+    for slot in sup.slots:
+        slot.state = S.BACKOFF
+    body = client.get("/readyz")
+    assert body.status_code == 503 and body.json() == {"ready": False, "reason": "no worker is serving"}
+
+
+@pytest.mark.timeout(10)
+def test_live_worker_gets_memory_and_cpu_from_psutil(sup: Supervisor, client: TestClient) -> None:
+    import os
+
+    serving(sup)
+    sup.slots[0].pid = os.getpid()  # any live process will do; this one certainly exists
+    worker = client.get("/status").json()["workers"][0]
+    assert worker["memory_rss"] > 1_000_000 and worker["cpu_seconds"] > 0
+    assert worker["cpu_percent"] is not None
+
+
+# ----- database and reload -------------------------------------------------------------------
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("db_state,ready,up", [
+    (S.DB_OK, True, 1.0), (S.DB_WAITING, False, 0.0), (S.DB_UNAVAILABLE, False, 0.0), (S.DB_DISABLED, True, None)])
+def test_every_database_state_is_reported(sup: Supervisor, client: TestClient, db_state: str, ready: bool,
+                                          up: float | None) -> None:
+    serving(sup)
+    sup.database.state, sup.database.latency_ms, sup.database.attempts = db_state, 12.5, 3
+    sup.database.last_check, sup.database.last_error = NOW - 2, "connection refused"
+    doc = client.get("/status").json()
+    assert doc["database"] == {"state": db_state, "last_check": NOW - 2, "latency_ms": 12.5, "attempts": 3,
+                               "last_error": "connection refused"}
+    assert client.get("/readyz").status_code == (200 if ready else 503)
+    text = client.get("/metrics").text
+    assert metric(text, "supervisor_database_up") == up
+    assert metric(text, "supervisor_database_probe_latency_seconds") == (None if up is None else 0.0125)
+
+
+@pytest.mark.timeout(10)
+def test_reloads_are_counted_and_each_duration_observed_once(sup: Supervisor) -> None:
+    api = make_api(sup)
+    client = TestClient(api.app, base_url=LOOPBACK)
+    status = sup.reload_status
+    status.count, status.last_duration, status.last_files = 1, 0.8, ["app.py"]
+    status.last_error = "a new worker failed to start; still serving the previous version"
+    sup.changed()
+    sup.changed()  # other changes must not observe the same reload again
+    status.count, status.last_duration = 2, 3.0
+    sup.changed()
+    doc = client.get("/status").json()
+    assert doc["reload"]["count"] == 2 and doc["reload"]["last_files"] == ["app.py"]
+    assert doc["reload"]["last_error"].startswith("a new worker failed")
+    text = client.get("/metrics").text
+    assert metric(text, "supervisor_reloads_total") == 2
+    assert metric(text, "supervisor_reload_duration_seconds_count") == 2
+    assert metric(text, "supervisor_reload_duration_seconds_sum") == pytest.approx(3.8)
+    assert metric(text, "supervisor_reload_duration_seconds_bucket", {"le": "1.0"}) == 1
+
+
+@pytest.mark.timeout(10)
+def test_two_supervisors_in_one_process_have_separate_registries(sup: Supervisor) -> None:
+    first, second = make_api(sup), make_api(sup)  # the global registry would refuse the second
+    assert first.metrics.registry is not second.metrics.registry
+
+
+# ----- environment and secrets ---------------------------------------------------------------
+
+@pytest.mark.timeout(10)
+def test_env_shows_sources_and_only_non_secret_declared_values(client: TestClient) -> None:
+    env = client.get("/status").json()["env"]
+    assert env["GREETING"] == {"source": "environment", "where": "environment", "declared": True,
+                               "value": "hi-from-env"}
+    assert env["API_SECRET"] == {"source": ".env", "where": ".env:3", "declared": True}
+    assert env["UNDECLARED"] == {"source": ".env", "where": ".env:5", "declared": False}
+    assert env["DATABASE_URL"]["value"] == "postgresql://app:***@127.0.0.1:5432/app"
+    assert env["LOG_FORMAT"] == {"source": "default", "where": "supervisor.toml [env] default",
+                                 "declared": True, "value": "plain"}
+    assert "PATH" not in env  # neither from .env nor declared
+
+
+@pytest.mark.timeout(10)
+def test_secrets_appear_in_no_response(sup: Supervisor, client: TestClient) -> None:
+    serving(sup)
+    # Even where a secret reaches the state (a worker printed it to stderr), it is masked.
+    sup.slots[0].state = S.FATAL
+    sup.slots[0].stderr_tail.append(f"KeyError: {SECRET}")
+    sup.database.last_error = f"password authentication failed ({DB_PASSWORD})"
+    bodies = [client.get(path).text for path in ("/", "/status", "/metrics", "/readyz", "/livez")]
+    for body in bodies:
+        assert SECRET not in body and DB_PASSWORD not in body and TOKEN not in body
+    assert "KeyError: ***" in bodies[1]
+
+
+# ----- access ----------------------------------------------------------------------------------
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("path", ["/restart", "/stop"])
+@pytest.mark.parametrize("headers", [{}, bearer("wrong-token"), bearer(""), {"Authorization": TOKEN},
+                                     {"Authorization": "Basic " + base64.b64encode(f"x:{TOKEN}".encode()).decode()}])
+def test_mutating_endpoints_refuse_a_missing_or_wrong_token(sup: Supervisor, client: TestClient, path: str,
+                                                            headers: dict[str, str]) -> None:
+    serving(sup)
+    before = client.get("/status").json()
+    response = client.post(path, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert sup.posted == []  # type: ignore[attr-defined]
+    after = client.get("/status").json()
+    before["supervisor"].pop("uptime"), after["supervisor"].pop("uptime")
+    assert after == before
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("action", ["restart", "stop"])
+def test_mutating_endpoints_with_the_token_ask_the_loop(sup: Supervisor, client: TestClient, action: str) -> None:
+    serving(sup)
+    response = client.post("/" + action, headers=bearer())
+    assert response.status_code == 202 and response.json() == {"accepted": action}
+    assert sup.posted == [action]  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(10)
+def test_mutating_while_stopping_is_a_conflict(sup: Supervisor, client: TestClient) -> None:
+    sup.state = S.STOPPING
+    assert client.post("/restart", headers=bearer()).status_code == 409
+    assert sup.posted == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(10)
+def test_beyond_loopback_everything_but_probes_needs_the_token(sup: Supervisor) -> None:
+    serving(sup)
+    client = TestClient(make_api(sup, host="0.0.0.0").app, base_url="http://192.0.2.10:8787")
+    for path in ("/", "/status", "/metrics"):
+        assert client.get(path).status_code == 401, path
+        assert client.get(path, headers=bearer("nope")).status_code == 401, path
+        assert client.get(path, headers=bearer()).status_code == 200, path
+    assert client.get("/livez").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    # A browser opening the dashboard sends the token as the Basic password; reads only.
+    basic = {"Authorization": "Basic " + base64.b64encode(f"admin:{TOKEN}".encode()).decode()}
+    assert client.get("/", headers=basic).status_code == 200
+    assert client.post("/stop", headers=basic).status_code == 401
+    assert sup.posted == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(10)
+def test_loopback_reads_refuse_a_foreign_host_header(client: TestClient) -> None:
+    """A page on evil.example rebinding its name to 127.0.0.1 must not read the status."""
+    assert client.get("/status", headers={"Host": "evil.example:8787"}).status_code == 403
+    assert client.get("/status", headers={"Host": "localhost:8787"}).status_code == 200
+    assert client.get("/status", headers={"Host": "[::1]:8787"}).status_code == 200
+    assert client.get("/status", headers={"Host": "evil.example", **bearer()}).status_code == 200
+    assert client.get("/livez", headers={"Host": "evil.example"}).status_code == 200
+
+
+# ----- dashboard -------------------------------------------------------------------------------
+
+@pytest.mark.timeout(10)
+def test_dashboard_shows_workers_refreshes_itself_and_loads_nothing_external(sup: Supervisor,
+                                                                             client: TestClient) -> None:
+    serving(sup)
+    sup.slots[1].state, sup.slots[1].pid = S.FATAL, None
+    sup.slots[1].fatal_reason = "<script>alert(1)</script>"
+    response = client.get("/")
+    html = response.text
+    assert response.headers["content-type"].startswith("text/html")
+    assert '<meta http-equiv="refresh"' in html
+    assert 'id="worker-0" data-pid="4000" data-state="running"' in html
+    assert 'id="worker-1" data-pid="-" data-state="fatal"' in html
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "src=" not in html and "href=" not in html and "http://cdn" not in html
+    assert "hi-from-env" in html and "(hidden)" in html
+
+
+@pytest.mark.timeout(10)
+def test_status_document_is_valid_json_even_with_a_short_numeric_secret(tmp_path: Path) -> None:
+    """Masking the serialised text would turn pid 12345 into '***5'; only strings are masked."""
+    project = make_project(tmp_path, toml="", dotenv="API_KEY=1234\n")
+    settings = resolve_settings(project, {})
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sup = Supervisor(settings, Bound(sock, 12345))
+    sup.redactor = Redactor(settings.secrets)
+    try:
+        doc = json.loads(TestClient(make_api(sup).app, base_url=LOOPBACK).get("/status").text)
+    finally:
+        sock.close()
+    assert doc["port"] == 12345 and doc["supervisor"]["pid"] > 0

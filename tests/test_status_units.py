@@ -1,0 +1,213 @@
+"""Pure parts of the status feature: the state file, the API's port, the text the CLI prints."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from supervisor import display
+from supervisor.cli import main
+from supervisor.control import runtime_dir
+from supervisor.errors import EXIT_PORT, PortError
+from supervisor.statefile import (
+    STATE_NAME,
+    TOKEN_NAME,
+    StateRecord,
+    claim,
+    is_alive,
+    live_state,
+    read_state,
+    release,
+)
+from supervisor.status_api import bind_status_socket, is_loopback, url_for
+
+
+def record(rd: Path, pid: int | None = None, started_at: float | None = None) -> StateRecord:
+    return StateRecord(pid=pid or os.getpid(), started_at=started_at or time.time(),
+                       status_url="http://127.0.0.1:8787", url="http://127.0.0.1:8000",
+                       token_file=str(rd / TOKEN_NAME), version="0.1.0", project_dir=str(rd.parent))
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+# ----- state file ------------------------------------------------------------------------------
+
+@pytest.mark.timeout(10)
+def test_claim_writes_state_and_a_private_token_and_release_removes_both(tmp_path: Path) -> None:
+    rd = tmp_path / ".supervisor"
+    mine = record(rd)
+    assert claim(rd, mine, "tok-123") == ""
+    assert json.loads((rd / STATE_NAME).read_text())["status_url"] == "http://127.0.0.1:8787"
+    assert read_state(rd) == mine
+    assert (rd / TOKEN_NAME).read_text().strip() == "tok-123"
+    assert stat.S_IMODE((rd / TOKEN_NAME).stat().st_mode) == 0o600
+    assert not [p for p in rd.iterdir() if p.name.endswith(".tmp")]
+    release(rd, mine)
+    assert not (rd / STATE_NAME).exists() and not (rd / TOKEN_NAME).exists()
+
+
+@pytest.mark.timeout(10)
+def test_state_file_of_an_exited_process_is_stale_and_replaced(tmp_path: Path) -> None:
+    rd = tmp_path / ".supervisor"
+    gone = record(rd, pid=dead_pid())
+    claim(rd, gone, "old")
+    found, why = live_state(rd)
+    assert found is None and why == f"stale state file: pid {gone.pid} is no longer running"
+    note = claim(rd, record(rd), "new")
+    assert note == f"replacing stale state file of pid {gone.pid}, which is no longer running"
+    assert live_state(rd)[0] == record(rd, started_at=read_state(rd).started_at)  # type: ignore[union-attr]
+
+
+@pytest.mark.timeout(10)
+def test_recycled_pid_is_not_trusted(tmp_path: Path) -> None:
+    """The pid runs, but that process started after the record was written: someone else's."""
+    created = psutil.Process(os.getpid()).create_time()
+    assert not is_alive(record(tmp_path, started_at=created - 3600))
+    assert is_alive(record(tmp_path, started_at=created + 1))
+
+
+@pytest.mark.timeout(10)
+def test_unreadable_state_file_is_not_trusted(tmp_path: Path) -> None:
+    rd = tmp_path / ".supervisor"
+    rd.mkdir()
+    (rd / STATE_NAME).write_text("{not json")
+    assert live_state(rd) == (None, "its state file is unreadable")
+
+
+@pytest.mark.timeout(10)
+def test_release_leaves_a_file_another_supervisor_has_taken_over(tmp_path: Path) -> None:
+    rd = tmp_path / ".supervisor"
+    mine = record(rd, pid=dead_pid())
+    claim(rd, mine, "a")
+    other = record(rd)
+    claim(rd, other, "b")
+    release(rd, mine)
+    assert read_state(rd) == other and (rd / TOKEN_NAME).read_text().strip() == "b"
+
+
+@pytest.mark.timeout(10)
+def test_runtime_dir_comes_from_config_and_survives_a_broken_one(tmp_path: Path) -> None:
+    (tmp_path / "supervisor.toml").write_text('[supervisor]\nruntime_dir = "run/sup"\n')
+    assert runtime_dir(tmp_path, None) == tmp_path.resolve() / "run/sup"
+    (tmp_path / "supervisor.toml").write_text("[supervisor\nbroken")
+    assert runtime_dir(tmp_path, None) == tmp_path.resolve() / ".supervisor"
+
+
+@pytest.mark.timeout(10)
+def test_status_without_a_supervisor_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "--project-dir", str(tmp_path)]) == 3
+    assert "no supervisor is running" in capsys.readouterr().err
+    claim(tmp_path / ".supervisor", record(tmp_path / ".supervisor", pid=dead_pid()), "t")
+    assert main(["status", "--project-dir", str(tmp_path), "--json"]) == 3
+    assert "stale state file" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("command", ["status", "restart", "stop"])
+def test_commands_exit_3_when_nothing_answers_at_url(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: connections are refused
+        assert main([command, "--url", f"http://127.0.0.1:{port}"]) == 3
+    assert "no supervisor answers at" in capsys.readouterr().err
+
+
+# ----- the API's port --------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def held_port() -> Iterator[int]:
+    """A loopback port this test process listens on for the duration of the block."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+@pytest.mark.timeout(10)
+def test_status_socket_is_tcp_so_asyncio_disables_nagle_per_connection() -> None:
+    """asyncio sets TCP_NODELAY only on sockets whose proto is TCP; with proto 0 every
+    keep-alive request waited ~40 ms for a delayed ACK."""
+    sock, note = bind_status_socket("127.0.0.1", 0, production=False)
+    with sock:
+        assert note == "" and sock.proto == socket.IPPROTO_TCP and not sock.get_inheritable()
+
+
+@pytest.mark.timeout(10)
+def test_taken_status_port_moves_in_development_and_says_who_holds_it() -> None:
+    with held_port() as taken:
+        sock, note = bind_status_socket("127.0.0.1", taken, production=False)
+        with sock:
+            assert sock.getsockname()[1] != taken and not sock.get_inheritable()
+            assert sock.proto == socket.IPPROTO_TCP
+            assert note.startswith(f"status API: port {taken} on 127.0.0.1 is held by ")
+            assert f"using port {sock.getsockname()[1]} instead" in note
+
+
+@pytest.mark.timeout(10)
+def test_taken_status_port_fails_in_production_with_exit_4() -> None:
+    with held_port() as taken:
+        with pytest.raises(PortError, match=f"status API: port {taken} on 127.0.0.1 is held by .*enabled = false") as exc:
+            bind_status_socket("127.0.0.1", taken, production=True)
+    assert exc.value.exit_code == EXIT_PORT
+
+
+@pytest.mark.timeout(10)
+def test_loopback_detection_and_urls() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.1.2.3")
+    assert not is_loopback("0.0.0.0") and not is_loopback("") and not is_loopback("10.0.0.1")
+    assert url_for("0.0.0.0", 8787) == "http://127.0.0.1:8787"
+    assert url_for("::1", 8787) == "http://[::1]:8787"
+
+
+# ----- text --------------------------------------------------------------------------------------
+
+@pytest.mark.timeout(10)
+def test_durations_and_sizes_read_like_ps() -> None:
+    assert [display.duration(s) for s in (None, 0, 59.9, 125, 3 * 3600 + 420, 2 * 86400 + 4 * 3600)] == [
+        "-", "0s", "59s", "2m05s", "3h07m", "2d04h"]
+    assert [display.size(b) for b in (None, 512, 2048, 28_971_008, 3 * 1024 ** 3)] == [
+        "-", "512 B", "2.0 KiB", "27.6 MiB", "3.0 GiB"]
+
+
+@pytest.mark.timeout(10)
+def test_status_text_is_a_table_with_the_why() -> None:
+    doc = {
+        "supervisor": {"pid": 10, "state": "running", "mode": "production", "uptime": 65, "ready": False,
+                       "ready_reason": "database is waiting"},
+        "url": "http://127.0.0.1:8000",
+        "workers": [
+            {"slot": 0, "pid": 11, "state": "running", "uptime": 61, "restarts": 1, "memory_rss": 2048,
+             "cpu_percent": 1.25, "last_exit": {"description": "killed by SIGKILL (crash)"}},
+            {"slot": 1, "pid": None, "state": "backoff", "retry_in": 1.5, "uptime": None, "restarts": 3,
+             "memory_rss": None, "cpu_percent": None, "last_exit": {"description": "exit code 3 (crash)"}},
+        ],
+        "database": {"state": "waiting", "latency_ms": None, "attempts": 4, "last_error": "connection refused"},
+        "reload": {"count": 2, "last_duration": 1.5, "last_files": ["app.py"], "last_error": None},
+    }
+    assert display.render_text(doc) == "\n".join([
+        "supervisor pid 10 running (production), up 1m05s, not ready (database is waiting); "
+        "webapp http://127.0.0.1:8000",
+        "",
+        "SLOT   PID  STATE                    UPTIME  RESTARTS  MEMORY   CPU   LAST EXIT",
+        "web.0  11   running                  1m01s   1         2.0 KiB  1.2%  killed by SIGKILL (crash)",
+        "web.1  -    backoff (retry in 1.5s)  -       3         -        -     exit code 3 (crash)",
+        "",
+        "database: waiting, 4 attempt(s), last error: connection refused",
+        "reloads: 2, last took 1.50s, last trigger: app.py",
+    ])

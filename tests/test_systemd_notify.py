@@ -1,0 +1,228 @@
+"""sd_notify and the watchdog: the pure plan, then the real supervisor talking to a fake systemd."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from supervisor import state as S
+from supervisor.sdnotify import (
+    Facts,
+    NotifyPlan,
+    install_sd_notify,
+    notify_address,
+    send_datagram,
+    summary,
+    watchdog_interval,
+    watchdog_pings,
+)
+from supervisor.systemdenv import scrub_systemd_env
+from tests.support import base_env, free_port, http_get, http_json, supervisor
+from tests.systemd_support import Notification, NotifyListener, sd_project
+
+UP = ["up", "--no-reload"]
+
+
+def facts(state: str, ready: int = 1, database: str = S.DB_DISABLED, restarts: int = 0) -> Facts:
+    return Facts(state=state, port=8000, ready_workers=ready, workers=2, restarts=restarts,
+                 database=database)
+
+
+def sent_keys(plan: NotifyPlan, *script: Facts) -> list[list[str]]:
+    """The assignment keys of each datagram the plan sends for a scripted history."""
+    out = []
+    for f in script:
+        out.append([line.split("=", 1)[0] for m in plan.update(f) for line in m.split("\n")])
+    return out
+
+
+# ----- the pure plan ----------------------------------------------------------------------
+
+
+def test_plan_sends_ready_only_once_a_worker_serves_and_the_database_is_ok() -> None:
+    plan = NotifyPlan(clock_usec=lambda: 5)
+    assert sent_keys(plan,
+                     facts(S.STARTING, ready=0),
+                     facts(S.WAITING_FOR_DATABASE, ready=0, database=S.DB_WAITING),
+                     facts(S.RUNNING, ready=1, database=S.DB_WAITING),
+                     facts(S.RUNNING, ready=1, database=S.DB_OK),
+                     facts(S.RUNNING, ready=2, database=S.DB_OK)) == [
+        ["STATUS"], ["STATUS"], ["STATUS"], ["READY", "STATUS"], ["STATUS"]]
+
+
+def test_plan_reports_a_reload_with_its_timestamp_then_ready_again() -> None:
+    plan = NotifyPlan(clock_usec=lambda: 123456)
+    plan.update(facts(S.RUNNING))
+    reloading = plan.update(facts(S.RELOADING))
+    assert reloading == ["RELOADING=1\nMONOTONIC_USEC=123456\nSTATUS=" + summary(facts(S.RELOADING))]
+    assert sent_keys(plan, facts(S.RELOADING, restarts=1), facts(S.RUNNING, restarts=1)) == [
+        ["STATUS"], ["READY", "STATUS"]]
+
+
+def test_plan_sends_no_reloading_before_the_first_ready() -> None:
+    plan = NotifyPlan()
+    assert sent_keys(plan, facts(S.STARTING, ready=0), facts(S.RELOADING, ready=0),
+                     facts(S.RUNNING)) == [["STATUS"], ["STATUS"], ["READY", "STATUS"]]
+
+
+def test_plan_sends_stopping_once_and_never_ready_after_it() -> None:
+    plan = NotifyPlan()
+    assert sent_keys(plan, facts(S.RUNNING), facts(S.STOPPING), facts(S.STOPPING, ready=0),
+                     facts(S.RUNNING)) == [["READY", "STATUS"], ["STOPPING", "STATUS"], ["STATUS"],
+                                           ["STATUS"]]
+
+
+def test_plan_repeats_nothing_when_nothing_changed() -> None:
+    plan = NotifyPlan()
+    plan.update(facts(S.RUNNING))
+    assert plan.update(facts(S.RUNNING)) == []
+
+
+def test_notify_address_accepts_paths_and_abstract_names_only() -> None:
+    assert notify_address("/run/systemd/notify") == "/run/systemd/notify"
+    assert notify_address("@abstract/name") == "\0abstract/name"
+    assert notify_address("relative") is None
+    assert notify_address("") is None and notify_address(None) is None
+
+
+def test_watchdog_interval_is_half_the_timeout_and_only_for_our_pid() -> None:
+    assert watchdog_interval({"WATCHDOG_USEC": "2000000"}, 10) == 1.0
+    assert watchdog_interval({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "10"}, 10) == 1.0
+    assert watchdog_interval({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "11"}, 10) is None
+    assert watchdog_interval({"WATCHDOG_USEC": "0"}, 10) is None
+    assert watchdog_interval({"WATCHDOG_USEC": "soon"}, 10) is None
+    assert watchdog_interval({}, 10) is None
+
+
+class Stop(Exception):
+    pass
+
+
+def test_watchdog_pings_once_per_interval_from_the_loop() -> None:
+    sent: list[str] = []
+    sleeps: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        asyncio.run(watchdog_pings(sent.append, 7.5, sleep=fake_sleep))
+    assert sent == ["WATCHDOG=1"] * 3 and sleeps == [7.5] * 3
+
+
+def test_send_datagram_never_raises_when_nobody_listens(tmp_path: Path) -> None:
+    assert send_datagram(str(tmp_path / "missing.sock"), "READY=1") is False
+
+
+def test_send_datagram_is_one_utf8_datagram(tmp_path: Path) -> None:
+    path = str(tmp_path / "n.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        assert send_datagram(path, "STATUS=läuft\nREADY=1") is True
+        assert server.recv(4096) == "STATUS=läuft\nREADY=1".encode()
+
+
+def test_nothing_is_installed_without_notify_socket() -> None:
+    sup = SimpleNamespace(on_change=[], services=[])
+    assert install_sd_notify(sup, {"WATCHDOG_USEC": "1000000"}, pid=1) is False  # type: ignore[arg-type]
+    assert sup.on_change == [] and sup.services == []
+
+
+def test_scrub_removes_every_systemd_variable() -> None:
+    env = {"PATH": "/bin", "NOTIFY_SOCKET": "@n", "WATCHDOG_USEC": "1", "WATCHDOG_PID": "2",
+           "LISTEN_FDS": "1", "LISTEN_PID": "2", "LISTEN_FDNAMES": "http", "LISTENER": "x"}
+    assert scrub_systemd_env(env) == {"PATH": "/bin", "LISTENER": "x"}
+
+
+# ----- the real supervisor ----------------------------------------------------------------
+
+
+def monotonic_usec() -> int:
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("kind", ["path", "abstract"])
+def test_notify_sequence_ready_reloading_stopping_all_from_the_supervisor(tmp_path: Path, kind: str) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    answered_at_ready: list[int | BaseException] = []
+
+    def on_message(note: Notification) -> None:
+        # At the moment READY=1 arrives the webapp must already answer. The app's startup takes
+        # a second, and the supervisor holds the port, so an early READY would time out here.
+        if note.fields.get("READY") == "1" and not answered_at_ready:
+            try:
+                answered_at_ready.append(http_get(url + "/pid", timeout=0.5)[0])
+            except OSError as exc:
+                answered_at_ready.append(exc)
+
+    address = str(tmp_path / "notify.sock") if kind == "path" else f"@sdtest/{os.getpid()}/{port}"
+    listener = NotifyListener(address, on_message)
+    env = base_env(NOTIFY_SOCKET=address, SDAPP_STARTUP_DELAY="1")
+    try:
+        with supervisor(UP, sd_project(tmp_path / "p", port=port), env) as run:
+            ready = listener.wait_for("READY", "1", context=lambda: run.output)
+            assert answered_at_ready == [200]
+            assert listener.find("STATUS", f"running on port {port}: 1/1 workers ready, 0 restarts, "
+                                           "database disabled") is not None, listener.describe()
+
+            before = monotonic_usec()
+            os.kill(run.pid, signal.SIGHUP)
+            reloading = listener.wait_for("RELOADING", "1", start=ready + 1, context=lambda: run.output)
+            stamp = int(listener.snapshot()[reloading].fields["MONOTONIC_USEC"])
+            assert before <= stamp <= monotonic_usec()
+            listener.wait_for("READY", "1", start=reloading + 1, context=lambda: run.output)
+
+            assert run.stop(signal.SIGTERM) == 0
+            stopping = listener.wait_for("STOPPING", "1", context=lambda: run.output)
+            assert listener.find("READY", start=stopping) is None
+            senders = {note.pid for note in listener.snapshot()}
+            assert senders == {run.pid}, listener.describe()
+    finally:
+        listener.close()
+
+
+@pytest.fixture
+def listener(tmp_path: Path) -> Iterator[NotifyListener]:
+    listening = NotifyListener(str(tmp_path / "notify.sock"))
+    yield listening
+    listening.close()
+
+
+@pytest.mark.timeout(60)
+def test_watchdog_pings_every_half_interval_from_the_supervisor(tmp_path: Path,
+                                                                listener: NotifyListener) -> None:
+    # 0.4s timeout: a ping every 0.2s.
+    env = base_env(NOTIFY_SOCKET=listener.address, WATCHDOG_USEC="400000")
+    with supervisor(UP, sd_project(tmp_path / "p"), env) as run:
+        listener.wait_for("READY", "1", context=lambda: run.output)
+        first = listener.wait_for("WATCHDOG", "1")
+        index = first
+        for _ in range(10):
+            index = listener.wait_for("WATCHDOG", "1", start=index + 1, timeout=5)
+        pings = [n for n in listener.snapshot()[first:index + 1] if "WATCHDOG" in n.fields]
+        mean = (pings[-1].at - pings[0].at) / (len(pings) - 1)
+        assert 0.17 <= mean <= 0.3, f"mean interval {mean:.3f}s over {len(pings)} pings"
+        assert {n.pid for n in pings} == {run.pid}
+        assert run.stop() == 0
+
+
+@pytest.mark.timeout(60)
+def test_workers_do_not_inherit_notify_socket_or_watchdog(tmp_path: Path, listener: NotifyListener) -> None:
+    env = base_env(NOTIFY_SOCKET=listener.address, WATCHDOG_USEC="10000000", LISTEN_PID="1",
+                   LISTEN_FDS="1")
+    with supervisor(UP, sd_project(tmp_path / "p"), env) as run:
+        status, body = http_json(run.wait_url() + "/env")
+        assert status == 200 and body["names"] == []
+        assert run.stop() == 0

@@ -1,0 +1,414 @@
+"""``python -m supervisor up`` as a real process: real workers, sockets, signals and HTTP.
+
+The apps under ``tests/apps`` are served through ``[app] app`` and ``app_dir``; the file watcher,
+status API and database wait are switched off so each test exercises only the core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from supervisor.ports import bind_listener, bind_port
+from supervisor.process import LineSink, WorkerProcess, WorkerSpec
+from supervisor.runner import Supervisor
+from supervisor.settings import resolve_settings
+from tests.support import (
+    REPO,
+    Running,
+    base_env,
+    free_port,
+    http_get,
+    http_json,
+    make_project,
+    supervisor,
+    wait_until,
+)
+
+APPS = REPO / "tests" / "apps"
+UP = ["up", "--no-reload"]
+
+
+def project(root: Path, app: str = "rawapp:app", port: int | None = None, workers: int = 1,
+            extra: str = "", dotenv: str | None = None, stop_timeout: float = 10.0) -> Path:
+    """A project serving ``app`` from tests/apps, with restarts fast enough for tests.
+
+    ``extra`` is added to the ``[server]`` table.
+    """
+    return make_project(root, dotenv=dotenv, toml=f"""
+        [supervisor]
+        stop_timeout = {stop_timeout}
+        [server]
+        port = {port if port is not None else free_port()}
+        {extra}
+        [app]
+        app = "{app}"
+        app_dir = "{APPS}"
+        workers = {workers}
+        ready_timeout = 30
+        [restart]
+        initial_delay = 0.05
+        max_delay = 0.2
+        crash_loop_failures = 3
+        crash_loop_window = 60
+        [database]
+        wait = false
+        [status]
+        enabled = false
+    """)
+
+
+def slot_pids(run: Running) -> dict[int, int]:
+    """The latest pid the supervisor reported as serving, per slot."""
+    found = re.findall(r"web\.(\d+): worker pid (\d+) is serving", run.output)
+    return {int(slot): int(pid) for slot, pid in found}
+
+
+def kill_and_await_successor(run: Running, old: int) -> int:
+    """SIGKILL slot 0's worker ``old``; return the pid of the worker that replaces it."""
+    psutil.Process(old).send_signal(signal.SIGKILL)
+    run.wait_for_output(rf"worker pid {old} killed by SIGKILL \(crash\) .*; restarting in", 10)
+    return wait_until(lambda: slot_pids(run).get(0) != old and slot_pids(run).get(0), 20,
+                      "a new worker serving", lambda: run.output)
+
+
+def gone(pid: int) -> bool:
+    """True once ``pid`` no longer runs (a zombie left for init to reap counts as gone)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def zombie_children(run: Running) -> list[int]:
+    return [c.pid for c in psutil.Process(run.pid).children()
+            if c.status() == psutil.STATUS_ZOMBIE]
+
+
+def stray_pipes(pid: int) -> list[str]:
+    """Pipes a worker holds besides its own stdout and stderr: leaked descriptors."""
+    fds = Path(f"/proc/{pid}/fd")
+    return [f"{fd.name} -> {target}" for fd in fds.iterdir()
+            if fd.name not in ("1", "2") and (target := os.readlink(fd)).startswith("pipe:")]
+
+
+def listening_sockets(pid: int) -> list[str]:
+    """The listening TCP sockets ``pid`` holds, as ``socket:[inode]``: the same inode is the same socket."""
+    return [os.readlink(f"/proc/{pid}/fd/{c.fd}") for c in psutil.Process(pid).net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN]
+
+
+def port_is_free(port: int) -> bool:
+    with bind_listener("127.0.0.1", port):
+        return True
+
+
+def served_pids(url: str, want: set[int], run: Running, timeout: float = 20.0) -> set[int]:
+    """Request ``/pid`` over fresh connections until every pid in ``want`` has answered."""
+    seen: set[int] = set()
+
+    def all_seen() -> bool:
+        seen.add(http_json(url + "/pid")[1]["pid"])
+        return want <= seen
+
+    wait_until(all_seen, timeout, f"answers from pids {want} (seen {seen})", lambda: run.output,
+               interval=0.01)
+    return seen
+
+
+@pytest.fixture
+def taken() -> Iterator[int]:
+    """A port this test process is listening on."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen(1)
+        yield squatter.getsockname()[1]
+
+
+Outcome = list[tuple[int, bytes] | BaseException]
+
+
+def request_in_background(url: str, results: Outcome) -> threading.Thread:
+    """GET ``url`` in a thread that appends its (status, body), or its error, to ``results``."""
+    def go() -> None:
+        try:
+            status, _, body = http_get(url, timeout=30)
+            results.append((status, body))
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            results.append(exc)
+
+    thread = threading.Thread(target=go, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.timeout(60)
+def test_raw_asgi_app_is_served_at_the_announced_url(tmp_path: Path) -> None:
+    port = free_port()
+    with supervisor(UP, project(tmp_path, port=port)) as run:
+        url = run.wait_url()
+        assert url == f"http://127.0.0.1:{port}"
+        status, body = http_json(url + "/pid")
+        assert status == 200
+        assert body["pid"] in run.worker_pids()
+        assert run.stop() == 0
+
+
+@pytest.mark.timeout(60)
+def test_sigkilled_worker_is_restarted_on_the_same_port_and_answers(tmp_path: Path) -> None:
+    with supervisor(UP, project(tmp_path)) as run:
+        url = run.wait_url()
+        old = http_json(url + "/pid")[1]["pid"]
+        grandchild = http_json(url + "/spawn")[1]["pid"]
+        new = kill_and_await_successor(run, old)
+        status, body = http_json(url + "/pid")
+        assert (status, body["pid"]) == (200, new)
+        assert gone(old)
+        assert run.output.count("Serving on") == 1  # same URL, announced once
+        # What the dead worker left in its process group is killed too, and nothing is a zombie.
+        wait_until(lambda: gone(grandchild), 5, "the worker's child to be killed", lambda: run.output)
+        assert zombie_children(run) == []
+        assert run.stop() == 0
+
+
+@pytest.mark.timeout(60)
+def test_crash_loop_is_fatal_and_up_exits_1_in_production(tmp_path: Path) -> None:
+    with supervisor([*UP, "--mode", "production"], project(tmp_path, app="crashapp:app")) as run:
+        assert run.wait_exit(45) == 1
+        out = run.output
+    assert "web.0: FATAL: crashed 3 times within 60s" in out, out
+    # The fatal message carries the last lines the worker wrote to stderr.
+    fatal = out[out.index("FATAL"):]
+    assert "Last lines the worker wrote to stderr" in fatal
+    assert "RuntimeError: CRASH-MARKER-7f3a the database schema is missing" in fatal
+    assert "crash loop; stopping (production mode)" in out
+
+
+@pytest.mark.timeout(60)
+def test_crash_loop_in_development_waits_in_fatal_and_stops_cleanly(tmp_path: Path) -> None:
+    with supervisor(UP, project(tmp_path, app="crashapp:app")) as run:
+        run.wait_for_output(r"web\.0: FATAL: crashed 3 times", 45)
+        run.wait_for_output(r"supervisor: starting -> fatal")
+        assert run.proc.poll() is None  # still up, waiting for a fix
+        assert run.stop() == 0
+
+
+@pytest.mark.timeout(60)
+def test_taken_preferred_port_serves_on_another_and_says_why(tmp_path: Path, taken: int) -> None:
+    with supervisor(UP, project(tmp_path, port=taken)) as run:
+        url = run.wait_url()
+        moved = int(url.rsplit(":", 1)[1])
+        assert taken < moved <= taken + 20
+        note = run.wait_for_output(rf"port {taken} is held by (.*); using {moved} instead").group(1)
+        assert note.endswith(f"(pid {psutil.Process().pid})")
+        assert http_json(url + "/pid")[0] == 200
+        assert run.stop() == 0
+
+
+@pytest.mark.timeout(60)
+def test_strict_port_taken_exits_4_with_a_clear_message(tmp_path: Path, taken: int) -> None:
+    with supervisor(UP, project(tmp_path, port=taken, extra="strict_port = true")) as run:
+        assert run.wait_exit() == 4
+    assert f"error: port {taken} on 127.0.0.1 is held by" in run.output
+    assert "strict_port is set" in run.output
+    assert "Traceback" not in run.output
+
+
+@pytest.mark.timeout(60)
+def test_sigkilled_supervisor_leaves_no_worker_and_frees_the_port(tmp_path: Path) -> None:
+    port = free_port()
+    with supervisor(UP, project(tmp_path, port=port, workers=2)) as run:
+        run.wait_url()
+        workers = wait_until(lambda: len(run.worker_pids()) == 2 and run.worker_pids(), 20,
+                             "two workers", lambda: run.output)
+        run.proc.send_signal(signal.SIGKILL)
+        assert run.wait_exit() == -signal.SIGKILL
+        killed_at = time.monotonic()
+        wait_until(lambda: all(gone(pid) for pid in workers), 2.0, "workers to die with the supervisor",
+                   lambda: run.output)
+        assert time.monotonic() - killed_at < 2.0
+        assert wait_until(lambda: port_is_free(port), 2.0, "the port to be free", lambda: run.output)
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_lets_an_in_flight_request_complete_and_exits_0(tmp_path: Path) -> None:
+    in_flight: Outcome = []
+    with supervisor(UP, project(tmp_path)) as run:
+        url = run.wait_url()
+        thread = request_in_background(url + "/slow?seconds=2", in_flight)
+        run.wait_for_output("rawapp: slow request started")
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.wait_exit() == 0
+        thread.join(10)
+        [result] = in_flight
+        assert not isinstance(result, BaseException), f"{result!r}\n{run.output}"
+        assert result[0] == 200 and b'"slept": 2.0' in result[1]
+        assert "drained and exited on SIGTERM (shutdown)" in run.output
+
+
+@pytest.mark.timeout(60)
+def test_second_sigint_stops_at_once(tmp_path: Path) -> None:
+    in_flight: Outcome = []
+    with supervisor(UP, project(tmp_path)) as run:
+        url = run.wait_url()
+        worker = run.worker_pids()
+        # A request that would hold a graceful stop for 30 seconds.
+        request_in_background(url + "/slow?seconds=30", in_flight)
+        run.wait_for_output("rawapp: slow request started")
+        run.proc.send_signal(signal.SIGINT)
+        run.wait_for_output("SIGINT received: stopping gracefully")
+        started = time.monotonic()
+        run.proc.send_signal(signal.SIGINT)
+        assert run.wait_exit(10) == 130
+        assert time.monotonic() - started < 3.0
+        assert "SIGINT again: stopping at once" in run.output
+        wait_until(lambda: all(gone(pid) for pid in worker), 2.0, "the worker to be killed",
+                   lambda: run.output)
+
+
+@pytest.mark.timeout(90)
+def test_two_workers_serve_from_one_socket_and_restart_independently(tmp_path: Path) -> None:
+    with supervisor(UP, project(tmp_path, workers=2)) as run:
+        url = run.wait_url()
+        pids = wait_until(lambda: len(slot_pids(run)) == 2 and slot_pids(run), 30,
+                          "both slots serving", lambda: run.output)
+        assert sorted(pids.values()) == run.worker_pids()
+        served_pids(url, set(pids.values()), run)
+        # The supervisor's one listening socket, shared; no worker holds another's pipes or its
+        # ready pipe.
+        assert listening_sockets(pids[0]) == listening_sockets(pids[1]) == listening_sockets(run.pid)
+        assert [stray_pipes(pid) for pid in pids.values()] == [[], []]
+
+        psutil.Process(pids[0]).send_signal(signal.SIGKILL)
+        after = wait_until(lambda: slot_pids(run)[0] != pids[0] and slot_pids(run), 20,
+                           "slot 0 to be restarted", lambda: run.output)
+        assert after[1] == pids[1]  # the other slot was left alone
+        assert run.output.count("started worker pid") == 3
+        served_pids(url, set(after.values()), run)
+        assert run.stop() == 0
+
+
+@pytest.mark.timeout(60)
+def test_worker_connections_have_tcp_nodelay(tmp_path: Path) -> None:
+    with supervisor(UP, project(tmp_path)) as run:
+        url = run.wait_url()
+        assert http_json(url + "/nodelay") == (200, {"nodelay": 1})
+        assert run.stop() == 0
+
+
+@pytest.mark.timeout(60)
+def test_handler_exception_is_a_500_json_response_and_the_worker_stays(tmp_path: Path) -> None:
+    # The webapp's own variables; its SQLite file goes to the test's directory.
+    dotenv = (f"BETTER_AUTH_SECRET={'x' * 40}\n"
+              f"DATABASE_URL=sqlite+aiosqlite:///{tmp_path / 'app.db'}\n")
+    with supervisor(UP, project(tmp_path, app="failingwebapp:app", dotenv=dotenv)) as run:
+        url = run.wait_url()
+        before = http_json(url + "/health")[1]["pid"]
+        status, headers, body = http_get(url + "/boom")
+        assert status == 500
+        assert headers["content-type"] == "application/json"
+        assert body == b'{"error":"internal server error"}'
+        status, health = http_json(url + "/health")
+        assert (status, health["pid"], health["status"]) == (200, before, "ok")
+        run.wait_for_output("the handler failed on purpose")  # the traceback reached the log
+        assert "restarting in" not in run.output
+        assert run.stop() == 0
+
+
+@pytest.mark.timeout(60)
+def test_secret_printed_by_the_worker_is_redacted_in_the_relay(tmp_path: Path) -> None:
+    secret = "tok-5f2e9c-never-print-this"
+    root = project(tmp_path, dotenv=f"API_TOKEN={secret}\n")
+    with supervisor(UP, root, env=base_env(RAWAPP_PRINT_VAR="API_TOKEN")) as run:
+        run.wait_url()
+        run.wait_for_output(r"rawapp: API_TOKEN is \*\*\*")
+        assert run.stop() == 0
+    assert secret not in run.output
+
+
+@pytest.mark.timeout(60)
+def test_worker_that_misses_the_stop_deadline_is_killed_with_its_process_group(tmp_path: Path) -> None:
+    in_flight: Outcome = []
+    with supervisor(UP, project(tmp_path, stop_timeout=1.0)) as run:
+        url = run.wait_url()
+        worker = http_json(url + "/pid")[1]["pid"]
+        grandchild = http_json(url + "/spawn")[1]["pid"]
+        request_in_background(url + "/block?seconds=30", in_flight)  # the worker cannot drain
+        run.wait_for_output("rawapp: blocking")
+        started = time.monotonic()
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.wait_exit(15) == 0
+        assert time.monotonic() - started < 8.0
+        assert f"web.0: worker pid {worker} stopped: killed by SIGKILL (shutdown)" in run.output
+        wait_until(lambda: gone(worker) and gone(grandchild), 2.0, "the process group to be gone",
+                   lambda: run.output)
+
+
+@pytest.mark.timeout(60)
+def test_crash_is_restarted_even_while_a_daemon_child_holds_the_worker_output(tmp_path: Path) -> None:
+    with supervisor(UP, project(tmp_path)) as run:
+        url = run.wait_url()
+        old = http_json(url + "/pid")[1]["pid"]
+        # A child in a session of its own keeps the worker's stdout and stderr pipes open.
+        daemon = http_json(url + "/spawn?session=1&seconds=60")[1]["pid"]
+        try:
+            new = kill_and_await_successor(run, old)
+            assert http_json(url + "/pid") == (200, {"pid": new})
+            assert run.stop() == 0
+        finally:
+            psutil.Process(daemon).kill()
+
+
+def in_process_supervisor(root: Path, **kwargs: object) -> Supervisor:
+    settings = resolve_settings(root, base_env())
+    return Supervisor(settings, bind_port("127.0.0.1", 0, 0, False), **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(30)
+def test_unexpected_error_in_a_startup_step_stops_up_with_exit_1(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sup = in_process_supervisor(project(tmp_path))
+
+    async def broken(_: Supervisor) -> None:
+        raise RuntimeError("the probe itself crashed")
+
+    sup.startup_steps.append(broken)
+    assert asyncio.run(asyncio.wait_for(sup.run(), 20)) == 1
+    assert "the probe itself crashed" in caplog.text
+
+
+@pytest.mark.timeout(30)
+def test_worker_that_cannot_be_spawned_stops_up_with_exit_1(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    def no_processes_left(spec: WorkerSpec, on_line: LineSink) -> WorkerProcess:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    sup = in_process_supervisor(project(tmp_path), spawn=no_processes_left)
+    assert asyncio.run(asyncio.wait_for(sup.run(), 20)) == 1
+    assert "Resource temporarily unavailable" in caplog.text
+
+
+@pytest.mark.timeout(60)
+def test_listening_socket_does_not_leak_into_the_apps_own_children(tmp_path: Path) -> None:
+    port = free_port()
+    with supervisor(UP, project(tmp_path, port=port)) as run:
+        url = run.wait_url()
+        # A helper the app starts the way os.system does, outliving the supervisor.
+        helper = http_json(url + "/spawn?session=1&inherit=1")[1]["pid"]
+        try:
+            assert listening_sockets(helper) == []
+            run.proc.send_signal(signal.SIGKILL)
+            run.wait_exit()
+            assert wait_until(lambda: port_is_free(port), 2.0, "the port to be free", lambda: run.output)
+        finally:
+            psutil.Process(helper).kill()
