@@ -30,23 +30,7 @@ sys.path.insert(0, str(REPO))
 from tests.loadgen import Load  # noqa: E402
 from tests.support import free_port  # noqa: E402
 
-APP = '''
-import os
-VERSION = 0
-
-async def app(scope, receive, send):
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            else:
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    body = f"{VERSION} {os.getpid()}".encode()
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-    await send({"type": "http.response.body", "body": body})
-'''
+APP = (REPO / "tests" / "apps" / "versioned.py").read_text()
 
 
 @dataclass
@@ -98,11 +82,11 @@ def run_tool(tool: Tool, workdir: Path, port: int, reloads: int, load_reloads: i
     proc = subprocess.Popen(tool.argv, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        wait_version(port, 0)
+        wait_version(port, 1)
         # uvicorn --reload sets up its watches after the worker answers and misses edits made
         # before that (this supervisor waits for its watches first); give both a moment.
         time.sleep(1.0)
-        version = 0
+        version = 1
         latencies = []
         for _ in range(reloads):
             version += 1

@@ -11,32 +11,10 @@ import psutil
 import pytest
 
 from tests.loadgen import Load
-from tests.support import base_env, free_port, http_get, make_project, supervisor, wait_until
+from tests.support import REPO, base_env, free_port, http_get, make_project, supervisor, wait_until
 
-# A raw ASGI app: answers "<VERSION> <pid> <GREETING>" and streams forever on /stream.
-APP = '''
-import asyncio, os
-VERSION = 1
-
-async def app(scope, receive, send):
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            else:
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    headers = [(b"content-type", b"text/plain")]
-    if scope["path"] == "/stream":
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        while True:
-            await send({"type": "http.response.body", "body": b"tick\\n", "more_body": True})
-            await asyncio.sleep(0.05)
-    body = f"{VERSION} {os.getpid()} {os.environ.get('GREETING', '-')}".encode()
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-'''
+# Copied into each test project and edited there: answers "<VERSION> <pid> <GREETING>".
+APP = (REPO / "tests" / "apps" / "versioned.py").read_text()
 
 
 def project(tmp_path: Path, workers: int = 1, stop_timeout: float = 10.0, dotenv: str = "GREETING=hello\n",
