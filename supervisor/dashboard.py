@@ -36,7 +36,7 @@ def _worker_rows(doc: dict[str, Any]) -> str:
             f'<td data-field="{escape(name.lower().replace(" ", "_"))}"'
             + (f' class="state-{escape(str(worker["state"]))}"' if name == "STATE" else "")
             + f">{escape(cell)}</td>"
-            for name, cell in zip(COLUMNS, cells))
+            for name, cell in zip(COLUMNS, cells, strict=False))
         rows.append(f'<tr id="worker-{int(worker["slot"])}" data-pid="{escape(cells[1])}" '
                     f'data-state="{escape(str(worker["state"]))}">{tds}</tr>')
         if worker.get("stderr_tail"):

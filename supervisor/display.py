@@ -97,7 +97,8 @@ def summary_line(doc: dict[str, Any]) -> str:
 def table(rows: list[tuple[str, ...]], headers: tuple[str, ...] = COLUMNS) -> str:
     """Left-aligned columns separated by two spaces, like ``supervisorctl status``."""
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip() for row in [headers, *rows]]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip()
+             for row in [headers, *rows]]
     return "\n".join(lines)
 
 

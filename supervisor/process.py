@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -46,10 +45,13 @@ class WorkerProcess:
                  tail: int = 20) -> None:
         self.popen = popen
         self.pid = popen.pid
-        self.started = time.monotonic()
         self.stderr_tail: deque[str] = deque(maxlen=tail)
         self.stop_requested = False
-        self.slot = -1  # which worker slot it serves; set by the supervisor
+        # Set by the supervisor: the slot it serves, and when it was spawned by the
+        # supervisor's (injectable) clock and by the wall clock.
+        self.slot = -1
+        self.spawned_clock = 0.0
+        self.spawned_wall = 0.0
         self._exit_callbacks: list[Callable[[WorkerProcess], None]] = []
         self._loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[int] = self._loop.create_future()

@@ -72,7 +72,6 @@ class Supervisor:
         self.exit_code = EXIT_OK
         self._trackers = [RestartTracker(settings.config.restart, rand) for _ in self.slots]
         self._procs: list[WorkerProcess | None] = [None for _ in self.slots]
-        self._started: list[float] = [0.0 for _ in self.slots]
         self._live: set[WorkerProcess] = set()
         self._background: set[asyncio.Task[object]] = set()
         self._announced = False
@@ -273,6 +272,7 @@ class Supervisor:
         proc = self.spawn(self.worker_spec(), relay)
         proc.slot = index
         self._live.add(proc)
+        proc.spawned_clock, proc.spawned_wall = self.clock(), self.wall()
         proc.add_exit_callback(self._live.discard)
         logger.info("web.%d: started worker pid %d", index, proc.pid)
         return proc
@@ -281,9 +281,8 @@ class Supervisor:
         """Make ``proc`` the slot's current worker, as far as the status is concerned."""
         slot = self.slots[index]
         self._procs[index] = proc
-        self._started[index] = self.clock()
         slot.pid = proc.pid
-        slot.started_at = self.wall()
+        slot.started_at = proc.spawned_wall
         slot.ready_at = None
         slot.next_retry_at = None
         slot.fatal_reason = None
@@ -339,7 +338,7 @@ class Supervisor:
             self._procs[index] = None
             slot.pid = None
             slot.last_exit = ExitInfo.from_returncode(code, S.EXIT_CRASH)
-            uptime = self.clock() - self._started[index]
+            uptime = self.clock() - proc.spawned_clock
             decision = tracker.on_crash(self.clock(), uptime)
             if isinstance(decision, GiveUp):
                 await self._give_up(index, decision.reason)

@@ -165,8 +165,10 @@ def watchdog_interval(environ: Mapping[str, str], pid: int) -> float | None:
     ``WATCHDOG_PID``, when set, must name this process: the variable may have been inherited by
     something systemd did not start.
 
-    >>> watchdog_interval({"WATCHDOG_USEC": "30000000"}, 42), watchdog_interval({"WATCHDOG_USEC": "1", "WATCHDOG_PID": "7"}, 42)
-    (15.0, None)
+    >>> watchdog_interval({"WATCHDOG_USEC": "30000000"}, 42)
+    15.0
+    >>> watchdog_interval({"WATCHDOG_USEC": "1", "WATCHDOG_PID": "7"}, 42) is None
+    True
     """
     owner = environ.get("WATCHDOG_PID")
     if owner and owner.strip() != str(pid):
