@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from supervisor import __version__, control, unitfile
@@ -74,17 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--mode", choices=("development", "production"))
     check.set_defaults(func=cmd_check)
 
-    for register in _extra_commands():
-        register(sub)
+    # Subcommands that live in their own modules.
+    control.register(sub)  # status, restart, stop
+    unitfile.register(sub)  # systemd-unit
     return parser
-
-
-def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:  # type: ignore[type-arg]
-    """Subcommands that live in their own modules (status and control, systemd)."""
-    registrars: list[Callable[[argparse._SubParsersAction], None]] = []  # type: ignore[type-arg]
-    registrars.append(unitfile.register)  # systemd-unit
-    registrars.append(control.register)  # status, restart, stop
-    return registrars
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,7 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_problems(exc)
         return EXIT_CONFIG
     except SupervisorError as exc:
-        logger.error("error: %s", exc) if logger.handlers else print(f"error: {exc}", file=sys.stderr)
+        if logger.handlers:  # `up` set up redacting logging: say it there
+            logger.error("error: %s", exc)
+        else:
+            print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

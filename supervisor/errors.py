@@ -56,6 +56,3 @@ class PortError(SupervisorError):
 class DatabaseUnavailable(SupervisorError):
     exit_code = EXIT_DATABASE
 
-
-class CrashLoop(SupervisorError):
-    exit_code = EXIT_RUNTIME

@@ -24,12 +24,21 @@ class _RedactingFormatter(logging.Formatter):
 
 def setup_logging(redact: Callable[[str], str], level: str = "info",
                   stream: TextIO | None = None) -> logging.Handler:
-    """Send the ``supervisor`` logger's lines to ``stream`` (stderr), redacted; return the handler."""
+    """Send every log line (ours, our workers', and libraries' such as asyncio's) to ``stream``
+    (stderr), redacted; return the handler."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(_RedactingFormatter(redact))
     logger.handlers[:] = [handler]
     logger.setLevel(level.upper())
     logger.propagate = False
+    # Workers' lines were filtered by the worker's own log level already.
+    logging.getLogger("supervisor.worker").setLevel(logging.DEBUG)
+    # Libraries log through the root logger; without a handler there, Python's last-resort
+    # handler would print their warnings (with any secret in them) unredacted.
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.captureWarnings(True)
     return handler
 
 

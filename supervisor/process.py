@@ -8,6 +8,7 @@ hitting a recycled pid.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -181,4 +182,12 @@ def spawn_worker(spec: WorkerSpec, on_line: LineSink) -> WorkerProcess:
         raise
     finally:
         os.close(ready_w)
-    return WorkerProcess(popen, ready_r, on_line)
+    try:
+        return WorkerProcess(popen, ready_r, on_line)
+    except BaseException:
+        # Unwatched, it would hold the port with nobody to stop it (pidfd_open can fail: EMFILE).
+        kill_group(popen.pid, signal.SIGKILL)
+        popen.wait()
+        with contextlib.suppress(OSError):
+            os.close(ready_r)
+        raise

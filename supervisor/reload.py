@@ -1,7 +1,8 @@
 """Reloading: file changes and SIGHUP become validated, rolling worker replacements.
 
-A broken edit never takes the app down: new settings are validated before they are applied, and
-a new worker must report ready before the old one is drained (see ``Supervisor.rolling_restart``).
+A broken edit does not take a serving app down: new settings are validated before they are
+applied, and a new worker must report ready before the old one is drained (see
+``Supervisor.rolling_restart``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from supervisor.runner import Supervisor
 
 logger = logging.getLogger("supervisor")
+# How long the first worker waits for the file watches to be in place (normally milliseconds).
+WATCH_SETUP_TIMEOUT = 10.0
 
 
 async def coalesce(batches: AsyncIterator[set[str]],
@@ -52,12 +55,15 @@ async def coalesce(batches: AsyncIterator[set[str]],
                 pending.clear()
                 await apply(batch)
             if finished:
-                return
+                break
             arrived.clear()
             await arrived.wait()
     finally:
         collector.cancel()
         await asyncio.gather(collector, return_exceptions=True)
+    failure = None if collector.cancelled() else collector.exception()
+    if failure is not None:
+        raise failure  # the watcher itself failed: let the service report it
 
 
 def settings_files(sup: Supervisor) -> tuple[Path, Path]:
@@ -83,9 +89,10 @@ class Reloader:
         self.watching = asyncio.Event()
 
     async def wait_watching(self, sup: Supervisor) -> None:
+        # Bounded: a watcher that cannot start (it logs why) must not keep the app from starting.
         if sup.settings.reload:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.watching.wait(), 10)
+                await asyncio.wait_for(self.watching.wait(), WATCH_SETUP_TIMEOUT)
 
     async def serve(self, sup: Supervisor) -> None:
         """Watch the project and reload on changes; a no-op when reload is off."""
@@ -115,7 +122,11 @@ class Reloader:
                 yield batch
 
         async def apply(files: set[str]) -> None:
-            await reload(sup, files, trigger="file change")
+            try:
+                await reload(sup, files, trigger="file change")
+            except Exception as exc:  # one failed reload must not end the watching
+                logger.exception("reload failed: internal error; still serving the previous version")
+                sup.reload_status.last_error = f"internal error: {exc}"
 
         await coalesce(batches(), apply)
 

@@ -37,6 +37,8 @@ from supervisor.state import DatabaseStatus, ExitInfo, ReloadStatus, SlotStatus
 from supervisor.systemdenv import scrub_systemd_env
 
 logger = logging.getLogger("supervisor")
+# Workers' own lines: already filtered by the worker's log level, so never filtered again here.
+worker_logger = logging.getLogger("supervisor.worker")
 
 Spawner = Callable[[WorkerSpec, LineSink], WorkerProcess]
 Hook = Callable[["Supervisor"], Coroutine[Any, Any, None]]
@@ -119,13 +121,17 @@ class Supervisor:
         self._stopping = asyncio.Event()
         self._rolling = asyncio.Lock()
         self._wake = [asyncio.Event() for _ in self.slots]
+        # Set by a rolling restart that woke an idle slot: resolved with that start's readiness.
+        self._start_outcome: list[asyncio.Future[bool] | None] = [None for _ in self.slots]
         self._slot_tasks: list[asyncio.Task[None]] = []
         self._done = False
         service_tasks = [asyncio.create_task(service(self)) for service in self.services]
         for task in service_tasks:
             task.add_done_callback(self._on_service_done)
-        try:
-            with queued_signals(self._queue):
+        # The handlers stay installed until the services are cleaned up too: a signal during that
+        # cleanup is queued and ignored instead of killing us with state files left behind.
+        with queued_signals(self._queue):
+            try:
                 starter = asyncio.create_task(self._start())
                 starter.add_done_callback(self._on_task_done)
                 while not self._done:
@@ -137,11 +143,11 @@ class Supervisor:
                     await handler()
                 starter.cancel()
                 await asyncio.gather(starter, return_exceptions=True)
-        finally:
-            for task in service_tasks:
-                task.cancel()
-            await asyncio.gather(*service_tasks, return_exceptions=True)
-            self.listener.sock.close()
+            finally:
+                for task in service_tasks:
+                    task.cancel()
+                await asyncio.gather(*service_tasks, return_exceptions=True)
+                self.listener.sock.close()
         return self.exit_code
 
     async def _start(self) -> None:
@@ -201,7 +207,13 @@ class Supervisor:
         task: asyncio.Task[object] = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._log_failure)
         return task
+
+    @staticmethod
+    def _log_failure(task: asyncio.Task[object]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("supervisor: a background task failed", exc_info=task.exception())
 
     async def handle_fatal(self) -> None:
         if self.settings.production:
@@ -238,14 +250,16 @@ class Supervisor:
             if slot.pid is not None:
                 slot.state = S.STOPPING
         self.changed()
-        # Every live process, including a successor a rolling restart has not swapped in yet.
-        await asyncio.gather(*(self._stop_process(p.slot, p, timeout, S.EXIT_SHUTDOWN)
-                               for p in list(self._live)))
-        for task in self._slot_tasks:
-            task.cancel()
-        await asyncio.gather(*self._slot_tasks, return_exceptions=True)
-        logger.info("supervisor: stopped")
-        self._queue.put_nowait("done")
+        try:
+            # Every live process, including a successor a rolling restart has not swapped in yet.
+            await asyncio.gather(*(self._stop_process(p.slot, p, timeout, S.EXIT_SHUTDOWN)
+                                   for p in list(self._live)))
+            for task in self._slot_tasks:
+                task.cancel()
+            await asyncio.gather(*self._slot_tasks, return_exceptions=True)
+            logger.info("supervisor: stopped")
+        finally:
+            self._queue.put_nowait("done")
 
     def _force_stop(self) -> None:
         for proc in self._live:
@@ -267,7 +281,7 @@ class Supervisor:
 
     def _spawn(self, index: int) -> WorkerProcess:
         def relay(pid: int, line: str) -> None:
-            logger.info("web.%d %d | %s", index, pid, line)
+            worker_logger.info("web.%d %d | %s", index, pid, line)
 
         proc = self.spawn(self.worker_spec(), relay)
         proc.slot = index
@@ -324,17 +338,19 @@ class Supervisor:
                 self._install(index, proc)
                 slot.state = S.STARTING
                 self.changed()
-                if await self._await_ready(index, proc):
+                ready = await self._await_ready(index, proc)
+                if ready:
                     self._mark_serving(index)
+                outcome = self._start_outcome[index]
+                if outcome is not None and not outcome.done():
+                    outcome.set_result(ready)
             code = await proc.wait()
             if self._procs[index] is not proc:
                 continue  # replaced by a reload or restart: watch the successor
             if proc.stop_requested:
-                # Stopped by us: not a crash; _stop_process records the exit.
-                if self._stopping.is_set():
-                    return
-                self._procs[index] = None
-                continue
+                # Only a shutdown stops a slot's current worker (reloads replace it first);
+                # _stop_process records the exit.
+                return
             self._procs[index] = None
             slot.pid = None
             slot.last_exit = ExitInfo.from_returncode(code, S.EXIT_CRASH)
@@ -349,8 +365,9 @@ class Supervisor:
                            index, proc.pid, slot.last_exit.describe(), uptime, decision.delay,
                            decision.attempt)
             self.changed()
-            await self._sleep_or_wake(index, decision.delay)
-            slot.restarts += 1
+            await self._wait_for_wake(index, decision.delay)
+            if self._procs[index] is None:
+                slot.restarts += 1  # else a reload installed a worker meanwhile, and counted it
 
     async def _give_up(self, index: int, reason: str) -> None:
         slot = self.slots[index]
@@ -363,12 +380,15 @@ class Supervisor:
                          index)
         self.changed()
         self._queue.put_nowait("fatal")
-        self._wake[index].clear()
-        await self._wake[index].wait()
+        await self._wait_for_wake(index, None)
         self._trackers[index].reset()
 
-    async def _sleep_or_wake(self, index: int, delay: float) -> None:
+    async def _wait_for_wake(self, index: int, delay: float | None) -> None:
+        """Sleep ``delay`` (None: forever) unless woken by a reload or restart; return at once if
+        one has already installed a worker in this slot, which the loop must now watch."""
         self._wake[index].clear()
+        if self._procs[index] is not None:
+            return
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._wake[index].wait(), delay)
 
@@ -387,11 +407,15 @@ class Supervisor:
     # ----- rolling replacement (reload, restart) -------------------------------------------
 
     def apply_settings(self, new: Settings) -> None:
-        """Adopt re-read settings for the next workers. The held socket stays as it is."""
+        """Adopt re-read settings: the next workers get the new app settings and environment, and
+        restart policy, mode and database checks follow them. What was set up once at start (the
+        held socket, the status API, the file watcher, the worker count) stays as it is."""
         old = self.settings
         kept = [name for name, before, after in (
-            ("[server] host", old.host, new.host), ("port", old.port, new.port),
+            ("[server]", (old.host, old.port, old.config.server), (new.host, new.port, new.config.server)),
             ("workers", old.workers, new.workers), ("[status]", old.config.status, new.config.status),
+            ("[reload]", (old.reload, old.reload_poll, old.config.reload),
+             (new.reload, new.reload_poll, new.config.reload)),
             ("[supervisor] runtime_dir", old.runtime_dir, new.runtime_dir),
         ) if before != after]
         if kept:
@@ -414,26 +438,35 @@ class Supervisor:
         async with self._rolling:
             previous = self.state
             self.set_state(S.RELOADING)
-            ok = True
-            for index in range(len(self.slots)):
-                if self._stopping.is_set():
-                    return False
-                if not await self._replace(index, reason):
-                    ok = False
-                    break
-            if not self._stopping.is_set():
-                self.set_state(S.RUNNING if self.ready_workers else
-                               (previous if previous != S.RELOADING else S.STARTING))
-            return ok
+            try:
+                for index in range(len(self.slots)):
+                    if self._stopping.is_set() or not await self._replace(index, reason):
+                        return False
+                return True
+            except OSError as exc:  # the worker could not even be spawned (a vanished directory)
+                logger.error("web: cannot start a new worker: %s; still serving the previous version", exc)
+                return False
+            finally:
+                if not self._stopping.is_set():
+                    self.set_state(S.RUNNING if self.ready_workers else
+                                   (previous if previous != S.RELOADING else S.STARTING))
 
     async def _replace(self, index: int, reason: str) -> bool:
         old = self._procs[index]
         slot = self.slots[index]
         if old is None:
-            # Nothing serving in this slot (backoff or fatal): let its loop start one now.
+            # Nothing serving in this slot (backoff or fatal): let its loop start one now, and
+            # report whether that one came up.
+            outcome: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            self._start_outcome[index] = outcome
             self._trackers[index].reset()
             self._wake[index].set()
-            return True
+            try:
+                return await asyncio.wait_for(outcome, self.settings.config.app.ready_timeout + 5)
+            except TimeoutError:
+                return False
+            finally:
+                self._start_outcome[index] = None
         new = self._spawn(index)
         if not await self._await_ready(index, new):
             code = await new.wait()
@@ -443,6 +476,7 @@ class Supervisor:
             self.changed()
             return False
         self._install(index, new)
+        self._wake[index].set()  # a slot loop parked in backoff or fatal must watch the new worker
         self._mark_serving(index)
         slot.restarts += 1
         self.spawn_task(self._stop_process(index, old, self.settings.config.supervisor.stop_timeout, reason))

@@ -90,9 +90,12 @@ async def watch_batches(paths: Iterable[Path], change_filter: ChangeFilter, *, d
     """Yield sets of changed paths; a batch closes after ``debounce`` seconds without changes."""
     existing = [str(p) for p in paths if p.exists()]
     async for changes in watchfiles.awatch(
+        # step: the quiet period that closes a batch. debounce: watchfiles' cap on how long one
+        # batch may keep growing under a constant stream of changes (its default, 1.6 s, or more).
         *existing, watch_filter=change_filter, step=max(1, int(debounce * 1000)),
+        debounce=max(1600, int(debounce * 4000)),
         # None lets watchfiles honour WATCHFILES_FORCE_POLLING and detect WSL by itself.
-        debounce=max(1600, int(debounce * 4000)), force_polling=True if poll else None,
+        force_polling=True if poll else None,
         poll_delay_ms=int(poll_interval * 1000), recursive=True, ignore_permission_denied=True,
     ):
         yield {path for _, path in changes}

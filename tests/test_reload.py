@@ -153,6 +153,10 @@ def test_crash_looped_slot_in_development_waits_for_a_change(tmp_path: Path) -> 
         sup.wait_for_output(r"waiting for a change")
         assert sup.proc.poll() is None, "development mode keeps the supervisor up"
         assert "boom at import" in sup.output
+        # A change that is still broken is tried, and reported as a failed reload.
+        app.write_text("raise RuntimeError('still broken')\n")
+        sup.wait_for_output(r"reload failed: a new worker failed to start")
+        assert "still broken" in sup.output
         app.write_text(good)
         url = sup.wait_url()
         assert body(url).startswith("1 ")
@@ -171,6 +175,7 @@ def test_polling_mode_and_sighup_reread(tmp_path: Path) -> None:
         wait_until(lambda: int(time.time()) > created, 2, "the next second")
         set_version(root / "app.py", 2)
         wait_until(lambda: body(url).startswith("2 "), 30, "a polled change", lambda: sup.output)
+        assert sup.stop() == 0
     # With reload off, .env changes apply on SIGHUP only.
     with supervisor(["up", "--no-reload"], root) as sup:
         url = sup.wait_url()

@@ -56,12 +56,16 @@ def test_classify_separates_settings_from_code() -> None:
     assert only_env.settings and not only_env.code
 
 
-async def scripted(events: list[tuple[asyncio.Event | None, set[str]]]) -> AsyncIterator[set[str]]:
-    """Yield each batch once its gate (if any) is set: a scripted change history."""
+async def scripted(events: list[tuple[asyncio.Event | None, set[str]]],
+                   taken: asyncio.Event | None = None) -> AsyncIterator[set[str]]:
+    """Yield each batch once its gate (if any) is set: a scripted change history. ``taken`` is set
+    when the consumer asks for more after the last batch, i.e. has taken every batch."""
     for gate, batch in events:
         if gate is not None:
             await gate.wait()
         yield batch
+    if taken is not None:
+        taken.set()
 
 
 @pytest.mark.timeout(10)
@@ -79,11 +83,11 @@ def test_batches_arriving_during_a_reload_are_merged_into_one_more() -> None:
                 await release_first.wait()  # a slow reload; three more saves happen meanwhile
 
         events = [(None, {"a.py"}), (later, {"b.py"}), (None, {"c.py"}), (None, {"b.py", "d.py"})]
-        task = asyncio.ensure_future(coalesce(scripted(events), apply))
+        all_taken = asyncio.Event()
+        task = asyncio.ensure_future(coalesce(scripted(events, all_taken), apply))
         await first_running.wait()
         later.set()
-        for _ in range(10):  # let the collector take every scripted batch
-            await asyncio.sleep(0)
+        await all_taken.wait()
         release_first.set()
         await asyncio.wait_for(task, 5)
         return applied
@@ -92,14 +96,31 @@ def test_batches_arriving_during_a_reload_are_merged_into_one_more() -> None:
 
 
 @pytest.mark.timeout(10)
-def test_each_quiet_batch_gets_its_own_reload() -> None:
+def test_each_batch_after_a_finished_reload_gets_its_own_reload() -> None:
     async def scenario() -> list[set[str]]:
         applied: list[set[str]] = []
+        first_done = asyncio.Event()
 
         async def apply(batch: set[str]) -> None:
             applied.append(batch)
+            first_done.set()
 
-        await asyncio.wait_for(coalesce(scripted([(None, {"a.py"})]), apply), 5)
+        # The second save comes only after the first reload has finished.
+        events = [(None, {"a.py"}), (first_done, {"b.py"})]
+        await asyncio.wait_for(coalesce(scripted(events), apply), 5)
         return applied
 
-    assert asyncio.run(scenario()) == [{"a.py"}]
+    assert asyncio.run(scenario()) == [{"a.py"}, {"b.py"}]
+
+
+@pytest.mark.timeout(10)
+def test_a_failing_watcher_is_reported_not_swallowed() -> None:
+    async def broken() -> AsyncIterator[set[str]]:
+        yield {"a.py"}
+        raise OSError("inotify watch limit reached")
+
+    async def apply(batch: set[str]) -> None:
+        pass
+
+    with pytest.raises(OSError, match="inotify watch limit"):
+        asyncio.run(asyncio.wait_for(coalesce(broken(), apply), 5))
