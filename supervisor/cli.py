@@ -33,7 +33,8 @@ def _print_problems(exc: ConfigError) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    print(f"ok: {settings.config.path} and {settings.dotenv.path} are valid "
+    dotenv = settings.dotenv.path if settings.dotenv.exists else f"the environment (no {settings.dotenv.path})"
+    print(f"ok: {settings.config.path} and {dotenv} are valid "
           f"(mode {settings.mode}, port {settings.port}, {settings.workers} worker(s), "
           f"{len(settings.config.env)} declared variable(s))")
     return EXIT_OK
