@@ -13,7 +13,7 @@ from supervisor import __version__, control, unitfile
 from supervisor.errors import EXIT_CONFIG, EXIT_OK, ConfigError, SupervisorError
 from supervisor.output import logger, setup_logging
 from supervisor.secrets import Redactor
-from supervisor.settings import Overrides, Settings, resolve_settings
+from supervisor.settings import Overrides, Settings, problem_redactor, resolve_settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -23,12 +23,16 @@ def _settings(args: argparse.Namespace) -> Settings:
     return resolve_settings(Path(args.project_dir), os.environ, overrides, config)
 
 
-def _print_problems(exc: ConfigError) -> None:
+def _print_problems(exc: ConfigError, args: argparse.Namespace | None = None) -> None:
+    # The settings failed, so their redactor does not exist: build one from what can be read.
+    project_dir = Path(getattr(args, "project_dir", None) or ".")
+    config = getattr(args, "config", None)
+    redact = problem_redactor(project_dir, os.environ, Path(config) if config else None)
     count = len(exc.problems)
     print(f"error: {count} problem{'s' if count != 1 else ''} in configuration and environment:",
           file=sys.stderr)
     for problem in exc.problems:
-        print(f"  - {problem}", file=sys.stderr)
+        print(redact(f"  - {problem}"), file=sys.stderr)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -86,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ConfigError as exc:
-        _print_problems(exc)
+        _print_problems(exc, args)
         return EXIT_CONFIG
     except SupervisorError as exc:
         if logger.handlers:  # `up` set up redacting logging: say it there

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from supervisor.envschema import VarSpec, parse_var_spec
 from supervisor.errors import ConfigError, Problem
+from supervisor.secrets import is_secret_name
 
 Mode = Literal["development", "production"]
 
@@ -213,8 +214,9 @@ def _read_section(cls: type, data: Any, table: str, path: str, locator: _Locator
         f = known[key]
         ok, value = _coerce(hints[key], raw)
         if not ok:
+            shown = "the value" if is_secret_name(key) else repr(raw)  # [status] token
             problems.append(Problem(_where(path, locator, table, key),
-                                    f"{raw!r} is not {_type_name(hints[key])}"))
+                                    f"{shown} is not {_type_name(hints[key])}"))
             continue
         meta = f.metadata
         if meta.get("choices") and value not in meta["choices"]:

@@ -5,7 +5,7 @@ trusted) or ``--url``. Exit codes of ``status`` follow ``systemctl status``:
 
 * 0: running and ready
 * 1: running but not ready (or the API refused or failed the request)
-* 3: no supervisor is running
+* 3: no supervisor is running (or what answers at ``--url`` is not a supervisor's status API)
 
 ``restart`` and ``stop`` send the bearer token from the token file named in the state file, from
 ``--token-file`` or from ``SUPERVISOR_STATUS_TOKEN``, and wait for the effect unless ``--no-wait``.
@@ -52,6 +52,16 @@ class Refused(Exception):
     """The API answered with an error status; the message says what it said."""
 
 
+class NotStatusAPI(Exception):
+    """Something answered, but not a supervisor's status API (a wrong ``--url``)."""
+
+
+def _not_status_api(target: Target, path: str, what: str) -> NotStatusAPI:
+    return NotStatusAPI(f"{target.status_url} is not a supervisor status API: {path} answered {what}; "
+                        "pass --url the address `up` logs as \"status: API and dashboard on "
+                        "http://HOST:PORT\" (default http://127.0.0.1:8787)")
+
+
 def runtime_dir(project_dir: Path, config: str | None) -> Path:
     """``[supervisor] runtime_dir`` of the project; the default if supervisor.toml is broken,
     since a half-edited file must not stop ``status`` from finding the running supervisor."""
@@ -83,14 +93,19 @@ def find_target(args: argparse.Namespace) -> Target:
 
 
 def request(target: Target, method: str, path: str, timeout: float = 5.0) -> tuple[int, Any]:
-    """One request to the API: (status, parsed JSON body). Raises NotRunning when nothing answers."""
+    """One request to the API: (status, parsed JSON body).
+
+    Raises NotRunning when nothing answers, NotStatusAPI when a success is not JSON.
+    """
     headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
     req = urllib.request.Request(target.status_url + path, method=method, headers=headers,
                                  data=b"" if method == "POST" else None)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
+            status, body, kind = resp.status, resp.read(), resp.headers.get_content_type()
     except urllib.error.HTTPError as exc:
+        if exc.code == 404:  # the API has every path the CLI asks for
+            raise _not_status_api(target, path, "404 Not Found") from None
         body = exc.read()
         try:
             return exc.code, json.loads(body)
@@ -99,13 +114,52 @@ def request(target: Target, method: str, path: str, timeout: float = 5.0) -> tup
     except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
         raise NotRunning(f"no supervisor answers at {target.status_url} ({reason})") from None
+    try:
+        return status, json.loads(body or b"null")
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        raise _not_status_api(target, path, f"{status} with {kind}, not JSON") from None
 
 
 def fetch_status(target: Target) -> dict[str, Any]:
+    """The ``/status`` document, checked for the fields the commands read."""
     code, doc = request(target, "GET", "/status")
     if code != 200:
         raise Refused(_refusal(code, doc))
+    problem = document_problem(doc)
+    if problem:
+        raise _not_status_api(target, "/status", problem)
     return doc  # type: ignore[no-any-return]
+
+
+# The fields of a /status document that the commands and ``render_text`` read unconditionally.
+_SECTIONS = {"supervisor": ("pid", "state", "mode", "uptime", "ready", "ready_reason"),
+             "database": ("state",), "reload": ("count",)}
+_WORKER_FIELDS = ("slot", "pid", "state", "restarts")
+
+
+def document_problem(doc: Any) -> str | None:
+    """What makes ``doc`` unusable as a ``/status`` document, or None when it is usable.
+
+    >>> document_problem({"hello": "world"})
+    'JSON without "url"'
+    """
+    if not isinstance(doc, dict):
+        return "JSON that is not an object"
+    if "url" not in doc:
+        return 'JSON without "url"'
+    for section, fields in _SECTIONS.items():
+        if not isinstance(doc.get(section), dict):
+            return f'JSON without a "{section}" object'
+        for name in fields:
+            if name not in doc[section]:
+                return f'JSON without "{section}.{name}"'
+    workers = doc.get("workers")
+    if not isinstance(workers, list) or not all(isinstance(w, dict) for w in workers):
+        return 'JSON without a "workers" list of objects'
+    for name in _WORKER_FIELDS:
+        if any(name not in w for w in workers):
+            return f'JSON without "workers[].{name}"'
+    return None
 
 
 def _refusal(code: int, body: Any) -> str:
@@ -140,6 +194,9 @@ def _guarded(body: Callable[[], int]) -> int:
     except NotRunning as exc:
         print(str(exc), file=sys.stderr)
         return STATUS_NOT_RUNNING
+    except NotStatusAPI as exc:
+        _error(str(exc))
+        return STATUS_NOT_RUNNING
     except (Refused, Failed) as exc:
         _error(str(exc))
         return FAILED
@@ -155,8 +212,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _post(target: Target, action: str) -> None:
     code, body = request(target, "POST", "/" + action)
-    if code != 202:
-        raise Refused(_refusal(code, body))
+    if code == 202 and body == {"accepted": action}:
+        return
+    if code < 300:
+        raise _not_status_api(target, "/" + action, f'{code} without {{"accepted": "{action}"}}')
+    raise Refused(_refusal(code, body))
 
 
 def _rolled(target: Target, before: dict[int, int | None]) -> Callable[[], bool]:

@@ -56,13 +56,14 @@ def _env_rows(env: dict[str, dict[str, Any]]) -> str:
 def render_dashboard(doc: dict[str, Any]) -> str:
     sup = doc["supervisor"]
     headers = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)
+    state = escape(str(sup["state"]))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="{REFRESH_SECONDS}">
-<title>supervisor: {escape(str(sup['state']))}</title>
+<title>supervisor: {state}</title>
 <style>{_STYLE}</style></head>
 <body>
-<h1>Supervisor <span id="supervisor-state" class="state-{escape(str(sup['state']))}">{escape(str(sup['state']))}</span></h1>
+<h1>Supervisor <span id="supervisor-state" class="state-{state}">{state}</span></h1>
 <p id="summary">{escape(summary_line(doc))}</p>
 <p class="muted">version {escape(str(sup['version']))}, pid {int(sup['pid'])}, started {duration(sup['uptime'])} ago;
 refreshes every {REFRESH_SECONDS}s</p>

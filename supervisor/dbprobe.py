@@ -68,8 +68,8 @@ class ProbeFailure(Exception):
         return _HINTS.get(self.reason, "check the database URL and the server's log")
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    """``exc`` and its causes: SQLAlchemy wraps the driver's error, which wraps asyncpg's."""
+def exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes, at most 8: SQLAlchemy wraps the driver's error, which wraps asyncpg's."""
     found: list[BaseException] = []
     current: BaseException | None = exc
     while current is not None and current not in found and len(found) < 8:
@@ -80,7 +80,7 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 def classify(exc: BaseException, mask: Callable[[str], str] = lambda s: s) -> ProbeFailure:
     """Sort an exception from a connection attempt into a :class:`ProbeFailure`."""
-    chain = _chain(exc)
+    chain = exception_chain(exc)
     for item in chain:
         sqlstate = getattr(item, "sqlstate", None)
         if isinstance(sqlstate, str) and sqlstate in _SQLSTATES:

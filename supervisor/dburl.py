@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from supervisor.secrets import mask_url
+from supervisor.envschema import FALSE_WORDS, TRUE_WORDS, parse_number
+from supervisor.secrets import MASK, QUERY_SECRETS, mask_url
 
 POSTGRESQL = "postgresql"
 SQLITE = "sqlite"
@@ -35,8 +36,6 @@ EMBEDDED_FILE = "webapp.sqlite3"
 _PG_SCHEMES = {"postgres", "postgresql", ASYNCPG_SCHEME}
 _SQLITE_SCHEMES = {"sqlite", AIOSQLITE_SCHEME}
 _SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 # libpq parameters asyncpg cannot honour and that are safe to leave out (a note says so).
 _DROPPED = {
     "channel_binding": "asyncpg does not support channel binding; TLS still applies",
@@ -110,7 +109,7 @@ def embedded_default_url(directory: Path) -> str:
 
 def normalize_database_url(raw: str) -> DatabaseURL:
     """Return the async-driver form of ``raw``; raise :class:`DatabaseURLError` if it cannot work."""
-    masked = mask_url(raw.strip())
+    masked = _mask(raw.strip())
     try:
         parts = urlsplit(raw.strip())
         parts.port  # noqa: B018 - raises ValueError on a non-numeric port
@@ -131,6 +130,19 @@ def normalize_database_url(raw: str) -> DatabaseURL:
                                "path/to/file.sqlite3")
     expected = "postgresql://, postgres://, postgresql+asyncpg:// or sqlite+aiosqlite:///"
     raise DatabaseURLError(f"{masked} has scheme {scheme or '(none)'!r}; expected {expected}")
+
+
+def _mask(raw: str) -> str:
+    """The URL for messages: no password, and no value of a query parameter we do not know
+    (``?api_key=...`` may be a secret too)."""
+    masked = mask_url(raw)
+    base, sep, query = masked.partition("?")
+    if not sep:
+        return masked
+    query, hash_sep, fragment = query.partition("#")
+    pairs = [(k, sep_, v if k in _UNDERSTOOD or not v else MASK)
+             for k, sep_, v in (pair.partition("=") for pair in query.split("&"))]
+    return f"{base}?{'&'.join(k + s + v for k, s, v in pairs)}{hash_sep}{fragment}"
 
 
 def _postgresql(parts: Any, scheme: str, masked: str) -> DatabaseURL:
@@ -161,6 +173,13 @@ def _translate_query(pairs: list[tuple[str, str]], masked: str,
     files: dict[str, str] = {}
     for key, value in pairs:
         where = f"{masked}: query parameter {key}={value!r}"
+        if key not in _UNDERSTOOD:
+            # Never echo a value we do not know the meaning of: it may be a password.
+            where = f"{masked}: query parameter {key}"
+            if key.lower() in QUERY_SECRETS:
+                raise DatabaseURLError(f"{where} (value not shown) is not understood by asyncpg; "
+                                       "expected the password in the URL itself: "
+                                       "postgresql://user:password@host:5432/dbname")
         if key == "sslmode":
             if value not in _SSL_MODES:
                 raise DatabaseURLError(f"{where} is not an sslmode; expected one of {', '.join(_SSL_MODES)}")
@@ -168,7 +187,7 @@ def _translate_query(pairs: list[tuple[str, str]], masked: str,
             changes.append(f"sslmode={value} -> ssl={value!r}")
         elif key == "ssl":
             low = value.lower()
-            tls_mode = "require" if low in _TRUE else "disable" if low in _FALSE else low
+            tls_mode = "require" if low in TRUE_WORDS else "disable" if low in FALSE_WORDS else low
             if tls_mode not in _SSL_MODES:
                 raise DatabaseURLError(f"{where} is not understood; expected true, false or an sslmode")
         elif key in _TLS_FILES:
@@ -204,11 +223,11 @@ def _translate_query(pairs: list[tuple[str, str]], masked: str,
     return args, tls
 
 
-def _number(kind: type, value: str, where: str) -> Any:
+def _number(kind: type[int] | type[float], value: str, where: str) -> Any:
     try:
-        return kind(value)
-    except ValueError:
-        raise DatabaseURLError(f"{where} is not {'an integer' if kind is int else 'a number'}") from None
+        return parse_number(kind, value)
+    except ValueError as exc:
+        raise DatabaseURLError(f"{where} {exc}") from None
 
 
 def _options(value: str, where: str) -> dict[str, str]:

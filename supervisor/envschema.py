@@ -26,8 +26,9 @@ from supervisor.errors import Problem
 from supervisor.secrets import is_secret_name, mask_url
 
 TYPES = ("string", "integer", "boolean", "port", "url", "secret")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+# The spellings of a boolean everywhere the supervisor reads one (env values, URL query parameters).
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 _SPEC_KEYS = {"type", "required", "default", "schemes", "min_length", "min", "max", "secret",
               "description"}
 
@@ -55,7 +56,8 @@ def parse_var_spec(name: str, raw: Any, where: str, problems: list[Problem]) -> 
     if isinstance(raw, str):
         raw = {"type": raw}
     if not isinstance(raw, dict):
-        problems.append(Problem(where, f"expected a type name or a table, got {raw!r}"))
+        shown = "a value that is not shown" if is_secret_name(name) else repr(raw)
+        problems.append(Problem(where, f"expected a type name or a table, got {shown}"))
         return None
     before = len(problems)
     for key in raw:
@@ -70,10 +72,13 @@ def parse_var_spec(name: str, raw: Any, where: str, problems: list[Problem]) -> 
         "default": (str, "a string"), "description": (str, "a string"),
         "min_length": (int, "an integer"), "min": (int, "an integer"), "max": (int, "an integer"),
     }
+    secret = raw.get("secret") is True or kind == "secret" or is_secret_name(name)
     for key, (tp, expected) in checks.items():
         if key in raw and (not isinstance(raw[key], tp) or
                            (tp is int and isinstance(raw[key], bool))):
-            problems.append(Problem(where, f"{key} = {raw[key]!r} is not {expected}"))
+            # A secret's default is a secret too, even when it has the wrong type.
+            shown = "the value" if key == "default" and secret else repr(raw[key])
+            problems.append(Problem(where, f"{key} = {shown} is not {expected}"))
     schemes = raw.get("schemes", [])
     if not (isinstance(schemes, list) and all(isinstance(s, str) for s in schemes)):
         problems.append(Problem(where, f"schemes = {schemes!r} is not a list of strings"))
@@ -95,18 +100,17 @@ def _check_value(spec: VarSpec, value: str) -> tuple[str | None, Any]:
         try:
             number = int(value.strip())
         except ValueError:
-            form = "a port number (1-65535)" if spec.type == "port" else "an integer"
-            return f"{shown} is not an integer; expected {form}", None
-        lo, hi = (1, 65535) if spec.type == "port" else (spec.min, spec.max)
+            return f"{shown} is not an integer; expected {_expected(spec)}", None
+        lo, hi = _port_range(spec) if spec.type == "port" else (spec.min, spec.max)
         if (lo is not None and number < lo) or (hi is not None and number > hi):
             bounds = f"{lo if lo is not None else '-inf'} to {hi if hi is not None else 'inf'}"
             return f"{shown} is out of range; expected {bounds}", None
         return None, number
     if spec.type == "boolean":
         low = value.strip().lower()
-        if low in _TRUE:
+        if low in TRUE_WORDS:
             return None, True
-        if low in _FALSE:
+        if low in FALSE_WORDS:
             return None, False
         return f"{shown} is not a boolean; expected one of true/false, 1/0, yes/no, on/off", None
     if spec.type == "url":
@@ -159,10 +163,23 @@ def validate_environ(specs: Mapping[str, VarSpec], environ: Mapping[str, str],
     return values, problems
 
 
+def parse_number(kind: type[int] | type[float], text: str) -> int | float:
+    """``int`` or ``float`` of ``text``; the ValueError says what was expected ("is not an integer")."""
+    try:
+        return kind(text.strip())
+    except ValueError:
+        raise ValueError(f"is not {'an integer' if kind is int else 'a number'}") from None
+
+
+def _port_range(spec: VarSpec) -> tuple[int, int]:
+    """1-65535 unless the spec narrows or widens it (the built-in PORT allows 0: any free port)."""
+    return (1 if spec.min is None else spec.min, 65535 if spec.max is None else spec.max)
+
+
 def _expected(spec: VarSpec) -> str:
     if spec.type == "url" and spec.schemes:
         return f"a URL with scheme {' or '.join(spec.schemes)}"
     if spec.type == "secret":
         return f"a secret of at least {max(spec.min_length, 1)} characters"
     return {"string": "a string", "integer": "an integer", "boolean": "true or false",
-            "port": "a port number (1-65535)", "url": "a URL"}[spec.type]
+            "port": "a port number ({}-{})".format(*_port_range(spec)), "url": "a URL"}[spec.type]

@@ -5,11 +5,15 @@ objects at scrape time by a custom collector; only the reload-duration histogram
 and it is fed by an ``on_change`` observer. Everything lives in this supervisor's own
 :class:`~prometheus_client.CollectorRegistry`, never the process-global one, so two supervisors
 in one test process do not collide and nothing is registered at import time.
+
+Secrets are masked in label values, the only strings that come from the supervisor's state, as
+the collector yields them; never in the rendered text, where a short numeric secret such as
+``1234`` would also match inside a sample value and corrupt it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -28,12 +32,24 @@ RELOAD_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
 class SupervisorCollector(Collector):
-    """Reads ``sup`` on every scrape (times by ``sup.wall``); holds no counters of its own."""
+    """Reads ``sup`` on every scrape (times by ``sup.wall``); holds no counters of its own.
 
-    def __init__(self, sup: Supervisor) -> None:
+    ``redact`` masks secrets in every label value; sample values are numbers and pass untouched.
+    """
+
+    def __init__(self, sup: Supervisor, redact: Callable[[str], str] | None = None) -> None:
         self.sup = sup
+        self.redact = redact
 
     def collect(self) -> Iterator[Metric]:
+        redact = self.redact
+        for metric in self._families():
+            if redact is not None:
+                metric.samples = [sample._replace(labels={k: redact(v) for k, v in sample.labels.items()})
+                                  for sample in metric.samples]
+            yield metric
+
+    def _families(self) -> Iterator[Metric]:
         sup = self.sup
         now = sup.wall()
         yield InfoMetricFamily("supervisor", "Supervisor version and mode.",
@@ -72,11 +88,12 @@ class SupervisorCollector(Collector):
 
 
 class SupervisorMetrics:
-    """This supervisor's registry: the collector plus the reload-duration histogram."""
+    """This supervisor's registry: the collector plus the reload-duration histogram (whose only
+    label, ``le``, holds the bucket bounds, so it needs no redaction)."""
 
-    def __init__(self, sup: Supervisor) -> None:
+    def __init__(self, sup: Supervisor, redact: Callable[[str], str] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(SupervisorCollector(sup))
+        self.registry.register(SupervisorCollector(sup, redact))
         self.reload_duration = Histogram("supervisor_reload_duration_seconds",
                                          "Seconds from a reload trigger to the new workers serving.",
                                          buckets=RELOAD_BUCKETS, registry=self.registry)

@@ -39,6 +39,28 @@ def port_holder(port: int) -> str | None:
     return None
 
 
+def describe_holder(port: int, holder: Callable[[int], str | None] = port_holder,
+                    unknown: str = "in use") -> str:
+    """``"held by python (pid 123)"`` for an error message; ``unknown`` when psutil cannot tell
+    (another user's process, or a port refused for another reason)."""
+    who = holder(port)
+    return f"held by {who}" if who else unknown
+
+
+def display_url(host: str, port: int) -> str:
+    """The URL to print for a listener on ``host``: wildcards show as the loopback address.
+
+    >>> display_url("0.0.0.0", 8000), display_url("::", 8000), display_url("[::1]", 8000)
+    ('http://127.0.0.1:8000', 'http://[::1]:8000', 'http://[::1]:8000')
+    """
+    shown = host.strip("[]")
+    if shown in ("", "0.0.0.0"):
+        shown = "127.0.0.1"
+    elif shown == "::":
+        shown = "::1"
+    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+
+
 def bind_listener(host: str, port: int, backlog: int = 2048) -> socket.socket:
     """Bind and listen on ``host:port``."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -78,11 +100,9 @@ def bind_port(host: str, preferred: int, search: int, strict: bool, backlog: int
             continue
         if port == preferred:
             return Bound(sock, port)
-        who = holder(preferred)
-        held = f"held by {who}" if who else "in use"
+        held = describe_holder(preferred, holder)
         return Bound(sock, port, f"port {preferred} is {held}; using {port} instead")
-    who = holder(preferred)
-    held = f"held by {who}" if who else "in use"
+    held = describe_holder(preferred, holder)
     reason = first_error.strerror if first_error else "unavailable"
     if strict:
         raise PortError(f"port {preferred} on {host} is {held} ({reason}) and strict_port is set; "

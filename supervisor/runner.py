@@ -27,7 +27,7 @@ from supervisor import state as S
 from supervisor.errors import EXIT_FORCED, EXIT_OK, EXIT_RUNTIME, SupervisorError
 from supervisor.output import banner
 from supervisor.policy import GiveUp, RestartTracker
-from supervisor.ports import Bound
+from supervisor.ports import Bound, display_url
 from supervisor.process import LineSink, WorkerProcess, WorkerSpec, spawn_worker
 from supervisor.reload import reload
 from supervisor.secrets import Redactor
@@ -82,11 +82,7 @@ class Supervisor:
 
     @property
     def url(self) -> str:
-        host = self.settings.host
-        shown = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
-        if ":" in shown and not shown.startswith("["):
-            shown = f"[{shown}]"
-        return f"http://{shown}:{self.listener.port}"
+        return display_url(self.settings.host, self.listener.port)
 
     @property
     def ready_workers(self) -> int:

@@ -34,7 +34,6 @@ Sender = Callable[[Address, str], bool]
 
 # Phases of the service as systemd sees it (not the supervisor's own states).
 _STARTING, _READY, _RELOADING, _STOPPING = "starting", "ready", "reloading", "stopping"
-DATABASE_FINE = (S.DB_OK, S.DB_DISABLED)
 
 
 def notify_address(value: str | None) -> Address | None:
@@ -91,7 +90,7 @@ class Facts:
 
     @property
     def serving(self) -> bool:
-        return self.state == S.RUNNING and self.ready_workers > 0 and self.database in DATABASE_FINE
+        return self.state == S.RUNNING and self.ready_workers > 0 and self.database in S.DB_FINE
 
 
 def summary(facts: Facts) -> str:

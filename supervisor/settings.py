@@ -24,11 +24,12 @@ from supervisor.dotenvfile import DotEnv, load_dotenv_file
 from supervisor.envrules import apply_environment_rules
 from supervisor.envschema import VarSpec, validate_environ
 from supervisor.errors import ConfigError, Problem
-from supervisor.secrets import secret_values
+from supervisor.secrets import Redactor, secret_values
 
 # Variables the supervisor itself reads; checked even when supervisor.toml declares nothing.
 BUILTIN_SPECS: dict[str, VarSpec] = {
-    "PORT": VarSpec("PORT", type="port", required=False),
+    # 0: any free port, as with --port 0 and [server] port = 0.
+    "PORT": VarSpec("PORT", type="port", required=False, min=0),
     "SUPERVISOR_MODE": VarSpec("SUPERVISOR_MODE", type="string", required=False),
     "SUPERVISOR_RELOAD_POLL": VarSpec("SUPERVISOR_RELOAD_POLL", type="boolean", required=False),
 }
@@ -57,7 +58,8 @@ class Settings:
     reload_poll: bool
     runtime_dir: Path
     dotenv: DotEnv
-    # The environment a worker starts with: process environment over .env.
+    # The environment a worker starts with: process environment over .env, plus what the
+    # supervisor tells the webapp (SUPERVISOR_MODE, SUPERVISOR_RUNTIME_DIR, ..._DATABASE_URL_ENV).
     environ: dict[str, str] = field(repr=False)
     # name -> ".env:LINE" or "environment", for every variable .env set or the schema declares.
     env_sources: dict[str, str] = field(default_factory=dict)
@@ -92,6 +94,9 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
     project_dir = project_dir.resolve()
     config_path = config_path or project_dir / "supervisor.toml"
     problems: list[Problem] = []
+    if not project_dir.is_dir():
+        problems.append(Problem("--project-dir", f"{str(project_dir)!r} is not a directory; expected "
+                                                 "the directory holding supervisor.toml"))
     try:
         config = load_config(config_path)
     except ConfigError as exc:
@@ -131,6 +136,14 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
     runtime_dir = Path(config.supervisor.runtime_dir)
     runtime_dir = runtime_dir if runtime_dir.is_absolute() else project_dir / runtime_dir
     problems.extend(apply_environment_rules(config, mode, merged, sources, values, runtime_dir))
+    app_dir = project_dir / config.app.app_dir
+    if project_dir.is_dir() and not app_dir.is_dir():
+        problems.append(Problem(f"{config.path} [app] app_dir", f"{config.app.app_dir!r} is not a "
+                                f"directory ({app_dir}); expected a directory relative to {project_dir}"))
+    # The webapp reads these instead of assuming the defaults.
+    merged["SUPERVISOR_MODE"] = mode
+    merged["SUPERVISOR_RUNTIME_DIR"] = str(runtime_dir)
+    merged["SUPERVISOR_DATABASE_URL_ENV"] = config.database.url_env
 
     if problems:
         raise ConfigError(problems)
@@ -150,5 +163,25 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
         environ=merged,
         env_sources={name: sources.get(name, "environment") for name in set(dotenv.values) | declared},
         env_values=values,
-        secrets=frozenset(secret_values(merged, {n for n, s in config.env.items() if s.is_secret})),
+        secrets=frozenset(secret_values(merged, {n for n, s in config.env.items() if s.is_secret},
+                                        named=set(config.env) | set(dotenv.values))),
     )
+
+
+def problem_redactor(project_dir: Path, environ: Mapping[str, str],
+                     config_path: Path | None = None) -> Redactor:
+    """A redactor for printing problems when :func:`resolve_settings` failed.
+
+    Built from what can still be read: the process environment, ``.env`` (if readable) and the
+    ``[env]`` declarations (if ``supervisor.toml`` parses). Every name that looks secret counts
+    here, inherited or not: an error listing may over-mask a word, but must not leak.
+    """
+    project_dir = project_dir.resolve()
+    try:
+        config = load_config(config_path or project_dir / "supervisor.toml")
+    except ConfigError:
+        config = Config()
+    env_file = Path(config.supervisor.env_file)
+    dotenv = load_dotenv_file(env_file if env_file.is_absolute() else project_dir / env_file)
+    merged, _ = _merge_environ(environ, dotenv)
+    return Redactor(secret_values(merged, {n for n, s in config.env.items() if s.is_secret}))

@@ -74,6 +74,8 @@ DB_OK = "ok"
 DB_WAITING = "waiting"
 DB_UNAVAILABLE = "unavailable"
 DB_DISABLED = "disabled"
+# "Is the database fine?" for readiness and systemd's READY=1: it answers, or none is configured.
+DB_FINE = frozenset({DB_OK, DB_DISABLED})
 
 
 @dataclass

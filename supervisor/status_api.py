@@ -49,7 +49,7 @@ from supervisor import state as S
 from supervisor.dashboard import render_dashboard
 from supervisor.errors import PortError
 from supervisor.metrics import SupervisorMetrics
-from supervisor.ports import bind_listener, port_holder
+from supervisor.ports import bind_listener, describe_holder, display_url
 from supervisor.statefile import TOKEN_NAME, StateRecord, claim, generate_token, release
 from supervisor.statusdoc import ProcessSampler, readiness, status_document
 
@@ -69,11 +69,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def url_for(host: str, port: int) -> str:
-    shown = "127.0.0.1" if host in ("", "0.0.0.0") else ("::1" if host == "::" else host)
-    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
 
 
 def redact_tree(value: Any, redact: Callable[[str], str]) -> Any:
@@ -169,9 +164,9 @@ class StatusAPI:
         self.token = token
         self.host = host
         self.port = int(sock.getsockname()[1])
-        self.url = url_for(host, self.port)
+        self.url = display_url(host, self.port)
         self.access = Access(token, host)
-        self.metrics = SupervisorMetrics(sup)
+        self.metrics = SupervisorMetrics(sup, self._redact)
         self.sampler = ProcessSampler()
         self.app = self._build_app()
 
@@ -213,7 +208,8 @@ class StatusAPI:
         return JSONResponse({"ready": ready, "reason": why}, status_code=200 if ready else 503)
 
     async def metrics_text(self, request: Request) -> Response:
-        return Response(self._redact(self.metrics.render().decode()), media_type=CONTENT_TYPE_LATEST)
+        # Label values are redacted by the collector; masking this text could corrupt numbers.
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     async def restart(self, request: Request) -> Response:
         return self._post("restart")
@@ -303,8 +299,7 @@ def bind_status_socket(host: str, port: int, production: bool) -> tuple[socket.s
         if exc.errno not in (errno.EADDRINUSE, errno.EACCES) or port == 0:
             raise PortError(f"status API: cannot listen on {host}:{port}: {exc.strerror}; "
                             "check [status] host and port") from None
-        who = port_holder(port)
-        held = f"held by {who}" if who else f"unavailable ({exc.strerror})"
+        held = describe_holder(port, unknown=f"unavailable ({exc.strerror})")
         if production:
             raise PortError(f"status API: port {port} on {host} is {held}; set [status] port to a free "
                             "port, 0 for any free port, or enabled = false") from None

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 # Supervisor states in which the webapp is meant to be serving (old workers serve during a reload).
 _SERVING_STATES = (S.RUNNING, S.RELOADING)
-_DB_FINE = (S.DB_OK, S.DB_DISABLED)
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ def readiness(sup: Supervisor) -> tuple[bool, str]:
         return False, f"supervisor is {sup.state}"
     if sup.ready_workers == 0:
         return False, "no worker is serving"
-    if sup.database.state not in _DB_FINE:
+    if sup.database.state not in S.DB_FINE:
         return False, f"database is {sup.database.state}"
     return True, "ok"
 

@@ -296,10 +296,22 @@ def cmd_systemd_unit(args: argparse.Namespace) -> int:
     units = render_units(options_from_args(args))
     if args.output_dir:
         out = Path(args.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
         for file_name, text in units.items():
-            (out / file_name).write_text(text, encoding="utf-8")
+            _write(out / file_name, text)
             print(f"wrote {out / file_name}")
     else:
         print("\n".join(units.values()), end="")
     return EXIT_OK
+
+
+def _write(path: Path, text: str) -> None:
+    """Write one unit file, creating its directory; a path we cannot write is the user's to fix."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        failed = str(exc.filename or path)  # mkdir names the directory it could not make
+        why = exc.strerror if failed == str(path) else f"{exc.strerror}: {failed}"
+        message = (f"cannot write {path} ({why}); expected a writable directory, "
+                   "or no --output-dir to print the units")
+        raise ConfigError([Problem("--output-dir", message)]) from None

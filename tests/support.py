@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import psutil
 
@@ -34,7 +34,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(check: Callable[[], T], timeout: float, what: str,
+def wait_until(check: Callable[[], T | None | Literal[False]], timeout: float, what: str,
                context: Callable[[], str] = lambda: "", interval: float = 0.05) -> T:
     """Poll ``check`` until it returns something truthy; fail with ``what`` and ``context()``."""
     deadline = time.monotonic() + timeout
@@ -43,7 +43,7 @@ def wait_until(check: Callable[[], T], timeout: float, what: str,
         try:
             result = check()
             if result:
-                return result
+                return cast(T, result)
         except Exception as exc:  # noqa: BLE001 - polled effects may fail until ready
             last_error = exc
         if time.monotonic() > deadline:

@@ -67,7 +67,7 @@ CASES = [
     ("dotenv-url-scheme-with-password", SCHEMA, f"DATABASE_URL=mysql://app:{SECRET}@db/app\n", {},
      [".env:2 DATABASE_URL: has scheme 'mysql'; expected one of 'postgresql'"]),
     ("environment-port", SCHEMA, GOOD_ENV, {"PORT": "http"},
-     ["environment PORT: 'http' is not an integer; expected a port number (1-65535)"]),
+     ["environment PORT: 'http' is not an integer; expected a port number (0-65535)"]),
     ("environment-mode", SCHEMA, GOOD_ENV, {"SUPERVISOR_MODE": "staging"},
      ["SUPERVISOR_MODE: 'staging' is not a mode; expected 'development' or 'production'"]),
 ]
@@ -92,6 +92,55 @@ def test_bad_input_exits_2_naming_the_problem_without_traceback_or_secret(
             assert fragment in output, (command, fragment, output)
         assert "Traceback" not in output, output
         assert SECRET not in output and "tok-a91c" not in output, output
+
+
+QUERY_PASSWORD = "hunter2secret"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("source", ["environment", "dotenv"])
+def test_a_password_in_the_url_query_string_is_never_printed(tmp_path: Path, source: str) -> None:
+    url = f"postgresql://app@127.0.0.1/app?password={QUERY_PASSWORD}"
+    root = make_project(tmp_path, toml=SCHEMA,
+                        dotenv=f"DATABASE_URL={url}\n" if source == "dotenv" else "")
+    environ = {"DATABASE_URL": url} if source == "environment" else {}
+    for command in (["check"], ["up", "--no-reload"]):
+        result = cli(command, root, **environ)
+        output = result.stdout + result.stderr
+        assert result.returncode == 2, (command, output)
+        assert "query parameter password (value not shown) is not understood" in output, output
+        assert QUERY_PASSWORD not in output and "Traceback" not in output, output
+
+
+@pytest.mark.timeout(30)
+def test_problems_are_redacted_with_the_dotenv_and_environment_secrets(tmp_path: Path) -> None:
+    # WORKER_COUNT is not secret, so its bad value is quoted; it happens to equal a secret.
+    root = make_project(tmp_path, toml=SCHEMA, dotenv=SECRET_LINE + GOOD_ENV + f"WORKER_COUNT={SECRET}\n")
+    result = cli(["check"], root)
+    assert result.returncode == 2, result.stderr
+    assert ".env:3 WORKER_COUNT: '***' is not an integer" in result.stderr
+    assert SECRET not in result.stdout + result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_missing_project_or_app_dir_exits_2_without_traceback(tmp_path: Path) -> None:
+    missing = run_cli(["up", "--no-reload", "--project-dir", str(tmp_path / "nowhere")], REPO, base_env())
+    assert missing.returncode == 2, missing.stderr
+    assert "--project-dir: " in missing.stderr and "is not a directory" in missing.stderr
+    root = make_project(tmp_path / "p", toml='[app]\napp_dir = "src"\n' + SCHEMA, dotenv=GOOD_ENV)
+    for command in (["check"], ["up", "--no-reload"]):
+        result = cli(command, root)
+        assert result.returncode == 2, result.stderr
+        assert "[app] app_dir: 'src' is not a directory" in result.stderr
+        assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.timeout(30)
+def test_port_0_from_the_environment_is_accepted(tmp_path: Path) -> None:
+    root = make_project(tmp_path, toml=SCHEMA, dotenv=GOOD_ENV)
+    result = cli(["check"], root, PORT="0")
+    assert result.returncode == 0, result.stderr
+    assert "port 0" in result.stdout
 
 
 @pytest.mark.timeout(30)

@@ -184,3 +184,20 @@ def test_env_spec_problems_name_the_variable() -> None:
     assert any("[env.B]" in p and "min = '1' is not an integer" in p for p in problems)
     assert any("[env.B]" in p and "unknown key 'colour'" in p for p in problems)
     assert any("[env] C" in p for p in problems)
+
+
+def test_a_secret_of_the_wrong_type_is_not_quoted() -> None:
+    [problem] = problems_of("[status]\ntoken = 918273645\n")
+    assert problem == "proj/supervisor.toml:2 [status] token: the value is not a string"
+    problems = problems_of("""
+        [env.SIGNING]
+        type = "secret"
+        default = 918273645
+        [env.API_TOKEN]
+        default = 564738291
+        [env]
+        SESSION_KEY = 192837465
+    """)
+    assert len(problems) == 3 and not any(n in p for p in problems
+                                          for n in ("918273645", "564738291", "192837465")), problems
+    assert any("[env.SIGNING]" in p and "default = the value is not a string" in p for p in problems)

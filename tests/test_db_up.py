@@ -12,7 +12,7 @@ from supervisor.envrules import SCHEMA_DEFAULT, SQLITE_DEFAULT
 from supervisor.settings import resolve_settings
 from tests.dbsupport import webapp_project
 from tests.pgserver import APP_PASSWORD, PgServer
-from tests.support import base_env, free_port, run_cli, supervisor
+from tests.support import base_env, free_port, http_json, run_cli, supervisor
 
 UP = ["up", "--no-reload"]
 DEV_SECRET = "development-only-secret-change-me-0123456789"
@@ -68,6 +68,17 @@ def test_wrong_password_fails_fast_with_an_authentication_message(tmp_path: Path
     assert "database authentication failed at postgresql+asyncpg://app:***@" in out
     assert "not retried" in out and "attempt 2" not in out
     assert wrong not in out and APP_PASSWORD not in out
+
+
+@pytest.mark.timeout(90)
+def test_a_production_worker_is_told_the_mode(tmp_path: Path, pg: PgServer) -> None:
+    # SUPERVISOR_MODE is set nowhere but on the command line; the webapp reports what it sees.
+    root = webapp_project(tmp_path)
+    env = base_env(DATABASE_URL=pg.url(), BETTER_AUTH_SECRET="p" * 40)
+    with supervisor([*UP, "--mode", "production"], root, env) as run:
+        url = run.wait_url(timeout=60)
+        status, body = http_json(f"{url}/health")
+        assert status == 200 and body["environment"] == "production", (body, run.output)
 
 
 @pytest.mark.timeout(60)

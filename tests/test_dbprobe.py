@@ -184,7 +184,7 @@ def test_wait_reports_waiting_then_ok_when_the_server_comes_up(tmp_path: Path, s
             stopped.start()  # the server arrives while the supervisor waits
 
     watch = DatabaseWatch(sleep=sleep)
-    asyncio.run(watch.wait(sup))
+    asyncio.run(watch.wait(sup))  # type: ignore[arg-type] # a scripted stand-in
     assert seen == [(S.WAITING_FOR_DATABASE, S.DB_WAITING, 1, REFUSED),
                     (S.WAITING_FOR_DATABASE, S.DB_WAITING, 2, REFUSED)]
     assert sup.states == [S.WAITING_FOR_DATABASE, S.STARTING]
@@ -198,7 +198,7 @@ def test_wait_gives_up_with_exit_3_and_records_unavailable(tmp_path: Path) -> No
     sup = fake_supervisor(tmp_path, f"postgresql://app:{APP_PASSWORD}@127.0.0.1:{free_port()}/app",
                           initial_delay=0.01, max_delay=0.05, deadline=0.3)
     with pytest.raises(DatabaseUnavailable) as info:
-        asyncio.run(DatabaseWatch().wait(sup))
+        asyncio.run(DatabaseWatch().wait(sup))  # type: ignore[arg-type] # a scripted stand-in
     message = str(info.value)
     assert info.value.exit_code == 3
     assert message.startswith("database unreachable at postgresql+asyncpg://app:***@127.0.0.1:")
@@ -218,7 +218,7 @@ def test_monitor_probe_records_an_outage_and_the_recovery(tmp_path: Path, pg: Pg
         records = []
         for action in (pg.stop, lambda: None, pg.start):
             action()
-            await watch._probe_once(sup, db)
+            await watch._probe_once(sup, db)  # type: ignore[arg-type] # a scripted stand-in
             records.append((sup.database.state, sup.database.attempts, sup.database.last_error))
         assert watch._probe is not None
         await watch._probe.close()

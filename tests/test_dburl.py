@@ -65,7 +65,7 @@ def test_connect_timeout_application_name_and_options_become_asyncpg_arguments()
 @pytest.mark.parametrize("query, fragment", [
     ("sslmode=sometimes", "is not an sslmode; expected one of disable"),
     ("connect_timeout=soon", "is not a number"),
-    ("frobnicate=1", "query parameter frobnicate='1' is not understood by asyncpg; expected one of"),
+    ("frobnicate=1", "query parameter frobnicate is not understood by asyncpg; expected one of"),
     ("options=statement_timeout", "expected -c name=value settings"),
 ])
 def test_bad_query_parameters_are_named_without_the_password(query: str, fragment: str) -> None:
@@ -102,3 +102,19 @@ def test_connect_args_merge_timeouts_and_server_settings_url_first() -> None:
     assert args == {"ssl": "disable", "timeout": 3.0,
                     "server_settings": {"statement_timeout": "100", "lock_timeout": "1000"}}
     assert db.target == "h/app"
+
+
+@pytest.mark.parametrize("key", ["password", "sslpassword", "PASSWORD"])
+def test_a_password_in_the_query_string_is_refused_without_showing_it(key: str) -> None:
+    with pytest.raises(DatabaseURLError) as info:
+        normalize_database_url(f"postgresql://app@127.0.0.1/app?sslmode=require&{key}={PW}")
+    message = str(info.value)
+    assert PW not in message and f"{key}=***" in message, message
+    assert f"query parameter {key} (value not shown)" in message
+    assert "postgresql://user:password@host:5432/dbname" in message
+
+
+def test_values_of_unknown_query_parameters_are_never_echoed() -> None:
+    with pytest.raises(DatabaseURLError) as info:
+        normalize_database_url(f"postgresql://app@h/app?api_secret_thing={PW}")
+    assert PW not in str(info.value) and "query parameter api_secret_thing is not understood" in str(info.value)

@@ -8,7 +8,15 @@ import pytest
 
 from supervisor.envschema import VarSpec, validate_environ
 from supervisor.errors import ConfigError
-from supervisor.secrets import MASK, Redactor, is_secret_name, mask_url, secret_values, url_password
+from supervisor.secrets import (
+    MASK,
+    Redactor,
+    is_secret_name,
+    mask_url,
+    secret_values,
+    url_password,
+    url_passwords,
+)
 from supervisor.settings import Overrides, resolve_settings
 from tests.support import make_project
 
@@ -114,6 +122,24 @@ def test_secret_values_collects_named_schema_and_url_passwords() -> None:
     assert secret_values(environ, {"CUSTOM"}) == {"tok-1234", "custom-secret", "dbpass99"}
 
 
+def test_query_string_passwords_are_found_and_masked() -> None:
+    url = "postgresql://app@127.0.0.1/app?sslmode=require&password=hunter2secret&sslpassword=key%40pw"
+    assert url_passwords(url) == ["hunter2secret", "key@pw", "key%40pw"]
+    assert url_password(url) == "hunter2secret"
+    assert mask_url(url) == "postgresql://app@127.0.0.1/app?sslmode=require&password=***&sslpassword=***"
+    assert secret_values({"DATABASE_URL": url}) == {"hunter2secret", "key@pw", "key%40pw"}
+    # Inside a driver's message too, not only as a whole value.
+    assert mask_url("cannot parse 'postgresql://app:pw-1234@h/db' here") == \
+        "cannot parse 'postgresql://app:***@h/db' here"
+
+
+def test_names_that_look_secret_count_only_among_declared_and_dotenv_variables() -> None:
+    environ = {"API_KEY_MODE": "production", "LOCAL_TOKEN": "tok-from-dotenv",
+               "INHERITED_URL": "postgres://u:dbpass99@h/d"}
+    assert secret_values(environ, named={"LOCAL_TOKEN"}) == {"tok-from-dotenv", "dbpass99"}
+    assert "production" in secret_values(environ)  # named=None: every name counts
+
+
 def test_redactor_masks_every_secret_longest_first() -> None:
     redact = Redactor(["abcd", "abcdefgh", "zz"])  # "zz" is too short to mask
     assert redact("x abcdefgh y abcd zz") == f"x {MASK} y {MASK} zz"
@@ -127,9 +153,12 @@ def test_settings_collect_secrets_from_dotenv_and_environment(tmp_path: Path) ->
         [env.SIGNING]
         type = "string"
         secret = true
-    """, dotenv=f"SIGNING={SECRET}\nDATABASE_URL=postgresql://u:pw-in-url@h/db\n")
-    settings = resolve_settings(project, {"MY_TOKEN": "from-the-environment"})
-    assert {SECRET, "pw-in-url", "from-the-environment"} <= settings.secrets
+    """, dotenv=f"SIGNING={SECRET}\nDATABASE_URL=postgresql://u:pw-in-url@h/db\nMY_TOKEN=tok-in-dotenv\n")
+    settings = resolve_settings(project, {"API_KEY_MODE": "production",
+                                          "OTHER_URL": "postgresql://u:pw-inherited@h/db"})
+    assert {SECRET, "pw-in-url", "tok-in-dotenv", "pw-inherited"} <= settings.secrets
+    # An inherited variable is not secret for its name alone: "production" stays readable.
+    assert "production" not in settings.secrets
     assert SECRET not in repr(settings)
 
 
@@ -141,6 +170,39 @@ def test_process_environment_wins_over_dotenv(tmp_path: Path) -> None:
     assert settings.environ["OTHER"] == "kept"
     assert settings.env_sources["GREETING"] == "environment"
     assert settings.env_sources["OTHER"].endswith(".env:2")
+
+
+def test_port_0_means_any_free_port_from_every_source(tmp_path: Path) -> None:
+    project = make_project(tmp_path, toml="[server]\nport = 0\n")
+    assert resolve_settings(project, {}).port == 0
+    assert resolve_settings(project, {"PORT": "0"}).port == 0
+    assert resolve_settings(project, {}, Overrides(port=0)).port == 0
+    with pytest.raises(ConfigError) as info:
+        resolve_settings(project, {"PORT": "-1"})
+    assert "environment PORT: '-1' is out of range; expected 0 to 65535" in str(info.value)
+
+
+def test_the_workers_are_told_mode_runtime_dir_and_database_variable(tmp_path: Path) -> None:
+    project = make_project(tmp_path, toml="""
+        [supervisor]
+        runtime_dir = "run"
+        [database]
+        url_env = "APP_DB_URL"
+    """)
+    settings = resolve_settings(project, {}, Overrides(mode="production"))
+    assert settings.environ["SUPERVISOR_MODE"] == "production"
+    assert settings.environ["SUPERVISOR_RUNTIME_DIR"] == str(tmp_path.resolve() / "run")
+    assert settings.environ["SUPERVISOR_DATABASE_URL_ENV"] == "APP_DB_URL"
+
+
+def test_a_missing_project_or_app_dir_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve_settings(tmp_path / "nowhere", {})
+    assert "--project-dir: " in str(info.value) and "is not a directory" in str(info.value)
+    project = make_project(tmp_path / "p", toml="[app]\napp_dir = \"src\"\n")
+    with pytest.raises(ConfigError) as info:
+        resolve_settings(project, {})
+    assert "[app] app_dir: 'src' is not a directory" in str(info.value)
 
 
 def test_port_precedence_cli_over_environment_over_toml(tmp_path: Path) -> None:

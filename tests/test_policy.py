@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,7 @@ from supervisor.policy import GiveUp, Restart, RestartTracker
 NO_LOOP = 1000  # crash_loop_failures high enough never to trigger
 
 
-def tracker(rand: float = 0.5, **cfg: float) -> RestartTracker:
+def tracker(rand: float = 0.5, **cfg: Any) -> RestartTracker:
     """A tracker whose random source always returns ``rand`` (0.5 means no jitter at all)."""
     section = RestartSection(**{"initial_delay": 0.5, "max_delay": 4.0, "multiplier": 2.0,
                                 "jitter": 0.2, "min_uptime": 10.0, "crash_loop_failures": NO_LOOP,

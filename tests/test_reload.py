@@ -54,10 +54,11 @@ def test_reloads_under_load_drop_no_request(tmp_path: Path, workers: int) -> Non
         wait_until(lambda: load.result.ok > 20, 20, "traffic flowing", lambda: sup.output)
         for version in range(2, 7):
             set_version(root / "app.py", version)
-            wait_until(lambda v=version: any(b.startswith(f"{v} ") for b in load.latest_bodies()),
+            prefix, reloads = f"{version} ", version - 1
+            wait_until(lambda: any(b.startswith(prefix) for b in load.latest_bodies()),  # noqa: B023
                        30, f"version {version} serving", lambda: sup.output)
-            wait_until(lambda v=version: sup.output.count("reload: done") >= v - 1, 30,
-                       f"reload {version - 1} finished", lambda: sup.output)
+            wait_until(lambda: sup.output.count("reload: done") >= reloads,  # noqa: B023
+                       30, f"reload {reloads} finished", lambda: sup.output)
         result = load.stop()
         assert result.failures == [], f"{len(result.failures)} failed requests: {result.failures[:5]}\n{sup.output}"
         serving = set(re.findall(r"worker pid (\d+) is serving", sup.output))

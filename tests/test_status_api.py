@@ -7,6 +7,7 @@ produce, and the app is called through Starlette's TestClient.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from supervisor import __version__
 from supervisor import state as S
 from supervisor.ports import Bound
 from supervisor.runner import Supervisor
@@ -69,6 +71,20 @@ def sup(tmp_path: Path) -> Iterator[Supervisor]:
     supervisor.redactor = Redactor(settings.secrets)
     supervisor.posted = []  # type: ignore[attr-defined]
     supervisor.post = supervisor.posted.append  # type: ignore[attr-defined, method-assign]
+    try:
+        yield supervisor
+    finally:
+        sock.close()
+
+
+@contextlib.contextmanager
+def bare_supervisor(project: Path, port: int = 8123) -> Iterator[Supervisor]:
+    """Another never-run supervisor for ``project``, with the redactor ``up`` would give it."""
+    settings = resolve_settings(project, {})
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    supervisor = Supervisor(settings, Bound(sock, port))
+    supervisor.redactor = Redactor(settings.secrets)
     try:
         yield supervisor
     finally:
@@ -227,14 +243,18 @@ def test_reloads_are_counted_and_each_duration_observed_once(sup: Supervisor) ->
     api = make_api(sup)
     client = TestClient(api.app, base_url=LOOPBACK)
     status = sup.reload_status
-    status.count, status.last_duration, status.last_files = 1, 0.8, ["app.py"]
-    status.last_error = "a new worker failed to start; still serving the previous version"
+    # What supervisor.reload records: a success counts and clears the error; a failure only
+    # sets the error and the trigger, keeping the count and the previous duration.
+    status.count, status.last_duration, status.last_files, status.last_error = 1, 0.8, ["app.py"], None
     sup.changed()
     sup.changed()  # other changes must not observe the same reload again
-    status.count, status.last_duration = 2, 3.0
+    status.count, status.last_duration, status.last_files = 2, 3.0, ["views.py"]
     sup.changed()
+    status.last_files = ["broken.py"]
+    status.last_error = "a new worker failed to start; still serving the previous version"
+    sup.changed()  # a failed reload is neither counted nor observed
     doc = client.get("/status").json()
-    assert doc["reload"]["count"] == 2 and doc["reload"]["last_files"] == ["app.py"]
+    assert doc["reload"]["count"] == 2 and doc["reload"]["last_files"] == ["broken.py"]
     assert doc["reload"]["last_error"].startswith("a new worker failed")
     text = client.get("/metrics").text
     assert metric(text, "supervisor_reloads_total") == 2
@@ -244,9 +264,19 @@ def test_reloads_are_counted_and_each_duration_observed_once(sup: Supervisor) ->
 
 
 @pytest.mark.timeout(10)
-def test_two_supervisors_in_one_process_have_separate_registries(sup: Supervisor) -> None:
-    first, second = make_api(sup), make_api(sup)  # the global registry would refuse the second
-    assert first.metrics.registry is not second.metrics.registry
+def test_two_supervisors_in_one_process_have_separate_registries(sup: Supervisor, tmp_path: Path) -> None:
+    with bare_supervisor(make_project(tmp_path / "second", toml="")) as other:
+        serving(sup)
+        sup.reload_status.count = 3
+        # Both register the same metric names; the global registry would refuse the second.
+        first, second = make_api(sup), make_api(other)
+        assert first.metrics.registry is not second.metrics.registry
+        first_text = TestClient(first.app, base_url=LOOPBACK).get("/metrics").text
+        second_text = TestClient(second.app, base_url=LOOPBACK).get("/metrics").text
+    assert metric(first_text, "supervisor_reloads_total") == 3
+    assert metric(second_text, "supervisor_reloads_total") == 0
+    assert metric(first_text, "supervisor_worker_up", {"slot": "1"}) == 1.0
+    assert metric(second_text, "supervisor_worker_up", {"slot": "1"}) is None  # one worker by default
 
 
 # ----- environment and secrets ---------------------------------------------------------------
@@ -361,14 +391,25 @@ def test_dashboard_shows_workers_refreshes_itself_and_loads_nothing_external(sup
 @pytest.mark.timeout(10)
 def test_status_document_is_valid_json_even_with_a_short_numeric_secret(tmp_path: Path) -> None:
     """Masking the serialised text would turn pid 12345 into '***5'; only strings are masked."""
-    project = make_project(tmp_path, toml="", dotenv="API_KEY=1234\n")
-    settings = resolve_settings(project, {})
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sup = Supervisor(settings, Bound(sock, 12345))
-    sup.redactor = Redactor(settings.secrets)
-    try:
+    with bare_supervisor(make_project(tmp_path, toml="", dotenv="API_KEY=1234\n"), port=12345) as sup:
         doc = json.loads(TestClient(make_api(sup).app, base_url=LOOPBACK).get("/status").text)
-    finally:
-        sock.close()
     assert doc["port"] == 12345 and doc["supervisor"]["pid"] > 0
+
+
+@pytest.mark.timeout(10)
+def test_metrics_keep_numbers_intact_with_a_short_numeric_secret(tmp_path: Path) -> None:
+    """Masking the rendered text would turn a restart count of 11234 into '1***' and break the
+    exposition format; only label values are masked, so numbers pass and string labels still hide."""
+    with bare_supervisor(make_project(tmp_path, toml="", dotenv="API_KEY=1234\n")) as sup:
+        assert sup.redactor is not None
+        sup.redactor.add(["development"])  # a secret that equals a label value: the mode
+        serving(sup)
+        sup.slots[0].restarts = 11234
+        sup.reload_status.count = 1234
+        sup.database.state, sup.database.latency_ms = S.DB_OK, 1234.0
+        text = TestClient(make_api(sup).app, base_url=LOOPBACK).get("/metrics").text
+    assert metric(text, "supervisor_worker_restarts_total", {"slot": "0"}) == 11234
+    assert metric(text, "supervisor_reloads_total") == 1234
+    assert metric(text, "supervisor_database_probe_latency_seconds") == pytest.approx(1.234)
+    assert metric(text, "supervisor_info", {"version": __version__, "mode": "***"}) == 1
+    assert "development" not in text and "1234" in text

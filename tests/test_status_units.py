@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import os
 import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from supervisor import display
 from supervisor.cli import main
 from supervisor.control import runtime_dir
 from supervisor.errors import EXIT_PORT, PortError
+from supervisor.ports import display_url
 from supervisor.statefile import (
     STATE_NAME,
     TOKEN_NAME,
@@ -30,7 +33,7 @@ from supervisor.statefile import (
     read_state,
     release,
 )
-from supervisor.status_api import bind_status_socket, is_loopback, url_for
+from supervisor.status_api import bind_status_socket, is_loopback
 
 
 def record(rd: Path, pid: int | None = None, started_at: float | None = None) -> StateRecord:
@@ -128,6 +131,55 @@ def test_commands_exit_3_when_nothing_answers_at_url(command: str, capsys: pytes
     assert "no supervisor answers at" in capsys.readouterr().err
 
 
+@contextlib.contextmanager
+def foreign_server(status: int, body: bytes, content_type: str) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 that answers every GET and POST with the same response:
+    what ``--url`` reaches when it names some other service."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("command", ["status", "restart", "stop"])
+@pytest.mark.parametrize("status,body,content_type,why", [
+    (200, b"hello", "text/plain", "/status answered 200 with text/plain, not JSON"),
+    (200, b'{"hello": "world"}', "application/json", '/status answered JSON without "url"'),
+    (200, b'{"url": "x", "supervisor": {}}', "application/json", 'JSON without "supervisor.pid"'),
+    (200, b"[1, 2]", "application/json", "JSON that is not an object"),
+    (404, b"<h1>no</h1>", "text/html", "answered 404 Not Found"),
+])
+def test_commands_exit_3_when_url_is_not_a_status_api(command: str, status: int, body: bytes, content_type: str,
+                                                       why: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with foreign_server(status, body, content_type) as url:
+        assert main([command, "--url", url]) == 3
+    err = capsys.readouterr().err
+    assert f"error: {url} is not a supervisor status API: " in err and "--url the address `up` logs" in err
+    if command == "stop":  # stop goes straight to POST /stop, which must answer 202 {"accepted": "stop"}
+        assert "/stop answered " + ("404" if status == 404 else "200") in err
+    else:
+        assert why in err
+
+
 # ----- the API's port --------------------------------------------------------------------------
 
 @contextlib.contextmanager
@@ -162,7 +214,8 @@ def test_taken_status_port_moves_in_development_and_says_who_holds_it() -> None:
 @pytest.mark.timeout(10)
 def test_taken_status_port_fails_in_production_with_exit_4() -> None:
     with held_port() as taken:
-        with pytest.raises(PortError, match=f"status API: port {taken} on 127.0.0.1 is held by .*enabled = false") as exc:
+        expected = f"status API: port {taken} on 127.0.0.1 is held by .*enabled = false"
+        with pytest.raises(PortError, match=expected) as exc:
             bind_status_socket("127.0.0.1", taken, production=True)
     assert exc.value.exit_code == EXIT_PORT
 
@@ -171,8 +224,11 @@ def test_taken_status_port_fails_in_production_with_exit_4() -> None:
 def test_loopback_detection_and_urls() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.1.2.3")
     assert not is_loopback("0.0.0.0") and not is_loopback("") and not is_loopback("10.0.0.1")
-    assert url_for("0.0.0.0", 8787) == "http://127.0.0.1:8787"
-    assert url_for("::1", 8787) == "http://[::1]:8787"
+    assert display_url("0.0.0.0", 8787) == "http://127.0.0.1:8787"
+    assert display_url("::1", 8787) == "http://[::1]:8787"
+    # The webapp's URL (Supervisor.url) uses the same function: wildcards and brackets.
+    assert display_url("::", 8000) == display_url("[::1]", 8000) == "http://[::1]:8000"
+    assert display_url("", 8000) == "http://127.0.0.1:8000"
 
 
 # ----- text --------------------------------------------------------------------------------------

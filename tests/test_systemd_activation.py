@@ -68,12 +68,12 @@ def test_webapp_answers_on_the_socket_passed_by_systemd_socket_activate(tmp_path
                sys.executable, "-m", "supervisor", "up", "--no-reload"]
     run = Command(command, project, env)
     try:
-        run.wait_for_output(r"Listening on 127\.0\.0\.1:%d" % port)
+        run.wait_for_output(rf"Listening on 127\.0\.0\.1:{port}")
         # systemd-socket-activate starts the command on the first connection, which then waits
         # in the backlog until a worker accepts it.
         status, body = http_json(f"http://127.0.0.1:{port}/pid", timeout=30)
         assert status == 200
-        run.wait_for_output(r"using the socket passed by systemd \(fd 3, 'http'\), port %d" % port)
+        run.wait_for_output(rf"using the socket passed by systemd \(fd 3, 'http'\), port {port}")
         supervisor_pid = run.pid  # systemd-socket-activate execs the command in place
         assert psutil.Process(body["pid"]).ppid() == supervisor_pid
         passed = os.readlink(f"/proc/{supervisor_pid}/fd/3")

@@ -197,6 +197,18 @@ def test_command_prints_the_service_and_with_socket_both_units(tmp_path: Path) -
     assert "ListenStream=127.0.0.1:8765" in both.stdout
 
 
+def test_command_reports_an_output_dir_it_cannot_write_without_a_traceback(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "project", toml="[server]\nport = 8765\n")
+    (tmp_path / "a-file").write_text("")
+    # Under a regular file nothing can be created, whoever runs the test (root ignores modes).
+    for out in (tmp_path / "a-file" / "units", tmp_path / "a-file"):
+        result = run_cli(["systemd-unit", "--project-dir", str(project), "--output-dir", str(out)],
+                         cwd=REPO, env=base_env())
+        assert result.returncode == 2, result.stderr
+        assert f"--output-dir: cannot write {out / 'webapp.service'} (" in result.stderr
+        assert "expected a writable directory" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_command_rejects_a_bad_name_a_relative_path_and_an_unfixed_port(tmp_path: Path) -> None:
     project = make_project(tmp_path, toml="[server]\nport = 0\n")
     for args, said in ((["--name", "my app"], "is not a unit name"),

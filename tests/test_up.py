@@ -177,7 +177,9 @@ def test_sigkilled_worker_is_restarted_on_the_same_port_and_answers(tmp_path: Pa
         assert run.output.count("Serving on") == 1  # same URL, announced once
         # What the dead worker left in its process group is killed too, and nothing is a zombie.
         wait_until(lambda: gone(grandchild), 5, "the worker's child to be killed", lambda: run.output)
-        assert zombie_children(run) == []
+        # The grandchild is gone when it is a zombie; the reaper collects it a moment later.
+        wait_until(lambda: zombie_children(run) == [], 5, "no zombie children of the supervisor",
+                   lambda: run.output)
         assert run.stop() == 0
 
 
@@ -233,10 +235,9 @@ def test_sigkilled_supervisor_leaves_no_worker_and_frees_the_port(tmp_path: Path
                              "two workers", lambda: run.output)
         run.proc.send_signal(signal.SIGKILL)
         assert run.wait_exit() == -signal.SIGKILL
-        killed_at = time.monotonic()
+        # The deadline is the bound: PR_SET_PDEATHSIG kills them at once, not at a later poll.
         wait_until(lambda: all(gone(pid) for pid in workers), 2.0, "workers to die with the supervisor",
                    lambda: run.output)
-        assert time.monotonic() - killed_at < 2.0
         assert wait_until(lambda: port_is_free(port), 2.0, "the port to be free", lambda: run.output)
 
 
@@ -259,18 +260,18 @@ def test_sigterm_lets_an_in_flight_request_complete_and_exits_0(tmp_path: Path) 
 @pytest.mark.timeout(60)
 def test_second_sigint_stops_at_once(tmp_path: Path) -> None:
     in_flight: Outcome = []
-    with supervisor(UP, project(tmp_path)) as run:
+    with supervisor(UP, project(tmp_path, stop_timeout=30)) as run:
         url = run.wait_url()
         worker = run.worker_pids()
-        # A request that would hold a graceful stop for 30 seconds.
-        request_in_background(url + "/slow?seconds=30", in_flight)
+        # A request that would hold a graceful stop for its whole 30 s deadline.
+        request_in_background(url + "/slow?seconds=40", in_flight)
         run.wait_for_output("rawapp: slow request started")
         run.proc.send_signal(signal.SIGINT)
         run.wait_for_output("SIGINT received: stopping gracefully")
-        started = time.monotonic()
         run.proc.send_signal(signal.SIGINT)
+        # Exiting within 10 s (kill, reap, interpreter teardown on a loaded machine) proves it did
+        # not wait for the request or the 30 s graceful deadline.
         assert run.wait_exit(10) == 130
-        assert time.monotonic() - started < 3.0
         assert "SIGINT again: stopping at once" in run.output
         wait_until(lambda: all(gone(pid) for pid in worker), 2.0, "the worker to be killed",
                    lambda: run.output)

@@ -79,7 +79,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Starlette:
         # A WebConfigError here fails the worker's startup; its message names the variable.
         settings = load_web_settings(os.environ if environ is None else environ)
         if settings.database_defaulted:
-            logger.warning("webapp: DATABASE_URL is not set; using the SQLite file %s",
+            logger.warning("webapp: no database URL is set; using the SQLite file %s",
                            settings.database.sqlite_path)
         app.state.settings = settings
         app.state.db = Database(settings)
@@ -87,7 +87,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Starlette:
             await app.state.db.ensure_schema()
         except Exception as exc:  # the database may be down now; the first request tries again
             logger.warning("webapp: tables not checked at startup (%s); retrying on first use",
-                           classify(exc))
+                           classify(exc, app.state.db.mask))
         try:
             yield
         finally:

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from supervisor.dburl import DatabaseURL, DatabaseURLError, embedded_default_url, normalize_database_url
+from supervisor.envschema import parse_number
 
+# supervisor.toml declares the same (min_length = 32 under [env.BETTER_AUTH_SECRET]); checked here
+# too so that the webapp run without the supervisor (plain uvicorn) refuses a short key.
 MIN_SECRET_LENGTH = 32
 
 
@@ -24,7 +27,7 @@ class WebConfigError(ValueError):
 class WebSettings:
     mode: str
     database: DatabaseURL
-    database_defaulted: bool  # True: no DATABASE_URL, the development SQLite file is used
+    database_defaulted: bool  # True: no database URL was set, the development SQLite file is used
     auth_secret: str
     pool_size: int = 5
     max_overflow: int = 10
@@ -44,28 +47,35 @@ def _number(environ: Mapping[str, str], name: str, kind: type, default: float, l
     if raw is None or raw.strip() == "":
         return default
     try:
-        value = kind(raw.strip())
-    except ValueError:
-        raise WebConfigError(f"{name}={raw!r} is not {'an integer' if kind is int else 'a number'}") from None
+        value = parse_number(kind, raw)
+    except ValueError as exc:
+        raise WebConfigError(f"{name}={raw!r} {exc}") from None
     if value < lo:
         raise WebConfigError(f"{name}={raw!r} is out of range; expected at least {lo:g}")
     return value
 
 
 def load_web_settings(environ: Mapping[str, str], cwd: Path | None = None) -> WebSettings:
-    """Read and check the webapp's variables; raise :class:`WebConfigError` on the first bad one."""
+    """Read and check the webapp's variables; raise :class:`WebConfigError` on the first bad one.
+
+    Under the supervisor, ``SUPERVISOR_MODE``, ``SUPERVISOR_DATABASE_URL_ENV`` (its ``[database]
+    url_env``) and ``SUPERVISOR_RUNTIME_DIR`` say where to look; run alone, the defaults apply.
+    """
     mode = environ.get("SUPERVISOR_MODE", "development")
-    raw_url = environ.get("DATABASE_URL", "").strip()
+    url_env = environ.get("SUPERVISOR_DATABASE_URL_ENV") or "DATABASE_URL"
+    raw_url = environ.get(url_env, "").strip()
+    defaulted = not raw_url
     if not raw_url:
         if mode == "production":
-            raise WebConfigError("DATABASE_URL is not set; production mode needs "
+            raise WebConfigError(f"{url_env} is not set; production mode needs "
                                  "postgresql://user:password@host:5432/dbname")
         # Run without the supervisor (plain uvicorn): the same file the supervisor would choose.
-        raw_url = embedded_default_url((cwd or Path.cwd()) / ".supervisor")
+        runtime_dir = Path(environ.get("SUPERVISOR_RUNTIME_DIR") or (cwd or Path.cwd()) / ".supervisor")
+        raw_url = embedded_default_url(runtime_dir)
     try:
         database = normalize_database_url(raw_url)
     except DatabaseURLError as exc:
-        raise WebConfigError(f"DATABASE_URL: {exc}") from None
+        raise WebConfigError(f"{url_env}: {exc}") from None
     secret = environ.get("BETTER_AUTH_SECRET", "")
     if len(secret) < MIN_SECRET_LENGTH:
         raise WebConfigError(f"BETTER_AUTH_SECRET is {'not set' if not secret else 'too short'}; "
@@ -73,7 +83,7 @@ def load_web_settings(environ: Mapping[str, str], cwd: Path | None = None) -> We
     return WebSettings(
         mode=mode,
         database=database,
-        database_defaulted="DATABASE_URL" not in environ or not environ["DATABASE_URL"].strip(),
+        database_defaulted=defaulted,
         auth_secret=secret,
         pool_size=int(_number(environ, "DATABASE_POOL_SIZE", int, 5, 1)),
         max_overflow=int(_number(environ, "DATABASE_MAX_OVERFLOW", int, 10, 0)),

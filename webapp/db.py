@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -20,8 +20,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from supervisor.dbprobe import classify
+from supervisor.dbprobe import classify, exception_chain
 from supervisor.dburl import POSTGRESQL, connect_args
+from supervisor.secrets import Redactor, mask_url, url_passwords
 from webapp.config import WebSettings
 from webapp.models import Base
 
@@ -42,10 +43,7 @@ class DatabaseDown(Exception):
 
 def is_unavailable(exc: BaseException) -> bool:
     """True for failures that are about reaching the database, not about the statement."""
-    current: BaseException | None = exc
-    seen = 0
-    while current is not None and seen < 8:
-        seen += 1
+    for current in exception_chain(exc):
         if isinstance(current, (OSError, TimeoutError, sa_exc.TimeoutError, sa_exc.InterfaceError,
                                 sa_exc.OperationalError)):
             return True
@@ -54,8 +52,14 @@ def is_unavailable(exc: BaseException) -> bool:
         sqlstate = getattr(current, "sqlstate", None)
         if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATE):
             return True
-        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
     return False
+
+
+def settings_mask(settings: WebSettings) -> Callable[[str], str]:
+    """Masks the database password and the auth secret in a driver's message before it is logged
+    or put in a response (GET /health shows the reason to anyone)."""
+    redact = Redactor([*url_passwords(settings.database.url), settings.auth_secret])
+    return lambda text: redact(mask_url(text))
 
 
 @dataclass
@@ -87,6 +91,7 @@ class Database:
         self._schema_ready = False
         self._schema_lock = asyncio.Lock()
         self._down_since: float | None = None
+        self.mask = settings_mask(settings)
 
     async def ensure_schema(self) -> None:
         """Create missing tables, once per worker; retried on the next request if the database was down."""
@@ -133,7 +138,7 @@ class Database:
         return HealthResult(True, round((time.perf_counter() - started) * 1000.0, 2), None)
 
     def _down(self, exc: BaseException) -> DatabaseDown:
-        reason = str(classify(exc))
+        reason = str(classify(exc, self.mask))
         if self._down_since is None:
             self._down_since = time.monotonic()
             logger.warning("database unavailable: %s; database routes answer 503 until it is back",
