@@ -12,12 +12,8 @@ Loopback only; every process it starts is stopped by pid at the end.
 from __future__ import annotations
 
 import argparse
-import http.client
-import os
 import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,10 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.common import APP, running, wait_version  # noqa: E402
 from tests.loadgen import Load  # noqa: E402
 from tests.support import free_port  # noqa: E402
-
-APP = (REPO / "tests" / "apps" / "versioned.py").read_text()
 
 
 @dataclass
@@ -47,28 +42,6 @@ def tools(port: int) -> list[Tool]:
     ]
 
 
-def get(port: int, timeout: float = 2.0) -> str | None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", "/")
-        resp = conn.getresponse()
-        return resp.read().decode() if resp.status == 200 else None
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
-
-
-def wait_version(port: int, version: int, timeout: float = 30.0) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = get(port)
-        if body is not None and body.startswith(f"{version} "):
-            return time.monotonic()
-        time.sleep(0.002)  # poll interval
-    raise RuntimeError(f"version {version} never appeared")
-
-
 def write_version(app: Path, version: int) -> None:
     app.write_text(re.sub(r"VERSION = \d+", f"VERSION = {version}", app.read_text()))
 
@@ -77,11 +50,7 @@ def run_tool(tool: Tool, workdir: Path, port: int, reloads: int, load_reloads: i
     app = workdir / "app.py"
     app.write_text(APP)
     (workdir / "supervisor.toml").write_text('[app]\napp = "app:app"\n')
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    log = open(workdir.parent / f"bench-{tool.argv[2]}.log", "wb")  # kept for a failed run
-    proc = subprocess.Popen(tool.argv, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    try:
+    with running(tool.argv, workdir, workdir.parent / f"bench-{tool.argv[2]}.log"):
         wait_version(port, 1)
         # uvicorn --reload sets up its watches after the worker answers and misses edits made
         # before that (this supervisor waits for its watches first); give both a moment.
@@ -110,13 +79,6 @@ def run_tool(tool: Tool, workdir: Path, port: int, reloads: int, load_reloads: i
             "ok": float(result.ok),
             "gap": result.longest_gap,
         }
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
 
 
 def main() -> int:

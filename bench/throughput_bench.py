@@ -11,9 +11,6 @@ small responses wait on Nagle's algorithm.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.reload_bench import APP, wait_version  # noqa: E402
+from bench.common import APP, running, wait_version  # noqa: E402
 from tests.loadgen import Load  # noqa: E402
 from tests.support import free_port  # noqa: E402
 
@@ -44,10 +41,7 @@ def measure(argv: list[str], port: int, clients: int, seconds: float) -> float:
         # Quiet workers: access logs would measure the log relay, not the server.
         (work / "supervisor.toml").write_text('[app]\napp = "app:app"\n[supervisor]\nlog_level = "warning"\n'
                                               '[status]\nenabled = false\n[database]\nwait = false\n')
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        proc = subprocess.Popen(argv, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-        try:
+        with running(argv, work):
             wait_version(port, 1)
             load = Load("127.0.0.1", port, clients=clients, max_seconds=seconds + 30).start()
             started = time.monotonic()
@@ -57,13 +51,6 @@ def measure(argv: list[str], port: int, clients: int, seconds: float) -> float:
             if result.failures:
                 raise RuntimeError(f"{len(result.failures)} failed requests: {result.failures[:3]}")
             return result.ok / elapsed
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
 
 
 def main() -> int:
