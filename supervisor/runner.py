@@ -25,6 +25,7 @@ from typing import Any
 
 from supervisor import state as S
 from supervisor.errors import EXIT_FORCED, EXIT_OK, EXIT_RUNTIME, SupervisorError
+from supervisor.fallback import FallbackResponder
 from supervisor.output import banner
 from supervisor.policy import GiveUp, RestartTracker
 from supervisor.ports import Bound, display_url
@@ -117,6 +118,7 @@ class Supervisor:
         self._stopping = asyncio.Event()
         self._rolling = asyncio.Lock()
         self._wake = [asyncio.Event() for _ in self.slots]
+        self._fallback = FallbackResponder(self.listener.sock, self._fallback_body)
         # Set by a rolling restart that woke an idle slot: resolved with that start's readiness.
         self._start_outcome: list[asyncio.Future[bool] | None] = [None for _ in self.slots]
         self._slot_tasks: list[asyncio.Task[None]] = []
@@ -218,6 +220,17 @@ class Supervisor:
         elif all(s.state == S.FATAL for s in self.slots):
             self.set_state(S.FATAL)
 
+    def _fallback_body(self) -> str:
+        lines = ["The app cannot start, so the supervisor is answering instead (development mode).", ""]
+        for slot in self.slots:
+            if slot.state == S.FATAL:
+                lines.append(f"web.{slot.index}: {slot.fatal_reason}. Last lines on stderr:")
+                lines.extend(f"    {line}" for line in slot.stderr_tail)
+                lines.append("")
+        lines.append("Save a fix and the app is started again.")
+        text = "\n".join(lines) + "\n"
+        return self.redactor(text) if self.redactor is not None else text
+
     async def handle_done(self) -> None:
         self._done = True
 
@@ -241,6 +254,7 @@ class Supervisor:
         self.spawn_task(self._shutdown())
 
     async def _shutdown(self) -> None:
+        await self._fallback.stop()
         timeout = self.settings.config.supervisor.stop_timeout
         for slot in self.slots:
             if slot.pid is not None:
@@ -376,7 +390,15 @@ class Supervisor:
                          index)
         self.changed()
         self._queue.put_nowait("fatal")
+        # Started and stopped here, in the slot's own sequence, so it can never answer while a
+        # worker this slot starts is serving.
+        if not self.settings.production and all(s.state == S.FATAL for s in self.slots):
+            await self._fallback.start()
+            logger.error("supervisor: no worker can start; requests to %s get a 503 saying why until "
+                         "the next change", self.url)
         await self._wait_for_wake(index, None)
+        # Before a worker is started again, hand the socket back to the workers.
+        await self._fallback.stop()
         self._trackers[index].reset()
 
     async def _wait_for_wake(self, index: int, delay: float | None) -> None:

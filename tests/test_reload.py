@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from tests.loadgen import Load
-from tests.support import REPO, base_env, free_port, http_get, make_project, supervisor, wait_until
+from tests.support import REPO, Running, base_env, free_port, http_get, make_project, supervisor, wait_until
 
 # Copied into each test project and edited there: answers "<VERSION> <pid> <GREETING>".
 APP = (REPO / "tests" / "apps" / "versioned.py").read_text()
@@ -31,6 +31,11 @@ def project(tmp_path: Path, workers: int = 1, stop_timeout: float = 10.0, dotenv
         debounce = 0.05
         {extra}
         """, dotenv=dotenv, files={"app.py": APP})
+
+
+def url_of(sup: Running) -> str:
+    """The webapp URL from the first log line, before any worker has served."""
+    return "http://" + sup.wait_for_output(r"listening on (\S+:\d+)").group(1)
 
 
 def set_version(app: Path, version: int) -> None:
@@ -154,12 +159,18 @@ def test_crash_looped_slot_in_development_waits_for_a_change(tmp_path: Path) -> 
         sup.wait_for_output(r"waiting for a change")
         assert sup.proc.poll() is None, "development mode keeps the supervisor up"
         assert "boom at import" in sup.output
+        # Meanwhile requests are answered at once with a 503 that says why, not left hanging.
+        status, headers, raw = http_get(url_of(sup), timeout=5)
+        assert status == 503 and headers["connection"] == "close"
+        assert "boom at import" in raw.decode()
         # A change that is still broken is tried, and reported as a failed reload.
         app.write_text("raise RuntimeError('still broken')\n")
         sup.wait_for_output(r"reload failed: a new worker failed to start")
         assert "still broken" in sup.output
         app.write_text(good)
         url = sup.wait_url()
+        wait_until(lambda: http_get(url + "/")[0] == 200, 30, "the fixed app, not the 503",
+                   lambda: sup.output)
         assert body(url).startswith("1 ")
         assert sup.stop() == 0
 
