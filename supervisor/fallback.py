@@ -11,12 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+
+from supervisor.state import FATAL, SlotStatus
 
 RESPONSE_HEAD = (b"HTTP/1.1 503 Service Unavailable\r\n"
                  b"Content-Type: text/plain; charset=utf-8\r\n"
                  b"Retry-After: 1\r\n"
                  b"Connection: close\r\n")
+
+
+def explain_fatal(slots: Iterable[SlotStatus]) -> str:
+    """The 503's text: why each slot gave up and the last lines its worker wrote to stderr."""
+    lines = ["The app cannot start, so the supervisor is answering instead (development mode).", ""]
+    for slot in slots:
+        if slot.state == FATAL:
+            lines.append(f"web.{slot.index}: {slot.fatal_reason}. Last lines on stderr:")
+            lines.extend(f"    {line}" for line in slot.stderr_tail)
+            lines.append("")
+    lines.append("Save a fix and the app is started again.")
+    return "\n".join(lines) + "\n"
 
 
 def render(body: str) -> bytes:

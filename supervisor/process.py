@@ -153,6 +153,12 @@ class WorkerProcess:
             kill_group(self.pid, signal.SIGKILL)
 
 
+def worker_drain_timeout(stop_timeout: float) -> float:
+    """The worker's own drain limit: a little under the supervisor's SIGKILL deadline, so the
+    app's lifespan shutdown still runs after a drain that used up its time."""
+    return max(0.05, stop_timeout - min(1.0, stop_timeout * 0.2))
+
+
 def kill_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)

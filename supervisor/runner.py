@@ -25,14 +25,14 @@ from typing import Any
 
 from supervisor import state as S
 from supervisor.errors import EXIT_FORCED, EXIT_OK, EXIT_RUNTIME, SupervisorError
-from supervisor.fallback import FallbackResponder
+from supervisor.fallback import FallbackResponder, explain_fatal
 from supervisor.output import banner
 from supervisor.policy import GiveUp, RestartTracker
 from supervisor.ports import Bound, display_url
-from supervisor.process import LineSink, WorkerProcess, WorkerSpec, spawn_worker
+from supervisor.process import LineSink, WorkerProcess, WorkerSpec, spawn_worker, worker_drain_timeout
 from supervisor.reload import reload
 from supervisor.secrets import Redactor
-from supervisor.settings import Settings
+from supervisor.settings import Settings, needs_restart
 from supervisor.signals import queued_signals
 from supervisor.state import DatabaseStatus, ExitInfo, ReloadStatus, SlotStatus
 from supervisor.systemdenv import scrub_systemd_env
@@ -43,12 +43,6 @@ worker_logger = logging.getLogger("supervisor.worker")
 
 Spawner = Callable[[WorkerSpec, LineSink], WorkerProcess]
 Hook = Callable[["Supervisor"], Coroutine[Any, Any, None]]
-
-
-def worker_drain_timeout(stop_timeout: float) -> float:
-    """The worker's own drain limit: a little under the supervisor's SIGKILL deadline, so the
-    app's lifespan shutdown still runs after a drain that used up its time."""
-    return max(0.05, stop_timeout - min(1.0, stop_timeout * 0.2))
 
 
 class Supervisor:
@@ -221,14 +215,7 @@ class Supervisor:
             self.set_state(S.FATAL)
 
     def _fallback_body(self) -> str:
-        lines = ["The app cannot start, so the supervisor is answering instead (development mode).", ""]
-        for slot in self.slots:
-            if slot.state == S.FATAL:
-                lines.append(f"web.{slot.index}: {slot.fatal_reason}. Last lines on stderr:")
-                lines.extend(f"    {line}" for line in slot.stderr_tail)
-                lines.append("")
-        lines.append("Save a fix and the app is started again.")
-        text = "\n".join(lines) + "\n"
+        text = explain_fatal(self.slots)
         return self.redactor(text) if self.redactor is not None else text
 
     async def handle_done(self) -> None:
@@ -428,14 +415,7 @@ class Supervisor:
         """Adopt re-read settings: the next workers get the new app settings and environment, and
         restart policy, mode and database checks follow them. What was set up once at start (the
         held socket, the status API, the file watcher, the worker count) stays as it is."""
-        old = self.settings
-        kept = [name for name, before, after in (
-            ("[server]", (old.host, old.port, old.config.server), (new.host, new.port, new.config.server)),
-            ("workers", old.workers, new.workers), ("[status]", old.config.status, new.config.status),
-            ("[reload]", (old.reload, old.reload_poll, old.config.reload),
-             (new.reload, new.reload_poll, new.config.reload)),
-            ("[supervisor] runtime_dir", old.runtime_dir, new.runtime_dir),
-        ) if before != after]
+        kept = needs_restart(self.settings, new)
         if kept:
             logger.warning("reload: changed %s take effect only when the supervisor restarts",
                            ", ".join(kept))

@@ -185,3 +185,17 @@ def problem_redactor(project_dir: Path, environ: Mapping[str, str],
     dotenv = load_dotenv_file(env_file if env_file.is_absolute() else project_dir / env_file)
     merged, _ = _merge_environ(environ, dotenv)
     return Redactor(secret_values(merged, {n for n, s in config.env.items() if s.is_secret}))
+
+
+def needs_restart(old: Settings, new: Settings) -> list[str]:
+    """What changed between ``old`` and ``new`` that a reload cannot apply: what the supervisor
+    set up once at start (the held socket, the worker count, the status API, the file watcher)."""
+    pairs = (
+        ("[server]", (old.host, old.port, old.config.server), (new.host, new.port, new.config.server)),
+        ("workers", old.workers, new.workers),
+        ("[status]", old.config.status, new.config.status),
+        ("[reload]", (old.reload, old.reload_poll, old.config.reload),
+         (new.reload, new.reload_poll, new.config.reload)),
+        ("[supervisor] runtime_dir", old.runtime_dir, new.runtime_dir),
+    )
+    return [name for name, before, after in pairs if before != after]
