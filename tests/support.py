@@ -87,6 +87,42 @@ def make_project(root: Path, toml: str = "", dotenv: str | None = None,
     return root
 
 
+APPS = REPO / "tests" / "apps"
+
+
+def app_project(root: Path, app: str = "rawapp:app", *, port: int | None = None, workers: int = 1,
+                server_extra: str = "", extra: str = "", dotenv: str | None = None,
+                stop_timeout: float = 10.0, status_port: int | None = None) -> Path:
+    """A project serving ``app`` from tests/apps, with restarts fast enough for tests.
+
+    ``port`` None picks a free port; ``server_extra`` is added to ``[server]`` and ``extra`` at the
+    end; ``status_port`` None disables the status API (0: any free port).
+    """
+    status = "enabled = false" if status_port is None else f"port = {status_port}"
+    return make_project(root, dotenv=dotenv, toml=f"""
+        [supervisor]
+        stop_timeout = {stop_timeout}
+        [server]
+        port = {port if port is not None else free_port()}
+        {server_extra}
+        [app]
+        app = "{app}"
+        app_dir = "{APPS}"
+        workers = {workers}
+        ready_timeout = 30
+        [restart]
+        initial_delay = 0.05
+        max_delay = 0.2
+        crash_loop_failures = 3
+        crash_loop_window = 60
+        [database]
+        wait = false
+        [status]
+        {status}
+        {extra}
+    """)
+
+
 def base_env(**extra: str) -> dict[str, str]:
     """The test process environment, minus variables that would change the supervisor's behaviour."""
     env = {k: v for k, v in os.environ.items()

@@ -17,10 +17,9 @@ from typing import Any
 import pytest
 
 from supervisor.statefile import STATE_NAME, TOKEN_NAME, StateRecord, claim, read_state
-from tests.support import REPO, Running, http_get, http_json, make_project, run_cli, supervisor, wait_until
+from tests.support import Running, app_project, http_get, http_json, run_cli, supervisor, wait_until
 from tests.test_status_units import held_port
 
-APPS = REPO / "tests" / "apps"
 UP = ["up", "--no-reload"]
 SECRET = "sEcReT-4b8e1f0d-status-unique"
 
@@ -28,24 +27,7 @@ SECRET = "sEcReT-4b8e1f0d-status-unique"
 def project(root: Path, app: str = "rawapp:app", dotenv: str | None = None, extra: str = "",
             status_port: int = 0) -> Path:
     """A project serving ``app`` from tests/apps with the status API on ``status_port`` (0: any free)."""
-    return make_project(root, dotenv=dotenv, toml=f"""
-        [server]
-        port = 0
-        [app]
-        app = "{app}"
-        app_dir = "{APPS}"
-        ready_timeout = 30
-        [restart]
-        initial_delay = 0.05
-        max_delay = 0.2
-        crash_loop_failures = 3
-        crash_loop_window = 60
-        [database]
-        wait = false
-        [status]
-        port = {status_port}
-        {extra}
-    """)
+    return app_project(root, app, port=0, dotenv=dotenv, extra=extra, status_port=status_port)
 
 
 def status_url(root: Path, run: Running) -> str:

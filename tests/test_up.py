@@ -24,48 +24,17 @@ from supervisor.process import LineSink, WorkerProcess, WorkerSpec
 from supervisor.runner import Supervisor
 from supervisor.settings import resolve_settings
 from tests.support import (
-    REPO,
     Running,
+    app_project,
     base_env,
     free_port,
     http_get,
     http_json,
-    make_project,
     supervisor,
     wait_until,
 )
 
-APPS = REPO / "tests" / "apps"
 UP = ["up", "--no-reload"]
-
-
-def project(root: Path, app: str = "rawapp:app", port: int | None = None, workers: int = 1,
-            extra: str = "", dotenv: str | None = None, stop_timeout: float = 10.0) -> Path:
-    """A project serving ``app`` from tests/apps, with restarts fast enough for tests.
-
-    ``extra`` is added to the ``[server]`` table.
-    """
-    return make_project(root, dotenv=dotenv, toml=f"""
-        [supervisor]
-        stop_timeout = {stop_timeout}
-        [server]
-        port = {port if port is not None else free_port()}
-        {extra}
-        [app]
-        app = "{app}"
-        app_dir = "{APPS}"
-        workers = {workers}
-        ready_timeout = 30
-        [restart]
-        initial_delay = 0.05
-        max_delay = 0.2
-        crash_loop_failures = 3
-        crash_loop_window = 60
-        [database]
-        wait = false
-        [status]
-        enabled = false
-    """)
 
 
 def slot_pids(run: Running) -> dict[int, int]:
@@ -155,7 +124,7 @@ def request_in_background(url: str, results: Outcome) -> threading.Thread:
 @pytest.mark.timeout(60)
 def test_raw_asgi_app_is_served_at_the_announced_url(tmp_path: Path) -> None:
     port = free_port()
-    with supervisor(UP, project(tmp_path, port=port)) as run:
+    with supervisor(UP, app_project(tmp_path, port=port)) as run:
         url = run.wait_url()
         assert url == f"http://127.0.0.1:{port}"
         status, body = http_json(url + "/pid")
@@ -166,7 +135,7 @@ def test_raw_asgi_app_is_served_at_the_announced_url(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(60)
 def test_sigkilled_worker_is_restarted_on_the_same_port_and_answers(tmp_path: Path) -> None:
-    with supervisor(UP, project(tmp_path)) as run:
+    with supervisor(UP, app_project(tmp_path)) as run:
         url = run.wait_url()
         old = http_json(url + "/pid")[1]["pid"]
         grandchild = http_json(url + "/spawn")[1]["pid"]
@@ -185,7 +154,7 @@ def test_sigkilled_worker_is_restarted_on_the_same_port_and_answers(tmp_path: Pa
 
 @pytest.mark.timeout(60)
 def test_crash_loop_is_fatal_and_up_exits_1_in_production(tmp_path: Path) -> None:
-    with supervisor([*UP, "--mode", "production"], project(tmp_path, app="crashapp:app")) as run:
+    with supervisor([*UP, "--mode", "production"], app_project(tmp_path, app="crashapp:app")) as run:
         assert run.wait_exit(45) == 1
         out = run.output
     assert "web.0: FATAL: crashed 3 times within 60s" in out, out
@@ -198,7 +167,7 @@ def test_crash_loop_is_fatal_and_up_exits_1_in_production(tmp_path: Path) -> Non
 
 @pytest.mark.timeout(60)
 def test_crash_loop_in_development_waits_in_fatal_and_stops_cleanly(tmp_path: Path) -> None:
-    with supervisor(UP, project(tmp_path, app="crashapp:app")) as run:
+    with supervisor(UP, app_project(tmp_path, app="crashapp:app")) as run:
         run.wait_for_output(r"web\.0: FATAL: crashed 3 times", 45)
         run.wait_for_output(r"supervisor: starting -> fatal")
         assert run.proc.poll() is None  # still up, waiting for a fix
@@ -207,7 +176,7 @@ def test_crash_loop_in_development_waits_in_fatal_and_stops_cleanly(tmp_path: Pa
 
 @pytest.mark.timeout(60)
 def test_taken_preferred_port_serves_on_another_and_says_why(tmp_path: Path, taken: int) -> None:
-    with supervisor(UP, project(tmp_path, port=taken)) as run:
+    with supervisor(UP, app_project(tmp_path, port=taken)) as run:
         url = run.wait_url()
         moved = int(url.rsplit(":", 1)[1])
         assert taken < moved <= taken + 20
@@ -219,7 +188,7 @@ def test_taken_preferred_port_serves_on_another_and_says_why(tmp_path: Path, tak
 
 @pytest.mark.timeout(60)
 def test_strict_port_taken_exits_4_with_a_clear_message(tmp_path: Path, taken: int) -> None:
-    with supervisor(UP, project(tmp_path, port=taken, extra="strict_port = true")) as run:
+    with supervisor(UP, app_project(tmp_path, port=taken, server_extra="strict_port = true")) as run:
         assert run.wait_exit() == 4
     assert f"error: port {taken} on 127.0.0.1 is held by" in run.output
     assert "strict_port is set" in run.output
@@ -229,7 +198,7 @@ def test_strict_port_taken_exits_4_with_a_clear_message(tmp_path: Path, taken: i
 @pytest.mark.timeout(60)
 def test_sigkilled_supervisor_leaves_no_worker_and_frees_the_port(tmp_path: Path) -> None:
     port = free_port()
-    with supervisor(UP, project(tmp_path, port=port, workers=2)) as run:
+    with supervisor(UP, app_project(tmp_path, port=port, workers=2)) as run:
         run.wait_url()
         workers = wait_until(lambda: len(run.worker_pids()) == 2 and run.worker_pids(), 20,
                              "two workers", lambda: run.output)
@@ -244,7 +213,7 @@ def test_sigkilled_supervisor_leaves_no_worker_and_frees_the_port(tmp_path: Path
 @pytest.mark.timeout(60)
 def test_sigterm_lets_an_in_flight_request_complete_and_exits_0(tmp_path: Path) -> None:
     in_flight: Outcome = []
-    with supervisor(UP, project(tmp_path)) as run:
+    with supervisor(UP, app_project(tmp_path)) as run:
         url = run.wait_url()
         thread = request_in_background(url + "/slow?seconds=2", in_flight)
         run.wait_for_output("rawapp: slow request started")
@@ -260,7 +229,7 @@ def test_sigterm_lets_an_in_flight_request_complete_and_exits_0(tmp_path: Path) 
 @pytest.mark.timeout(60)
 def test_second_sigint_stops_at_once(tmp_path: Path) -> None:
     in_flight: Outcome = []
-    with supervisor(UP, project(tmp_path, stop_timeout=30)) as run:
+    with supervisor(UP, app_project(tmp_path, stop_timeout=30)) as run:
         url = run.wait_url()
         worker = run.worker_pids()
         # A request that would hold a graceful stop for its whole 30 s deadline.
@@ -279,7 +248,7 @@ def test_second_sigint_stops_at_once(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(90)
 def test_two_workers_serve_from_one_socket_and_restart_independently(tmp_path: Path) -> None:
-    with supervisor(UP, project(tmp_path, workers=2)) as run:
+    with supervisor(UP, app_project(tmp_path, workers=2)) as run:
         url = run.wait_url()
         pids = wait_until(lambda: len(slot_pids(run)) == 2 and slot_pids(run), 30,
                           "both slots serving", lambda: run.output)
@@ -301,7 +270,7 @@ def test_two_workers_serve_from_one_socket_and_restart_independently(tmp_path: P
 
 @pytest.mark.timeout(60)
 def test_worker_connections_have_tcp_nodelay(tmp_path: Path) -> None:
-    with supervisor(UP, project(tmp_path)) as run:
+    with supervisor(UP, app_project(tmp_path)) as run:
         url = run.wait_url()
         assert http_json(url + "/nodelay") == (200, {"nodelay": 1})
         assert run.stop() == 0
@@ -312,7 +281,7 @@ def test_handler_exception_is_a_500_json_response_and_the_worker_stays(tmp_path:
     # The webapp's own variables; its SQLite file goes to the test's directory.
     dotenv = (f"BETTER_AUTH_SECRET={'x' * 40}\n"
               f"DATABASE_URL=sqlite+aiosqlite:///{tmp_path / 'app.db'}\n")
-    with supervisor(UP, project(tmp_path, app="failingwebapp:app", dotenv=dotenv)) as run:
+    with supervisor(UP, app_project(tmp_path, app="failingwebapp:app", dotenv=dotenv)) as run:
         url = run.wait_url()
         before = http_json(url + "/health")[1]["pid"]
         status, headers, body = http_get(url + "/boom")
@@ -329,7 +298,7 @@ def test_handler_exception_is_a_500_json_response_and_the_worker_stays(tmp_path:
 @pytest.mark.timeout(60)
 def test_secret_printed_by_the_worker_is_redacted_in_the_relay(tmp_path: Path) -> None:
     secret = "tok-5f2e9c-never-print-this"
-    root = project(tmp_path, dotenv=f"API_TOKEN={secret}\n")
+    root = app_project(tmp_path, dotenv=f"API_TOKEN={secret}\n")
     with supervisor(UP, root, env=base_env(RAWAPP_PRINT_VAR="API_TOKEN")) as run:
         run.wait_url()
         run.wait_for_output(r"rawapp: API_TOKEN is \*\*\*")
@@ -340,7 +309,7 @@ def test_secret_printed_by_the_worker_is_redacted_in_the_relay(tmp_path: Path) -
 @pytest.mark.timeout(60)
 def test_worker_that_misses_the_stop_deadline_is_killed_with_its_process_group(tmp_path: Path) -> None:
     in_flight: Outcome = []
-    with supervisor(UP, project(tmp_path, stop_timeout=1.0)) as run:
+    with supervisor(UP, app_project(tmp_path, stop_timeout=1.0)) as run:
         url = run.wait_url()
         worker = http_json(url + "/pid")[1]["pid"]
         grandchild = http_json(url + "/spawn")[1]["pid"]
@@ -357,7 +326,7 @@ def test_worker_that_misses_the_stop_deadline_is_killed_with_its_process_group(t
 
 @pytest.mark.timeout(60)
 def test_crash_is_restarted_even_while_a_daemon_child_holds_the_worker_output(tmp_path: Path) -> None:
-    with supervisor(UP, project(tmp_path)) as run:
+    with supervisor(UP, app_project(tmp_path)) as run:
         url = run.wait_url()
         old = http_json(url + "/pid")[1]["pid"]
         # A child in a session of its own keeps the worker's stdout and stderr pipes open.
@@ -378,7 +347,7 @@ def in_process_supervisor(root: Path, **kwargs: object) -> Supervisor:
 @pytest.mark.timeout(30)
 def test_unexpected_error_in_a_startup_step_stops_up_with_exit_1(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    sup = in_process_supervisor(project(tmp_path))
+    sup = in_process_supervisor(app_project(tmp_path))
 
     async def broken(_: Supervisor) -> None:
         raise RuntimeError("the probe itself crashed")
@@ -394,7 +363,7 @@ def test_worker_that_cannot_be_spawned_stops_up_with_exit_1(
     def no_processes_left(spec: WorkerSpec, on_line: LineSink) -> WorkerProcess:
         raise BlockingIOError(11, "Resource temporarily unavailable")
 
-    sup = in_process_supervisor(project(tmp_path), spawn=no_processes_left)
+    sup = in_process_supervisor(app_project(tmp_path), spawn=no_processes_left)
     assert asyncio.run(asyncio.wait_for(sup.run(), 20)) == 1
     assert "Resource temporarily unavailable" in caplog.text
 
@@ -402,7 +371,7 @@ def test_worker_that_cannot_be_spawned_stops_up_with_exit_1(
 @pytest.mark.timeout(60)
 def test_listening_socket_does_not_leak_into_the_apps_own_children(tmp_path: Path) -> None:
     port = free_port()
-    with supervisor(UP, project(tmp_path, port=port)) as run:
+    with supervisor(UP, app_project(tmp_path, port=port)) as run:
         url = run.wait_url()
         # A helper the app starts the way os.system does, outliving the supervisor.
         helper = http_json(url + "/spawn?session=1&inherit=1")[1]["pid"]
