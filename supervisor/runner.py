@@ -62,7 +62,6 @@ class Supervisor:
         self.services: list[Hook] = []
         self.startup_steps: list[Hook] = []
         self.on_change: list[Callable[[Supervisor], None]] = []
-        self.environ = dict(settings.environ)
         # Re-reads supervisor.toml, .env and the environment (for reloads and SIGHUP); None: cannot.
         self.resolve: Callable[[], Settings] | None = None
         self.redactor: Redactor | None = None
@@ -271,7 +270,8 @@ class Supervisor:
         cfg = self.settings.config
         return WorkerSpec(
             app=cfg.app.app, factory=cfg.app.factory, listen_fd=self.listener.sock.fileno(),
-            cwd=(self.settings.project_dir / cfg.app.app_dir).resolve(), environ=scrub_systemd_env(self.environ),
+            cwd=(self.settings.project_dir / cfg.app.app_dir).resolve(),
+            environ=scrub_systemd_env(self.settings.environ),
             log_level=cfg.supervisor.log_level,
             graceful_timeout=worker_drain_timeout(cfg.supervisor.stop_timeout),
         )
@@ -422,7 +422,6 @@ class Supervisor:
         if self.redactor is not None:
             self.redactor.add(new.secrets)
         self.settings = new
-        self.environ = dict(new.environ)
         for tracker in self._trackers:
             tracker.cfg = new.config.restart
 
