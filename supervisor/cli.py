@@ -45,13 +45,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from supervisor.launch import build_supervisor  # heavy imports only for `up`
+    from supervisor.launch import build  # heavy imports only for `up`
 
     settings = _settings(args)
     redact = Redactor(settings.secrets)
     setup_logging(redact, settings.config.supervisor.log_level)
-    supervisor = build_supervisor(settings, resolve=lambda: _settings(args), redactor=redact)
-    return asyncio.run(supervisor.run())
+    launch = build(settings, resolve=lambda: _settings(args), redactor=redact)
+    return asyncio.run(launch.run())
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:

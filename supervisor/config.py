@@ -68,7 +68,7 @@ class RestartSection:
     max_delay: float = _opt(30.0, lo=0, hi=86400)
     multiplier: float = _opt(2.0, lo=1, hi=100)
     jitter: float = _opt(0.2, lo=0, hi=1)
-    min_uptime: float = _opt(10.0, lo=0, hi=86400)
+    min_uptime: float = _opt(1.0, lo=0, hi=86400)
     crash_loop_failures: int = _opt(5, lo=1, hi=1000)
     crash_loop_window: float = _opt(60.0, lo=1, hi=86400)
 

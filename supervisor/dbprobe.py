@@ -25,6 +25,7 @@ from tenacity.wait import wait_base
 
 from supervisor.config import DatabaseSection
 from supervisor.dburl import DatabaseURL, connect_args
+from supervisor.policy import backoff_delay
 
 # Plain-words reasons.
 REFUSED = "connection refused"
@@ -32,6 +33,7 @@ TIMED_OUT = "timed out"
 AUTH_FAILED = "authentication failed"
 DB_MISSING = "database missing"
 STARTING_UP = "starting up"
+SHUTTING_DOWN = "shutting down"
 HOST_UNKNOWN = "host not found"
 MALFORMED = "malformed URL"
 OTHER = "error"
@@ -51,6 +53,7 @@ _HINTS = {
     DB_MISSING: "create the database (createdb) or fix its name in the database URL",
     HOST_UNKNOWN: "check the host name in the database URL",
     STARTING_UP: "the server is still starting; raise [database] deadline if it takes longer",
+    SHUTTING_DOWN: "the server is shutting down; it answers again once it has been started",
 }
 
 
@@ -85,7 +88,10 @@ def classify(exc: BaseException, mask: Callable[[str], str] = lambda s: s) -> Pr
         sqlstate = getattr(item, "sqlstate", None)
         if isinstance(sqlstate, str) and sqlstate in _SQLSTATES:
             reason, retryable = _SQLSTATES[sqlstate]
-            return ProbeFailure(reason, mask(str(item).splitlines()[0]), retryable)
+            detail = str(item).splitlines()[0]
+            if reason == STARTING_UP and "shutting down" in detail:  # 57P03 says either
+                reason = SHUTTING_DOWN
+            return ProbeFailure(reason, mask(detail), retryable)
     for item in chain:
         if isinstance(item, ProbeFailure):
             return item
@@ -171,8 +177,9 @@ class _Backoff(wait_base):
         self.time_left = time_left
 
     def __call__(self, retry_state: RetryCallState) -> float:
-        return min(backoff_delay(self.cfg, retry_state.attempt_number, self.jitter, self.rand),
-                   max(self.time_left(), 0.0))
+        delay = backoff_delay(retry_state.attempt_number, initial=self.cfg.initial_delay,
+                              maximum=self.cfg.max_delay, jitter=self.jitter, rand=self.rand)
+        return min(delay, max(self.time_left(), 0.0))
 
 
 class _Deadline(stop_base):
@@ -181,13 +188,6 @@ class _Deadline(stop_base):
 
     def __call__(self, retry_state: RetryCallState) -> bool:
         return self.time_left() <= 0
-
-
-def backoff_delay(cfg: DatabaseSection, attempt: int, jitter: float, rand: Callable[[], float]) -> float:
-    """The delay after failed attempt ``attempt`` (1-based): initial * 2^(n-1), +-jitter, capped."""
-    base = min(cfg.initial_delay * (2.0 ** min(attempt - 1, 60)), cfg.max_delay)
-    spread = base * jitter * (2.0 * rand() - 1.0)
-    return max(0.0, min(base + spread, cfg.max_delay))
 
 
 async def wait_for_database(probe: Probe, cfg: DatabaseSection, *,

@@ -1,8 +1,8 @@
 """The database, as the supervisor sees it: wait for it before the first worker, then keep watching.
 
-:class:`DatabaseWatch` plugs into the :class:`~supervisor.runner.Supervisor` as a startup step
-(:meth:`DatabaseWatch.wait`) and a service (:meth:`DatabaseWatch.monitor`), and keeps
-``sup.database`` up to date for the status API. The retry engine and the probe live in
+:class:`DatabaseWatch` plugs into the runner as a startup step (:meth:`DatabaseWatch.wait`) and a
+service (:meth:`DatabaseWatch.monitor`), and keeps ``sup.database``, the one record it owns, up to
+date for the status API. The retry engine and the probe live in
 :mod:`supervisor.dbprobe`; this module only reports.
 """
 
@@ -12,24 +12,20 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
-from supervisor import state as S
+from supervisor.contract import Plugin, SupervisorView
 from supervisor.dbprobe import Attempt, EngineProbe, ProbeFailure, wait_for_database
 from supervisor.dburl import DatabaseURL, DatabaseURLError, normalize_database_url
 from supervisor.envrules import SQLITE_DEFAULT
 from supervisor.errors import ConfigError, DatabaseUnavailable, Problem
-from supervisor.secrets import mask_url
-
-if TYPE_CHECKING:
-    from supervisor.runner import Supervisor
+from supervisor.settings import Settings
+from supervisor.state import DatabaseState
 
 logger = logging.getLogger("supervisor")
 
 
-def database_url(sup: Supervisor) -> DatabaseURL | None:
+def database_url(settings: Settings) -> DatabaseURL | None:
     """The URL the workers get, normalised; None when the supervisor does not watch a database."""
-    settings = sup.settings
     cfg = settings.config.database
     raw = settings.environ.get(cfg.url_env)
     if not cfg.wait or not raw:
@@ -47,43 +43,44 @@ class DatabaseWatch:
     while running, 0 when the database answers; ``last_error`` is a plain reason, never a password.
     """
 
-    def __init__(self, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time
-                 ) -> None:
+    def __init__(self, sup: SupervisorView, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.sup = sup
         self.sleep = sleep
         self.clock = clock
-        self.wall = wall
         self._probe: EngineProbe | None = None
 
-    def _probe_for(self, sup: Supervisor, db: DatabaseURL) -> EngineProbe:
-        timeout = sup.settings.config.database.connect_timeout
+    def plugin(self) -> Plugin:
+        return Plugin("database", service=self.monitor, startup=self.wait)
+
+    def _probe_for(self, db: DatabaseURL) -> EngineProbe:
+        timeout = self.sup.settings.config.database.connect_timeout
         if self._probe is None or self._probe.db != db or self._probe.connect_timeout != timeout:
             if self._probe is not None:
-                sup.spawn_task(self._probe.close())
-            self._probe = EngineProbe(db, timeout, mask=sup.redactor or mask_url)
+                self.sup.run_task(self._probe.close())
+            self._probe = EngineProbe(db, timeout, mask=self.sup.redact)
         return self._probe
 
-    def _record(self, sup: Supervisor, state: str, attempts: int, latency_ms: float | None,
-                error: str | None) -> None:
-        db = sup.database
+    def _record(self, state: DatabaseState, attempts: int, latency_ms: float | None, error: str | None) -> None:
+        db = self.sup.database
         db.state, db.attempts, db.latency_ms, db.last_error = state, attempts, latency_ms, error
-        db.last_check = self.wall()
-        sup.changed()
+        db.last_check = self.sup.wall()
+        self.sup.changed()
 
-    async def wait(self, sup: Supervisor) -> None:
+    async def wait(self) -> None:
         """Startup step: return once the database answers; raise DatabaseUnavailable (exit 3) if not."""
-        db = database_url(sup)
+        sup = self.sup
+        db = database_url(sup.settings)
         cfg = sup.settings.config.database
         if db is None:
-            sup.database.state = S.DB_DISABLED
+            sup.database.state = DatabaseState.DISABLED
             return
         if sup.settings.env_sources.get(cfg.url_env) == SQLITE_DEFAULT:
             logger.info("database: %s is not set; development mode uses the SQLite file %s",
                         cfg.url_env, db.sqlite_path)
         elif db.changes:
             logger.info("database: %s", db.describe_changes())
-        sup.database.state = S.DB_WAITING
-        sup.set_state(S.WAITING_FOR_DATABASE)
+        self._record(DatabaseState.WAITING, 0, None, None)
         started = self.clock()
 
         def on_attempt(attempt: Attempt) -> None:
@@ -91,19 +88,18 @@ class DatabaseWatch:
             if attempt.next_delay is not None:
                 logger.warning("database: attempt %d: %s at %s; next try in %.2fs", attempt.number,
                                failure, db.target, attempt.next_delay)
-            self._record(sup, S.DB_WAITING, attempt.number, None, str(failure))
+            self._record(DatabaseState.WAITING, attempt.number, None, str(failure))
 
         try:
-            attempts, latency = await wait_for_database(self._probe_for(sup, db), cfg,
+            attempts, latency = await wait_for_database(self._probe_for(db), cfg,
                                                         on_attempt=on_attempt, sleep=self.sleep,
                                                         clock=self.clock)
         except ProbeFailure as failure:
-            self._record(sup, S.DB_UNAVAILABLE, sup.database.attempts, None, str(failure))
+            self._record(DatabaseState.UNAVAILABLE, sup.database.attempts, None, str(failure))
             raise DatabaseUnavailable(self._give_up_line(db, failure, sup.database.attempts,
                                                          self.clock() - started, cfg.deadline)) from None
-        self._record(sup, S.DB_OK, 0, latency, None)
+        self._record(DatabaseState.OK, 0, latency, None)
         logger.info("database: %s answers (%.1f ms, attempt %d)", db.target, latency, attempts)
-        sup.set_state(S.STARTING)
 
     @staticmethod
     def _give_up_line(db: DatabaseURL, failure: ProbeFailure, attempts: int, elapsed: float,
@@ -114,40 +110,34 @@ class DatabaseWatch:
         return (f"database unreachable at {db.masked}: {failure} after {attempts} attempt(s) in "
                 f"{elapsed:.1f}s ([database] deadline = {deadline:g}s); {failure.hint}")
 
-    async def monitor(self, sup: Supervisor) -> None:
+    async def monitor(self) -> None:
         """Service: probe every ``probe_interval`` while running; log when the database goes or comes back."""
+        sup = self.sup
         try:
             while True:
                 await self.sleep(sup.settings.config.database.probe_interval)
-                if sup.database.state in (S.DB_WAITING, S.DB_DISABLED):
+                if sup.database.state in (DatabaseState.WAITING, DatabaseState.DISABLED):
                     continue  # the startup wait owns the record, or there is nothing to watch
-                db = database_url(sup)
+                db = database_url(sup.settings)
                 if db is not None:
-                    await self._probe_once(sup, db)
+                    await self._probe_once(db)
         finally:
             if self._probe is not None:
                 await self._probe.close()
 
-    async def _probe_once(self, sup: Supervisor, db: DatabaseURL) -> None:
-        probe = self._probe_for(sup, db)
+    async def _probe_once(self, db: DatabaseURL) -> None:
+        sup = self.sup
+        probe = self._probe_for(db)
         before = sup.database.state
         try:
             latency = await probe(sup.settings.config.database.connect_timeout)
         except ProbeFailure as failure:
-            failures = sup.database.attempts + 1 if before == S.DB_UNAVAILABLE else 1
-            if before != S.DB_UNAVAILABLE:
+            failures = sup.database.attempts + 1 if before == DatabaseState.UNAVAILABLE else 1
+            if before != DatabaseState.UNAVAILABLE:
                 logger.warning("database: unavailable: %s at %s; checking every %gs", failure, db.target,
                                sup.settings.config.database.probe_interval)
-            self._record(sup, S.DB_UNAVAILABLE, failures, None, str(failure))
+            self._record(DatabaseState.UNAVAILABLE, failures, None, str(failure))
             return
-        if before == S.DB_UNAVAILABLE:
+        if before == DatabaseState.UNAVAILABLE:
             logger.info("database: %s answers again (%.1f ms)", db.target, latency)
-        self._record(sup, S.DB_OK, 0, latency, None)
-
-
-def install_database_watch(sup: Supervisor, watch: DatabaseWatch | None = None) -> DatabaseWatch:
-    """Wire the wait (before the first worker) and the monitor into ``sup``."""
-    watch = watch or DatabaseWatch()
-    sup.startup_steps.append(watch.wait)
-    sup.services.append(watch.monitor)
-    return watch
+        self._record(DatabaseState.OK, 0, latency, None)

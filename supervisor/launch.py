@@ -1,17 +1,19 @@
-"""Wiring for ``up``: bind the port, build the supervisor and plug in its services."""
+"""Wiring for ``up``: bind the port, build the runner and the plugins that see it."""
 
 from __future__ import annotations
 
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from supervisor.activation import activated_listener
-from supervisor.dbwatch import install_database_watch
+from supervisor.contract import Plugin
+from supervisor.dbwatch import DatabaseWatch
 from supervisor.ports import bind_port
-from supervisor.reaper import reaper_service
+from supervisor.reaper import reaper_plugin
 from supervisor.reload import Reloader
-from supervisor.runner import Supervisor
+from supervisor.runner import Runner
 from supervisor.sdnotify import install_sd_notify
 from supervisor.secrets import Redactor
 from supervisor.settings import Settings
@@ -20,8 +22,16 @@ from supervisor.status_api import install_status_api
 logger = logging.getLogger("supervisor")
 
 
-def build_supervisor(settings: Settings, resolve: Callable[[], Settings] | None = None,
-                     redactor: Redactor | None = None) -> Supervisor:
+@dataclass(frozen=True)
+class Launch:
+    runner: Runner
+    plugins: list[Plugin]
+
+    async def run(self) -> int:
+        return await self.runner.run(self.plugins)
+
+
+def build(settings: Settings, resolve: Callable[[], Settings] | None, redactor: Redactor) -> Launch:
     """Everything ``up`` runs, assembled from resolved settings. Raises PortError (exit 4)."""
     server = settings.config.server
     # Under a systemd .socket unit the port is already bound and passed in as fd 3.
@@ -31,14 +41,15 @@ def build_supervisor(settings: Settings, resolve: Callable[[], Settings] | None 
         logger.warning("supervisor: %s", bound.note)
     logger.info("supervisor: %s mode, listening on %s:%d, %d worker(s), app %s",
                 settings.mode, settings.host, bound.port, settings.workers, settings.config.app.app)
-    supervisor = Supervisor(settings, bound)
-    supervisor.resolve = resolve
-    supervisor.redactor = redactor
-    install_status_api(supervisor)  # binds [status] port; PortError (exit 4) if unusable
-    reloader = Reloader()
-    supervisor.services.append(reloader.serve)
-    supervisor.startup_steps.insert(0, reloader.wait_watching)
-    supervisor.services.append(reaper_service)
-    install_database_watch(supervisor)  # waits before the first worker, then monitors
-    install_sd_notify(supervisor, settings.environ)
-    return supervisor
+    runner = Runner(settings, bound, resolve=resolve, redactor=redactor)
+    reloader = Reloader(runner)
+    # Startup steps run in this order: the watches first (an edit made the moment the app
+    # answers must not be missed), then the database wait.
+    plugins = [
+        Plugin("reload", service=reloader.serve, startup=reloader.wait_watching),
+        install_status_api(runner, redactor),  # binds [status] port; PortError (exit 4) if unusable
+        reaper_plugin(runner),
+        DatabaseWatch(runner).plugin(),
+        install_sd_notify(runner, settings.environ),
+    ]
+    return Launch(runner, [plugin for plugin in plugins if plugin is not None])

@@ -2,7 +2,7 @@
 
 The runner keeps plain state objects, not metric objects, so most series are computed from those
 objects at scrape time by a custom collector; only the reload-duration histogram needs history,
-and it is fed by an ``on_change`` observer. Everything lives in this supervisor's own
+and it is fed by an ``change`` observer. Everything lives in this supervisor's own
 :class:`~prometheus_client.CollectorRegistry`, never the process-global one, so two supervisors
 in one test process do not collide and nothing is registered at import time.
 
@@ -14,20 +14,16 @@ the collector yields them; never in the rendered text, where a short numeric sec
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from supervisor import __version__
-from supervisor import state as S
+from supervisor.contract import SupervisorView
+from supervisor.state import DatabaseState, SlotState, SupervisorState
 from supervisor.statusdoc import readiness
 
-if TYPE_CHECKING:
-    from supervisor.runner import Supervisor
-
-SUPERVISOR_STATES = (S.STARTING, S.WAITING_FOR_DATABASE, S.RUNNING, S.RELOADING, S.STOPPING, S.FATAL)
 RELOAD_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
@@ -37,7 +33,7 @@ class SupervisorCollector(Collector):
     ``redact`` masks secrets in every label value; sample values are numbers and pass untouched.
     """
 
-    def __init__(self, sup: Supervisor, redact: Callable[[str], str] | None = None) -> None:
+    def __init__(self, sup: SupervisorView, redact: Callable[[str], str] | None = None) -> None:
         self.sup = sup
         self.redact = redact
 
@@ -55,7 +51,7 @@ class SupervisorCollector(Collector):
         yield InfoMetricFamily("supervisor", "Supervisor version and mode.",
                                value={"version": __version__, "mode": sup.settings.mode})
         state = GaugeMetricFamily("supervisor_state", "1 for the supervisor's current state.", labels=["state"])
-        for name in SUPERVISOR_STATES:
+        for name in SupervisorState:
             state.add_metric([name], 1.0 if sup.state == name else 0.0)
         yield state
         yield GaugeMetricFamily("supervisor_ready", "1 when a worker is ready and the database is fine.",
@@ -69,19 +65,19 @@ class SupervisorCollector(Collector):
                                     labels=["slot"])
         for slot in sup.slots:
             label = [str(slot.index)]
-            up.add_metric(label, 1.0 if slot.state == S.RUNNING else 0.0)
+            up.add_metric(label, 1.0 if slot.state == SlotState.RUNNING else 0.0)
             restarts.add_metric(label, float(slot.restarts))
-            retry_at = slot.next_retry_at if slot.state == S.BACKOFF else None
+            retry_at = slot.next_retry_at if slot.state == SlotState.BACKOFF else None
             backoff.add_metric(label, max(0.0, retry_at - now) if retry_at is not None else 0.0)
         yield from (up, restarts, backoff)
 
         yield CounterMetricFamily("supervisor_reloads", "Completed reloads (file change, SIGHUP).",
                                   value=float(sup.reload_status.count))
         db = sup.database
-        if db.state != S.DB_DISABLED:
+        if db.state != DatabaseState.DISABLED:
             # Absent, not 0, when no database is configured: "down" would page someone for nothing.
             yield GaugeMetricFamily("supervisor_database_up", "1 when the last database probe succeeded.",
-                                    value=1.0 if db.state == S.DB_OK else 0.0)
+                                    value=1.0 if db.state == DatabaseState.OK else 0.0)
             if db.latency_ms is not None:
                 yield GaugeMetricFamily("supervisor_database_probe_latency_seconds",
                                         "Duration of the last database probe.", value=db.latency_ms / 1000)
@@ -91,18 +87,19 @@ class SupervisorMetrics:
     """This supervisor's registry: the collector plus the reload-duration histogram (whose only
     label, ``le``, holds the bucket bounds, so it needs no redaction)."""
 
-    def __init__(self, sup: Supervisor, redact: Callable[[str], str] | None = None) -> None:
+    def __init__(self, sup: SupervisorView, redact: Callable[[str], str] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(SupervisorCollector(sup, redact))
         self.reload_duration = Histogram("supervisor_reload_duration_seconds",
                                          "Seconds from a reload trigger to the new workers serving.",
                                          buckets=RELOAD_BUCKETS, registry=self.registry)
+        self.sup = sup
         self._reloads_seen = sup.reload_status.count
-        sup.on_change.append(self.observe)
+        sup.subscribe(self.observe)
 
-    def observe(self, sup: Supervisor) -> None:
-        """Record each completed reload's duration once (``on_change`` fires for many reasons)."""
-        status = sup.reload_status
+    def observe(self) -> None:
+        """Record each completed reload's duration once (changes are reported for many reasons)."""
+        status = self.sup.reload_status
         if status.count > self._reloads_seen:
             self._reloads_seen = status.count
             if status.last_duration is not None:

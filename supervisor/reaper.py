@@ -27,12 +27,10 @@ import os
 import signal
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import psutil
 
-if TYPE_CHECKING:
-    from supervisor.runner import Supervisor
+from supervisor.contract import Plugin, SupervisorView
 
 logger = logging.getLogger("supervisor")
 
@@ -121,8 +119,12 @@ async def reap_orphans(managed: Callable[[], Collection[int]], interval: float =
         loop.remove_signal_handler(signal.SIGCHLD)
 
 
-async def reaper_service(sup: Supervisor) -> None:
-    """The supervisor service: become a subreaper, then reap orphans until the supervisor stops."""
-    if not become_subreaper():
-        logger.warning("supervisor: cannot become a child subreaper; orphans of workers go to init")
-    await reap_orphans(lambda: sup.worker_pids)
+def reaper_plugin(sup: SupervisorView) -> Plugin:
+    """Become a subreaper, then reap orphans until the supervisor stops."""
+
+    async def service() -> None:
+        if not become_subreaper():
+            logger.warning("supervisor: cannot become a child subreaper; orphans of workers go to init")
+        await reap_orphans(lambda: sup.worker_pids)
+
+    return Plugin("reaper", service=service)

@@ -1,8 +1,5 @@
-"""Reloading: file changes and SIGHUP become validated, rolling worker replacements.
-
-A broken edit does not take a serving app down: new settings are validated before they are
-applied, and a new worker must report ready before the old one is drained (see
-``Supervisor.rolling_restart``).
+"""The file-watching service: it reports changed files to the runner, which decides what follows
+(re-read settings, roll the workers: see :mod:`supervisor.rollout`).
 """
 
 from __future__ import annotations
@@ -10,105 +7,56 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from supervisor import state as S
-from supervisor.errors import ConfigError
-from supervisor.watch import ChangeFilter, classify, watch_batches
-
-if TYPE_CHECKING:
-    from supervisor.runner import Supervisor
+from supervisor.contract import FilesChanged, SupervisorView
+from supervisor.rollout import settings_files
+from supervisor.settings import Settings
+from supervisor.watch import ChangeFilter, watch_batches
 
 logger = logging.getLogger("supervisor")
 # How long the first worker waits for the file watches to be in place (normally milliseconds).
 WATCH_SETUP_TIMEOUT = 10.0
 
 
-async def coalesce(batches: AsyncIterator[set[str]],
-                   apply: Callable[[set[str]], Awaitable[None]]) -> None:
-    """Call ``apply`` for each batch, merging batches that arrive while ``apply`` runs.
-
-    Ten saves during one slow reload give one more reload afterwards, not ten.
-    """
-    pending: set[str] = set()
-    arrived = asyncio.Event()
-    finished = False
-
-    async def collect() -> None:
-        nonlocal finished
-        try:
-            async for batch in batches:
-                pending.update(batch)
-                arrived.set()
-        finally:
-            finished = True
-            arrived.set()
-
-    collector = asyncio.ensure_future(collect())
-    try:
-        while True:
-            while pending:
-                batch = set(pending)
-                pending.clear()
-                await apply(batch)
-            if finished:
-                break
-            arrived.clear()
-            await arrived.wait()
-    finally:
-        collector.cancel()
-        await asyncio.gather(collector, return_exceptions=True)
-    failure = None if collector.cancelled() else collector.exception()
-    if failure is not None:
-        raise failure  # the watcher itself failed: let the service report it
-
-
-def settings_files(sup: Supervisor) -> tuple[Path, Path]:
-    settings = sup.settings
-    env_file = Path(settings.dotenv.path)
-    return env_file, Path(settings.config.path)
-
-
-def change_filter(sup: Supervisor) -> ChangeFilter:
-    cfg = sup.settings.config.reload
-    env_file, config_file = settings_files(sup)
+def change_filter(settings: Settings) -> ChangeFilter:
+    cfg = settings.config.reload
+    env_file, config_file = settings_files(settings)
     # The settings files always count, whatever the include patterns say.
     include = (*cfg.include, env_file.name, config_file.name)
-    return ChangeFilter(root=sup.settings.project_dir, include=tuple(dict.fromkeys(include)),
-                        exclude=tuple(cfg.exclude), runtime_dir=sup.settings.runtime_dir)
+    return ChangeFilter(root=settings.project_dir, include=tuple(dict.fromkeys(include)),
+                        exclude=tuple(cfg.exclude), runtime_dir=settings.runtime_dir)
 
 
 class Reloader:
     """The file-watching service, plus a startup step that waits until the watches are in place,
     so that an edit made the moment the app first answers is not missed."""
 
-    def __init__(self) -> None:
+    def __init__(self, sup: SupervisorView) -> None:
+        self.sup = sup
         self.watching = asyncio.Event()
 
-    async def wait_watching(self, sup: Supervisor) -> None:
+    async def wait_watching(self) -> None:
         # Bounded: a watcher that cannot start (it logs why) must not keep the app from starting.
-        if sup.settings.reload:
+        if self.sup.settings.reload:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.watching.wait(), WATCH_SETUP_TIMEOUT)
 
-    async def serve(self, sup: Supervisor) -> None:
-        """Watch the project and reload on changes; a no-op when reload is off."""
-        settings = sup.settings
+    async def serve(self) -> None:
+        """Watch the project and report changes; a no-op when reload is off."""
+        settings = self.sup.settings
         if not settings.reload:
             return
         cfg = settings.config.reload
         paths = [p if p.is_absolute() else settings.project_dir / p for p in map(Path, cfg.paths)]
-        env_file, config_file = settings_files(sup)
+        env_file, config_file = settings_files(settings)
         paths += [env_file.parent, config_file.parent]
         # Watch each directory once, parents before children: watchfiles is recursive.
         unique = sorted({p.resolve() for p in paths if p.exists()}, key=lambda p: len(p.parts))
         roots = [p for i, p in enumerate(unique) if not any(p.is_relative_to(q) for q in unique[:i])]
         mode = "polling" if settings.reload_poll else "native events"
         logger.info("reload: watching %s (%s)", ", ".join(map(str, roots)), mode)
-        stream = watch_batches(roots, change_filter(sup), debounce=cfg.debounce, poll=settings.reload_poll,
+        stream = watch_batches(roots, change_filter(settings), debounce=cfg.debounce, poll=settings.reload_poll,
                                poll_interval=cfg.poll_interval)
         # watchfiles sets up the OS watches synchronously in the first step of the first
         # iteration; once that step has run, nothing written from now on can be missed.
@@ -116,67 +64,6 @@ class Reloader:
         await asyncio.sleep(0)
         self.watching.set()
 
-        async def batches() -> AsyncIterator[set[str]]:
-            yield await first
-            async for batch in stream:
-                yield batch
-
-        async def apply(files: set[str]) -> None:
-            try:
-                await reload(sup, files, trigger="file change")
-            except Exception as exc:  # one failed reload must not end the watching
-                logger.exception("reload failed: internal error; still serving the previous version")
-                sup.reload_status.last_error = f"internal error: {exc}"
-
-        await coalesce(batches(), apply)
-
-
-def _shown(files: set[str], root: Path) -> list[str]:
-    shown = []
-    for name in sorted(files):
-        try:
-            shown.append(str(Path(name).relative_to(root)))
-        except ValueError:
-            shown.append(name)
-    return shown
-
-
-async def reload(sup: Supervisor, files: set[str], trigger: str, reread: bool = False) -> bool:
-    """Re-read settings if they (may have) changed, then replace the workers one by one.
-
-    Returns False, leaving the running workers untouched, when the new settings are invalid or a
-    new worker fails to start.
-    """
-    started = time.monotonic()
-    status = sup.reload_status
-    env_file, config_file = settings_files(sup)
-    shown = _shown(files, sup.settings.project_dir)
-    kind = classify(files, env_file, config_file)
-    if shown:
-        logger.info("reload: %s: %s", trigger, ", ".join(shown))
-    else:
-        logger.info("reload: %s", trigger)
-    status.last_files = shown
-    status.last_at = sup.wall()
-    if (reread or kind.settings) and sup.resolve is not None:
-        try:
-            new = sup.resolve()
-        except ConfigError as exc:
-            problems = "\n".join(f"  - {p}" for p in exc.problems)
-            logger.error("reload failed: invalid configuration, still serving the previous version:\n%s",
-                         problems)
-            status.last_error = "invalid configuration: " + "; ".join(str(p) for p in exc.problems)
-            sup.changed()
-            return False
-        sup.apply_settings(new)
-    ok = await sup.rolling_restart(S.EXIT_RELOAD)
-    if ok:
-        status.count += 1
-        status.last_error = None
-        status.last_duration = time.monotonic() - started
-        logger.info("reload: done in %.2fs", status.last_duration)
-    else:
-        status.last_error = "a new worker failed to start; still serving the previous version"
-        logger.error("reload failed: %s", status.last_error)
-    sup.changed()
-    return ok
+        self.sup.post(FilesChanged(frozenset(await first)))
+        async for batch in stream:
+            self.sup.post(FilesChanged(frozenset(batch)))

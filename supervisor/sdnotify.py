@@ -20,12 +20,9 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from supervisor import state as S
-
-if TYPE_CHECKING:
-    from supervisor.runner import Supervisor
+from supervisor.contract import Plugin, SupervisorView
+from supervisor.state import DB_FINE, DatabaseState, SupervisorState
 
 logger = logging.getLogger("supervisor")
 
@@ -75,28 +72,28 @@ def monotonic_usec() -> int:
 class Facts:
     """What a notification depends on, read off the supervisor after a state change."""
 
-    state: str
+    state: SupervisorState
     port: int
     ready_workers: int
     workers: int
     restarts: int
-    database: str
+    database: DatabaseState
 
     @classmethod
-    def of(cls, sup: Supervisor) -> Facts:
-        return cls(state=sup.state, port=sup.listener.port, ready_workers=sup.ready_workers,
+    def of(cls, sup: SupervisorView) -> Facts:
+        return cls(state=sup.state, port=sup.port, ready_workers=sup.ready_workers,
                    workers=len(sup.slots), restarts=sum(s.restarts for s in sup.slots),
                    database=sup.database.state)
 
     @property
     def serving(self) -> bool:
-        return self.state == S.RUNNING and self.ready_workers > 0 and self.database in S.DB_FINE
+        return self.state == SupervisorState.RUNNING and self.ready_workers > 0 and self.database in DB_FINE
 
 
 def summary(facts: Facts) -> str:
     """The one-line ``STATUS=`` that ``systemctl status`` shows.
 
-    >>> summary(Facts("running", 8000, 2, 2, 1, "ok"))
+    >>> summary(Facts(SupervisorState.RUNNING, 8000, 2, 2, 1, DatabaseState.OK))
     'running on port 8000: 2/2 workers ready, 1 restart, database ok'
     """
     restarts = f"{facts.restarts} restart{'' if facts.restarts == 1 else 's'}"
@@ -123,11 +120,11 @@ class NotifyPlan:
     def update(self, facts: Facts) -> list[str]:
         """The datagrams to send for ``facts``, each a newline-joined list of assignments."""
         lines: list[str] = []
-        if facts.state == S.STOPPING:
+        if facts.state == SupervisorState.STOPPING:
             if self.phase != _STOPPING:
                 self.phase = _STOPPING
                 lines.append("STOPPING=1")
-        elif self.phase == _READY and facts.state == S.RELOADING:
+        elif self.phase == _READY and facts.state == SupervisorState.RELOADING:
             self.phase = _RELOADING
             # systemd requires the timestamp in the same message, to order it against its own.
             lines += ["RELOADING=1", f"MONOTONIC_USEC={self.clock_usec()}"]
@@ -142,7 +139,7 @@ class NotifyPlan:
 
 
 class SdNotifier:
-    """The ``on_change`` observer: sends what :class:`NotifyPlan` decides to ``address``."""
+    """The change observer: sends what :class:`NotifyPlan` decides to ``address``."""
 
     def __init__(self, address: Address, send: Sender = send_datagram,
                  plan: NotifyPlan | None = None) -> None:
@@ -150,7 +147,7 @@ class SdNotifier:
         self.send = send
         self.plan = plan or NotifyPlan()
 
-    def __call__(self, sup: Supervisor) -> None:
+    def __call__(self, sup: SupervisorView) -> None:
         for message in self.plan.update(Facts.of(sup)):
             self.notify(message)
 
@@ -188,19 +185,20 @@ async def watchdog_pings(notify: Callable[[str], object], interval: float,
         await sleep(interval)
 
 
-def install_sd_notify(sup: Supervisor, environ: Mapping[str, str], pid: int | None = None) -> bool:
-    """Hook sd_notify and the watchdog into ``sup`` when systemd asked for them; True if it did."""
+def install_sd_notify(sup: SupervisorView, environ: Mapping[str, str], pid: int | None = None) -> Plugin | None:
+    """Subscribe sd_notify to ``sup``'s changes when systemd asked for it; the returned plugin
+    pings the watchdog (None: ``NOTIFY_SOCKET`` is not set)."""
     address = notify_address(environ.get("NOTIFY_SOCKET"))
     if address is None:
-        return False
+        return None
     notifier = SdNotifier(address)
-    sup.on_change.append(notifier)
+    sup.subscribe(lambda: notifier(sup))
     interval = watchdog_interval(environ, os.getpid() if pid is None else pid)
-    if interval is not None:
-        logger.info("sd_notify: watchdog ping every %gs", interval)
+    if interval is None:
+        return Plugin("sd_notify")
+    logger.info("sd_notify: watchdog ping every %gs", interval)
 
-        async def watchdog_service(_: Supervisor) -> None:
-            await watchdog_pings(notifier.notify, interval)
+    async def watchdog_service() -> None:
+        await watchdog_pings(notifier.notify, interval)
 
-        sup.services.append(watchdog_service)
-    return True
+    return Plugin("sd_notify", service=watchdog_service)

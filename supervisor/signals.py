@@ -5,22 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @contextlib.contextmanager
-def queued_signals(queue: asyncio.Queue[str], signals: Iterable[signal.Signals] = DEFAULT_SIGNALS
+def queued_signals(post: Callable[[str], object], signals: Iterable[signal.Signals] = DEFAULT_SIGNALS
                    ) -> Iterator[None]:
-    """Put each received signal's name (``"SIGTERM"``) on ``queue``; restore the old handlers after."""
+    """Post each received signal's name (``"SIGTERM"``) to the loop's queue; restore the old
+    handlers after."""
     loop = asyncio.get_running_loop()
     installed: list[tuple[signal.Signals, Any]] = []
     try:
         for sig in signals:
             previous = signal.getsignal(sig)
-            loop.add_signal_handler(sig, queue.put_nowait, sig.name)
+            loop.add_signal_handler(sig, post, sig.name)
             installed.append((sig, previous))
         yield
     finally:

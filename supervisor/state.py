@@ -1,43 +1,71 @@
-"""State names shared by the log, the status API and the CLI, and the per-slot record they read."""
+"""The read model: states and records shared by the log, the status API, metrics and the CLI.
+
+The runner owns and updates these objects; everything that plugs in (status API, metrics,
+sd_notify, the database watch) reads them and never writes what it does not own. States are
+``StrEnum`` members, so they serialise to JSON as the plain strings the status document and the
+CLI show (``"running"``, ``"backoff"``).
+"""
 
 from __future__ import annotations
 
 import signal as _signal
-import time
 from collections import deque
 from dataclasses import dataclass, field
+from enum import StrEnum
 
-# Supervisor states.
-STARTING = "starting"
-WAITING_FOR_DATABASE = "waiting_for_database"
-RUNNING = "running"
-RELOADING = "reloading"
-STOPPING = "stopping"
-FATAL = "fatal"
 
-# Worker slot states (STARTING, RUNNING, STOPPING and FATAL are shared with the supervisor).
-BACKOFF = "backoff"
-STOPPED = "stopped"
+class SupervisorState(StrEnum):
+    STARTING = "starting"
+    WAITING_FOR_DATABASE = "waiting_for_database"
+    RUNNING = "running"
+    RELOADING = "reloading"
+    STOPPING = "stopping"
+    FATAL = "fatal"
 
-# Why a worker exited.
-EXIT_CRASH = "crash"
-EXIT_RELOAD = "reload"
-EXIT_MANUAL = "manual"
-EXIT_SHUTDOWN = "shutdown"
+
+class SlotState(StrEnum):
+    WAITING = "waiting"  # not started yet: startup steps or a dependency come first
+    STARTING = "starting"
+    RUNNING = "running"
+    BACKOFF = "backoff"
+    FATAL = "fatal"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class ExitReason(StrEnum):
+    """Why a worker exited."""
+
+    CRASH = "crash"
+    RELOAD = "reload"
+    MANUAL = "manual"
+    SHUTDOWN = "shutdown"
+    START_TIMEOUT = "start timeout"
+
+
+class DatabaseState(StrEnum):
+    OK = "ok"
+    WAITING = "waiting"
+    UNAVAILABLE = "unavailable"
+    DISABLED = "disabled"
+
+
+# "Is the database fine?" for readiness and systemd's READY=1: it answers, or none is configured.
+DB_FINE = frozenset({DatabaseState.OK, DatabaseState.DISABLED})
 
 
 @dataclass
 class ExitInfo:
     code: int | None  # exit status, when it exited by itself
     signal: int | None  # the signal that ended it, when one did
-    reason: str  # EXIT_CRASH, EXIT_RELOAD, EXIT_MANUAL or EXIT_SHUTDOWN
-    at: float = field(default_factory=time.time)
+    reason: ExitReason
+    at: float  # wall clock
 
     @classmethod
-    def from_returncode(cls, returncode: int, reason: str) -> ExitInfo:
+    def from_returncode(cls, returncode: int, reason: ExitReason, at: float) -> ExitInfo:
         if returncode < 0:
-            return cls(code=None, signal=-returncode, reason=reason)
-        return cls(code=returncode, signal=None, reason=reason)
+            return cls(code=None, signal=-returncode, reason=reason, at=at)
+        return cls(code=returncode, signal=None, reason=reason, at=at)
 
     def describe(self) -> str:
         if self.signal is not None:
@@ -46,7 +74,7 @@ class ExitInfo:
             except ValueError:
                 name = f"signal {self.signal}"
             # uvicorn re-raises the SIGTERM it drained on, so a graceful stop ends "by" SIGTERM.
-            graceful = self.signal == _signal.SIGTERM and self.reason != EXIT_CRASH
+            graceful = self.signal == _signal.SIGTERM and self.reason != ExitReason.CRASH
             how = f"drained and exited on {name}" if graceful else f"killed by {name}"
         else:
             how = f"exit code {self.code}"
@@ -55,12 +83,12 @@ class ExitInfo:
 
 @dataclass
 class SlotStatus:
-    """What is known about one worker slot; read by the status endpoint and the CLI."""
+    """What is known about one worker slot; kept by its lifecycle machine."""
 
     index: int
-    state: str = STOPPED
+    state: SlotState = SlotState.WAITING
     pid: int | None = None
-    restarts: int = 0
+    restarts: int = 0  # workers that became the slot's current worker after the first
     started_at: float | None = None  # wall clock, for display
     ready_at: float | None = None
     last_exit: ExitInfo | None = None
@@ -69,20 +97,11 @@ class SlotStatus:
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
 
 
-# Database states.
-DB_OK = "ok"
-DB_WAITING = "waiting"
-DB_UNAVAILABLE = "unavailable"
-DB_DISABLED = "disabled"
-# "Is the database fine?" for readiness and systemd's READY=1: it answers, or none is configured.
-DB_FINE = frozenset({DB_OK, DB_DISABLED})
-
-
 @dataclass
 class DatabaseStatus:
-    """The latest database probe, kept up to date by the database monitor."""
+    """The latest database probe, kept up to date by the database watch."""
 
-    state: str = DB_DISABLED
+    state: DatabaseState = DatabaseState.DISABLED
     last_check: float | None = None  # wall clock
     latency_ms: float | None = None
     attempts: int = 0

@@ -33,7 +33,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -45,16 +45,15 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from supervisor import __version__
-from supervisor import state as S
+from supervisor.contract import Command, Plugin, SupervisorView
 from supervisor.dashboard import render_dashboard
 from supervisor.errors import PortError
 from supervisor.metrics import SupervisorMetrics
 from supervisor.ports import bind_listener, describe_holder, display_url
+from supervisor.secrets import Redactor
+from supervisor.state import SupervisorState
 from supervisor.statefile import TOKEN_NAME, StateRecord, claim, generate_token, release
 from supervisor.statusdoc import ProcessSampler, readiness, status_document
-
-if TYPE_CHECKING:
-    from supervisor.runner import Supervisor
 
 logger = logging.getLogger("supervisor")
 
@@ -158,7 +157,7 @@ class _Guard:
 class StatusAPI:
     """The Starlette app for one supervisor, plus the service that serves it."""
 
-    def __init__(self, sup: Supervisor, sock: socket.socket, token: str, host: str) -> None:
+    def __init__(self, sup: SupervisorView, sock: socket.socket, token: str, host: str) -> None:
         self.sup = sup
         self.sock = sock
         self.token = token
@@ -166,7 +165,7 @@ class StatusAPI:
         self.port = int(sock.getsockname()[1])
         self.url = display_url(host, self.port)
         self.access = Access(token, host)
-        self.metrics = SupervisorMetrics(sup, self._redact)
+        self.metrics = SupervisorMetrics(sup, sup.redact)
         self.sampler = ProcessSampler()
         self.app = self._build_app()
 
@@ -184,14 +183,11 @@ class StatusAPI:
         ]
         return Starlette(routes=routes, middleware=[Middleware(_Guard, access=self.access)])
 
-    def _redact(self, text: str) -> str:
-        return self.sup.redactor(text) if self.sup.redactor is not None else text
-
     def document(self) -> dict[str, Any]:
         sup = self.sup
         self.sampler.forget_except({s.pid for s in sup.slots if s.pid is not None})
         doc = status_document(sup, sup.wall(), self.sampler, os.getpid(), self.url)
-        return redact_tree(doc, self._redact)  # type: ignore[no-any-return]
+        return redact_tree(doc, sup.redact)  # type: ignore[no-any-return]
 
     async def status(self, request: Request) -> Response:
         return Response(json.dumps(self.document(), indent=2) + "\n", media_type="application/json")
@@ -212,17 +208,17 @@ class StatusAPI:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     async def restart(self, request: Request) -> Response:
-        return self._post("restart")
+        return self._post(Command.RESTART)
 
     async def stop(self, request: Request) -> Response:
-        return self._post("stop")
+        return self._post(Command.STOP)
 
-    def _post(self, action: str) -> Response:
-        if self.sup.state == S.STOPPING:
+    def _post(self, action: Command) -> Response:
+        if self.sup.state == SupervisorState.STOPPING:
             return JSONResponse({"error": "the supervisor is stopping"}, status_code=409)
         logger.info("status: %s requested through the API", action)
         self.sup.post(action)
-        return JSONResponse({"accepted": action}, status_code=202)
+        return JSONResponse({"accepted": str(action)}, status_code=202)
 
     # ----- the service ----------------------------------------------------------------------
 
@@ -232,8 +228,9 @@ class StatusAPI:
                            url=self.sup.url, token_file=str(settings.runtime_dir / TOKEN_NAME),
                            version=__version__, project_dir=str(settings.project_dir))
 
-    async def serve(self, sup: Supervisor) -> None:
-        """The ``sup.services`` entry: write the state file, serve until cancelled, clean up."""
+    async def serve(self) -> None:
+        """The plugin's service: write the state file, serve until cancelled, clean up."""
+        sup = self.sup
         record = self.record()
         runtime_dir = sup.settings.runtime_dir
         try:
@@ -316,8 +313,11 @@ def _bind_any(host: str) -> socket.socket:
         raise PortError(f"status API: cannot listen on {host}: {exc.strerror}") from None
 
 
-def install_status_api(sup: Supervisor) -> StatusAPI | None:
-    """Bind the API's port and add its service to ``sup``; None when ``[status] enabled = false``."""
+def install_status_api(sup: SupervisorView, redactor: Redactor) -> Plugin | None:
+    """Bind the API's port and return its plugin; None when ``[status] enabled = false``.
+
+    A generated token joins ``redactor``'s secrets, so it is masked like every other.
+    """
     cfg = sup.settings.config.status
     if not cfg.enabled:
         return None
@@ -325,8 +325,6 @@ def install_status_api(sup: Supervisor) -> StatusAPI | None:
     if note:
         logger.warning("%s", note)
     token = cfg.token or generate_token()
-    if sup.redactor is not None:
-        sup.redactor.add([token])
+    redactor.add([token])
     api = StatusAPI(sup, sock, token, cfg.host)
-    sup.services.append(api.serve)
-    return api
+    return Plugin("status", service=api.serve)

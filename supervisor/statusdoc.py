@@ -17,16 +17,15 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from supervisor import __version__
-from supervisor import state as S
 from supervisor.secrets import mask_url
-from supervisor.state import DatabaseStatus, ExitInfo, ReloadStatus, SlotStatus
+from supervisor.state import DB_FINE, DatabaseStatus, ExitInfo, ReloadStatus, SlotState, SlotStatus, SupervisorState
 
 if TYPE_CHECKING:
-    from supervisor.runner import Supervisor
+    from supervisor.contract import SupervisorView
     from supervisor.settings import Settings
 
 # Supervisor states in which the webapp is meant to be serving (old workers serve during a reload).
-_SERVING_STATES = (S.RUNNING, S.RELOADING)
+_SERVING_STATES = (SupervisorState.RUNNING, SupervisorState.RELOADING)
 
 
 @dataclass(frozen=True)
@@ -64,13 +63,13 @@ class ProcessSampler:
             del self._procs[pid]
 
 
-def readiness(sup: Supervisor) -> tuple[bool, str]:
+def readiness(sup: SupervisorView) -> tuple[bool, str]:
     """Ready: the supervisor is serving, at least one worker is ready and the database is fine."""
     if sup.state not in _SERVING_STATES:
         return False, f"supervisor is {sup.state}"
     if sup.ready_workers == 0:
         return False, "no worker is serving"
-    if sup.database.state not in S.DB_FINE:
+    if sup.database.state not in DB_FINE:
         return False, f"database is {sup.database.state}"
     return True, "ok"
 
@@ -84,7 +83,7 @@ def _exit(info: ExitInfo | None) -> dict[str, Any] | None:
 
 def _worker(slot: SlotStatus, now: float, sample: Sampler) -> dict[str, Any]:
     stats = sample(slot.pid) if slot.pid is not None else None
-    retry_at = slot.next_retry_at if slot.state == S.BACKOFF else None
+    retry_at = slot.next_retry_at if slot.state == SlotState.BACKOFF else None
     return {
         "slot": slot.index,
         "pid": slot.pid,
@@ -97,7 +96,7 @@ def _worker(slot: SlotStatus, now: float, sample: Sampler) -> dict[str, Any]:
         "next_retry_at": retry_at,
         "retry_in": round(max(0.0, retry_at - now), 3) if retry_at is not None else None,
         "fatal_reason": slot.fatal_reason,
-        "stderr_tail": list(slot.stderr_tail) if slot.state in (S.FATAL, S.BACKOFF) else [],
+        "stderr_tail": list(slot.stderr_tail) if slot.state in (SlotState.FATAL, SlotState.BACKOFF) else [],
         "memory_rss": stats.memory_rss if stats else None,
         "cpu_percent": stats.cpu_percent if stats else None,
         "cpu_seconds": stats.cpu_seconds if stats else None,
@@ -148,7 +147,7 @@ def _relative(where: str, root: Path) -> str:
         return where
 
 
-def status_document(sup: Supervisor, now: float, sample: Sampler, pid: int,
+def status_document(sup: SupervisorView, now: float, sample: Sampler, pid: int,
                     status_url: str | None = None) -> dict[str, Any]:
     """The whole ``/status`` document for ``sup`` at wall-clock time ``now``."""
     ready, why = readiness(sup)
@@ -164,7 +163,7 @@ def status_document(sup: Supervisor, now: float, sample: Sampler, pid: int,
             "ready_reason": why,
             "status_url": status_url,
         },
-        "port": sup.listener.port,
+        "port": sup.port,
         "url": sup.url,
         "workers": [_worker(slot, now, sample) for slot in sup.slots],
         "database": _database(sup.database),

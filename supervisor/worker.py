@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import uvicorn
 from uvicorn.importer import import_from_string
 
+from supervisor.accepting import stop_accepting
+
 PR_SET_PDEATHSIG = 1
 # Paths of frames that are ours or the import system's, not the user's, in a load traceback.
 _MACHINERY = (os.sep + "importlib" + os.sep, os.sep + "uvicorn" + os.sep,
@@ -104,14 +106,8 @@ class ReportingServer(uvicorn.Server):
             os.close(self.ready_fd)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        for server in self.servers:
-            for sock in server.sockets:
-                loop.remove_reader(sock.fileno())
-        # Accepted connections are set up by tasks scheduled from the accept callback; let them
-        # run so each has its protocol registered before we look at the connection set.
-        for _ in range(3):
-            await asyncio.sleep(0)
+        # After this, each accepted connection has its protocol registered in the connection set.
+        await stop_accepting(self.servers)
 
         state = self.server_state
         state.default_headers = [*state.default_headers, CONNECTION_CLOSE]

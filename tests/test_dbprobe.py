@@ -7,32 +7,33 @@ import asyncio
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
 import pytest
 
-from supervisor import state as S
 from supervisor.config import DatabaseSection
 from supervisor.dbprobe import (
     AUTH_FAILED,
     DB_MISSING,
     REFUSED,
+    SHUTTING_DOWN,
     STARTING_UP,
     TIMED_OUT,
     Attempt,
     EngineProbe,
     ProbeFailure,
-    backoff_delay,
     classify,
     wait_for_database,
 )
 from supervisor.dburl import normalize_database_url
 from supervisor.dbwatch import DatabaseWatch
 from supervisor.errors import DatabaseUnavailable
+from supervisor.policy import backoff_delay
 from supervisor.settings import resolve_settings
+from supervisor.state import DatabaseState
 from tests.pgserver import APP_PASSWORD, PgServer
+from tests.scripted import ScriptedSupervisor
 from tests.support import free_port
 
 CFG = DatabaseSection(initial_delay=0.25, max_delay=5.0, deadline=30.0, connect_timeout=2.0)
@@ -86,7 +87,8 @@ def test_delays_double_from_initial_and_stop_at_max_delay_without_jitter() -> No
                                             (1.0, [0.3, 0.6, 1.2, 2.4, 4.8, 5.0])])
 def test_jitter_spreads_each_delay_by_the_fraction_but_never_past_max_delay(
         rand: float, expected: list[float]) -> None:
-    delays = [backoff_delay(CFG, n, 0.2, lambda: rand) for n in range(1, 7)]
+    delays = [backoff_delay(n, initial=CFG.initial_delay, maximum=CFG.max_delay, jitter=0.2, rand=lambda: rand)
+              for n in range(1, 7)]
     assert delays == pytest.approx(expected)
 
 
@@ -120,6 +122,12 @@ def test_starting_up_is_recognised_by_its_sqlstate_and_retried() -> None:
     assert "the database system is starting up" in str(failure)
 
 
+def test_a_server_shutting_down_is_not_called_starting_up() -> None:
+    failure = classify(asyncpg.exceptions.CannotConnectNowError("the database system is shutting down"))
+    assert failure.reason == SHUTTING_DOWN and failure.retryable
+    assert "starting" not in failure.hint
+
+
 @pytest.mark.timeout(60)
 def test_real_failures_are_sorted_into_plain_reasons_without_the_password(pg: PgServer) -> None:
     cases = [(pg.url(password="wrong-pw-77aa"), AUTH_FAILED, False),
@@ -149,22 +157,10 @@ def test_a_server_that_accepts_but_never_answers_times_out() -> None:
 # ----- the watch: state and the status record --------------------------------------------------
 
 
-def fake_supervisor(tmp_path: Path, url: str, **database: Any) -> SimpleNamespace:
+def scripted(tmp_path: Path, url: str, **database: Any) -> ScriptedSupervisor:
     toml = "[database]\n" + "".join(f"{k} = {v!r}\n" for k, v in database.items())
     (tmp_path / "supervisor.toml").write_text(toml)
-    settings = resolve_settings(tmp_path, {"DATABASE_URL": url})
-    sup = SimpleNamespace(settings=settings, database=S.DatabaseStatus(), state=S.STARTING, redactor=None,
-                          states=[], changes=0)
-
-    def set_state(new: str) -> None:
-        sup.state = new
-        sup.states.append(new)
-
-    def changed() -> None:
-        sup.changes += 1
-
-    sup.set_state, sup.changed, sup.spawn_task = set_state, changed, asyncio.ensure_future
-    return sup
+    return ScriptedSupervisor(resolve_settings(tmp_path, {"DATABASE_URL": url}))
 
 
 @pytest.fixture
@@ -175,54 +171,53 @@ def stopped(pg: PgServer) -> Iterator[PgServer]:
 
 @pytest.mark.timeout(60)
 def test_wait_reports_waiting_then_ok_when_the_server_comes_up(tmp_path: Path, stopped: PgServer) -> None:
-    sup = fake_supervisor(tmp_path, stopped.url(), initial_delay=0.1, max_delay=0.2, deadline=60.0)
-    seen: list[tuple[str, str, int, str | None]] = []
+    sup = scripted(tmp_path, stopped.url(), initial_delay=0.1, max_delay=0.2, deadline=60.0)
+    seen: list[tuple[str, int, str | None]] = []
 
     async def sleep(seconds: float) -> None:
-        seen.append((sup.state, sup.database.state, sup.database.attempts, sup.database.last_error))
+        seen.append((sup.database.state, sup.database.attempts, sup.database.last_error))
         if len(seen) == 2:
             stopped.start()  # the server arrives while the supervisor waits
 
-    watch = DatabaseWatch(sleep=sleep)
-    asyncio.run(watch.wait(sup))  # type: ignore[arg-type] # a scripted stand-in
-    assert seen == [(S.WAITING_FOR_DATABASE, S.DB_WAITING, 1, REFUSED),
-                    (S.WAITING_FOR_DATABASE, S.DB_WAITING, 2, REFUSED)]
-    assert sup.states == [S.WAITING_FOR_DATABASE, S.STARTING]
+    watch = DatabaseWatch(sup, sleep=sleep)
+    asyncio.run(watch.wait())
+    assert seen == [(DatabaseState.WAITING, 1, REFUSED), (DatabaseState.WAITING, 2, REFUSED)]
+    assert sup.changes >= 4  # waiting, two failed attempts, ok: each one reported
     db = sup.database
-    assert (db.state, db.attempts, db.last_error) == (S.DB_OK, 0, None)
+    assert (db.state, db.attempts, db.last_error) == (DatabaseState.OK, 0, None)
     assert db.latency_ms is not None and db.latency_ms > 0 and db.last_check is not None
 
 
 @pytest.mark.timeout(60)
 def test_wait_gives_up_with_exit_3_and_records_unavailable(tmp_path: Path) -> None:
-    sup = fake_supervisor(tmp_path, f"postgresql://app:{APP_PASSWORD}@127.0.0.1:{free_port()}/app",
+    sup = scripted(tmp_path, f"postgresql://app:{APP_PASSWORD}@127.0.0.1:{free_port()}/app",
                           initial_delay=0.01, max_delay=0.05, deadline=0.3)
     with pytest.raises(DatabaseUnavailable) as info:
-        asyncio.run(DatabaseWatch().wait(sup))  # type: ignore[arg-type] # a scripted stand-in
+        asyncio.run(DatabaseWatch(sup).wait())
     message = str(info.value)
     assert info.value.exit_code == 3
     assert message.startswith("database unreachable at postgresql+asyncpg://app:***@127.0.0.1:")
     assert "connection refused after" in message and "[database] deadline = 0.3s" in message
     assert APP_PASSWORD not in message
-    assert sup.database.state == S.DB_UNAVAILABLE and sup.database.attempts >= 2
+    assert sup.database.state == DatabaseState.UNAVAILABLE and sup.database.attempts >= 2
 
 
 @pytest.mark.timeout(60)
 def test_monitor_probe_records_an_outage_and_the_recovery(tmp_path: Path, pg: PgServer) -> None:
-    sup = fake_supervisor(tmp_path, pg.url())
-    sup.database.state = S.DB_OK
-    watch = DatabaseWatch()
+    sup = scripted(tmp_path, pg.url())
+    sup.database.state = DatabaseState.OK
+    watch = DatabaseWatch(sup)
     db = normalize_database_url(pg.url())
 
-    async def scenario() -> list[tuple[str, int, str | None]]:
+    async def scenario() -> list[tuple[DatabaseState, int, str | None]]:
         records = []
         for action in (pg.stop, lambda: None, pg.start):
             action()
-            await watch._probe_once(sup, db)  # type: ignore[arg-type] # a scripted stand-in
+            await watch._probe_once(db)
             records.append((sup.database.state, sup.database.attempts, sup.database.last_error))
         assert watch._probe is not None
         await watch._probe.close()
         return records
 
-    assert asyncio.run(scenario()) == [(S.DB_UNAVAILABLE, 1, REFUSED), (S.DB_UNAVAILABLE, 2, REFUSED),
-                                       (S.DB_OK, 0, None)]
+    assert asyncio.run(scenario()) == [(DatabaseState.UNAVAILABLE, 1, REFUSED), (DatabaseState.UNAVAILABLE, 2, REFUSED),
+                                       (DatabaseState.OK, 0, None)]

@@ -21,9 +21,10 @@ def tracker(rand: float = 0.5, **cfg: Any) -> RestartTracker:
     return RestartTracker(section, rand=lambda: rand)
 
 
-def crashes(t: RestartTracker, times: list[float], uptime: float = 0.1) -> Iterator[object]:
+def crashes(t: RestartTracker, times: list[float], served_for: float | None = None) -> Iterator[object]:
+    """Exits at ``times``; by default of workers that never became ready (failed starts)."""
     for now in times:
-        yield t.on_crash(now=now, uptime=uptime)
+        yield t.on_exit(now=now, served_for=served_for)
 
 
 def test_backoff_doubles_from_initial_delay_and_is_capped() -> None:
@@ -40,25 +41,25 @@ def test_multiplier_is_configurable() -> None:
 @pytest.mark.parametrize("rand, expected", [(0.0, 0.8), (1.0, 1.2), (0.75, 1.1)])
 def test_jitter_spreads_the_delay_by_the_configured_fraction(rand: float, expected: float) -> None:
     t = tracker(rand=rand, initial_delay=1.0, max_delay=10.0)
-    decision = t.on_crash(now=0, uptime=0)
+    decision = t.on_exit(now=0, served_for=None)
     assert isinstance(decision, Restart)
     assert decision.delay == pytest.approx(expected)
 
 
 def test_jitter_never_exceeds_max_delay() -> None:
     t = tracker(rand=1.0, initial_delay=4.0, max_delay=4.0)
-    decision = t.on_crash(now=0, uptime=0)
+    decision = t.on_exit(now=0, served_for=None)
     assert isinstance(decision, Restart) and decision.delay == 4.0
 
 
-def test_backoff_resets_after_a_worker_stayed_up_for_min_uptime() -> None:
+def test_a_worker_that_served_for_min_uptime_is_restarted_at_once_and_the_backoff_starts_over() -> None:
     t = tracker()
     assert [d.delay for d in crashes(t, [0, 1, 2])] == [0.5, 1.0, 2.0]  # type: ignore[attr-defined]
-    # Up for exactly min_uptime counts as healthy: the next crash starts the sequence over.
-    assert t.on_crash(now=20, uptime=10.0) == Restart(0.5, 1)
-    assert t.on_crash(now=21, uptime=0.2) == Restart(1.0, 2)
-    # Just short of min_uptime is not healthy.
-    assert t.on_crash(now=40, uptime=9.99) == Restart(2.0, 3)
+    # Served for exactly min_uptime after becoming ready: healthy, whatever killed it.
+    assert t.on_exit(now=20, served_for=10.0) == Restart(0.0, 0)
+    assert t.on_exit(now=21, served_for=None) == Restart(0.5, 1)
+    # Dying just short of min_uptime after readiness is a failed start.
+    assert t.on_exit(now=40, served_for=9.99) == Restart(1.0, 2)
 
 
 def test_crash_loop_gives_up_on_the_nth_failure_within_the_window() -> None:
@@ -75,17 +76,17 @@ def test_failures_older_than_the_window_are_forgotten() -> None:
     decisions = list(crashes(t, [0.0, 5.0, 16.0, 27.0, 38.0]))
     assert all(isinstance(d, Restart) for d in decisions)
     # Three within 10s again: a crash loop.
-    assert isinstance(t.on_crash(now=40.0, uptime=0.1), Restart)
-    assert isinstance(t.on_crash(now=41.0, uptime=0.1), GiveUp)
+    assert isinstance(t.on_exit(now=40.0, served_for=0.1), Restart)
+    assert isinstance(t.on_exit(now=41.0, served_for=None), GiveUp)
 
 
-def test_healthy_runs_still_count_towards_a_crash_loop() -> None:
-    # min_uptime resets the backoff, not the crash history: five crashes in a minute is a loop
-    # even if each run looked healthy for a while.
+def test_healthy_exits_never_make_a_crash_loop_but_failures_around_them_still_do() -> None:
+    # An OOM killer or an operator killing a serving worker every few seconds is not a crash loop:
+    # each of those workers served, so each is restarted at once.
     t = tracker(min_uptime=1.0, crash_loop_failures=3, crash_loop_window=60.0)
-    decisions = list(crashes(t, [10.0, 20.0, 30.0], uptime=5.0))
-    assert decisions[:2] == [Restart(0.5, 1), Restart(0.5, 1)]
-    assert isinstance(decisions[2], GiveUp)
+    assert list(crashes(t, [10.0 + 3 * i for i in range(10)], served_for=2.0)) == [Restart(0.0, 0)] * 10
+    first, second, third = crashes(t, [50.0, 51.0, 52.0])
+    assert isinstance(first, Restart) and isinstance(second, Restart) and isinstance(third, GiveUp)
 
 
 def test_reset_forgets_backoff_and_crash_history() -> None:

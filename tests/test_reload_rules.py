@@ -6,7 +6,7 @@ from pathlib import Path
 
 from supervisor.fallback import explain_fatal, render
 from supervisor.settings import Overrides, Settings, needs_restart, resolve_settings
-from supervisor.state import BACKOFF, FATAL, SlotStatus
+from supervisor.state import SlotState, SlotStatus
 from tests.support import make_project
 
 
@@ -29,9 +29,9 @@ def test_socket_workers_status_and_reload_changes_need_a_restart(tmp_path: Path)
 
 
 def test_the_503_names_each_fatal_slot_with_its_last_stderr_lines() -> None:
-    fatal = SlotStatus(0, state=FATAL, fatal_reason="crashed 5 times within 60s")
+    fatal = SlotStatus(0, state=SlotState.FATAL, fatal_reason="crashed 5 times within 60s")
     fatal.stderr_tail.extend(["Traceback (most recent call last):", "SyntaxError: invalid syntax"])
-    waiting = SlotStatus(1, state=BACKOFF)
+    waiting = SlotStatus(1, state=SlotState.BACKOFF)
     text = explain_fatal([fatal, waiting])
     assert "web.0: crashed 5 times within 60s" in text
     assert "    SyntaxError: invalid syntax" in text

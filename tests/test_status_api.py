@@ -1,4 +1,4 @@
-"""The status API in-process, against a real but never-run ``Supervisor`` whose state the test scripts.
+"""The status API in-process, against a scripted read model (``tests.scripted``).
 
 No processes: slot, database and reload records are set by hand to every state the runner can
 produce, and the app is called through Starlette's TestClient.
@@ -18,13 +18,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from supervisor import __version__
-from supervisor import state as S
-from supervisor.ports import Bound
-from supervisor.runner import Supervisor
 from supervisor.secrets import Redactor
 from supervisor.settings import resolve_settings
-from supervisor.state import ExitInfo
+from supervisor.state import DatabaseState, ExitInfo, ExitReason, SlotState, SlotStatus, SupervisorState
 from supervisor.status_api import StatusAPI
+from tests.scripted import ScriptedSupervisor
 from tests.support import make_project
 
 SECRET = "status-test-secret-5c1e9b7a-unique"
@@ -43,7 +41,7 @@ class Clock:
 
 
 @pytest.fixture
-def sup(tmp_path: Path) -> Iterator[Supervisor]:
+def sup(tmp_path: Path) -> Iterator[ScriptedSupervisor]:
     project = make_project(tmp_path, toml="""
         [app]
         workers = 2
@@ -64,34 +62,17 @@ def sup(tmp_path: Path) -> Iterator[Supervisor]:
         UNDECLARED=from-dotenv
     """)
     settings = resolve_settings(project, {"GREETING": "hi-from-env", "PATH": "/usr/bin"})
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    clock = Clock()
-    supervisor = Supervisor(settings, Bound(sock, 8123), wall=clock)
-    supervisor.redactor = Redactor(settings.secrets)
-    supervisor.posted = []  # type: ignore[attr-defined]
-    supervisor.post = supervisor.posted.append  # type: ignore[attr-defined, method-assign]
-    try:
-        yield supervisor
-    finally:
-        sock.close()
+    yield ScriptedSupervisor(settings, port=8123, clock=Clock(), redactor=Redactor(settings.secrets))
 
 
 @contextlib.contextmanager
-def bare_supervisor(project: Path, port: int = 8123) -> Iterator[Supervisor]:
+def bare_supervisor(project: Path, port: int = 8123) -> Iterator[ScriptedSupervisor]:
     """Another never-run supervisor for ``project``, with the redactor ``up`` would give it."""
     settings = resolve_settings(project, {})
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    supervisor = Supervisor(settings, Bound(sock, port))
-    supervisor.redactor = Redactor(settings.secrets)
-    try:
-        yield supervisor
-    finally:
-        sock.close()
+    yield ScriptedSupervisor(settings, port=port, redactor=Redactor(settings.secrets))
 
 
-def make_api(sup: Supervisor, host: str = "127.0.0.1") -> StatusAPI:
+def make_api(sup: ScriptedSupervisor, host: str = "127.0.0.1") -> StatusAPI:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     api = StatusAPI(sup, sock, TOKEN, host)
@@ -100,15 +81,15 @@ def make_api(sup: Supervisor, host: str = "127.0.0.1") -> StatusAPI:
 
 
 @pytest.fixture
-def client(sup: Supervisor) -> TestClient:
+def client(sup: ScriptedSupervisor) -> TestClient:
     return TestClient(make_api(sup).app, base_url=LOOPBACK)
 
 
-def serving(sup: Supervisor) -> None:
+def serving(sup: ScriptedSupervisor) -> None:
     """Script a healthy state: supervisor running, both slots serving."""
-    sup.state = S.RUNNING
+    sup.state = SupervisorState.RUNNING
     for slot in sup.slots:
-        slot.state, slot.pid, slot.started_at, slot.ready_at = S.RUNNING, 4000 + slot.index, NOW - 65, NOW - 64
+        slot.state, slot.pid, slot.started_at, slot.ready_at = SlotState.RUNNING, 4000 + slot.index, NOW - 65, NOW - 64
 
 
 def bearer(token: str = TOKEN) -> dict[str, str]:
@@ -127,10 +108,10 @@ def metric(text: str, name: str, labels: dict[str, str] | None = None) -> float 
 
 @pytest.mark.timeout(10)
 @pytest.mark.parametrize("state,ready", [
-    (S.STARTING, False), (S.WAITING_FOR_DATABASE, False), (S.RUNNING, True),
-    (S.RELOADING, True), (S.STOPPING, False), (S.FATAL, False)])
-def test_every_supervisor_state_is_reported_with_its_readiness(sup: Supervisor, client: TestClient,
-                                                               state: str, ready: bool) -> None:
+    (SupervisorState.STARTING, False), (SupervisorState.WAITING_FOR_DATABASE, False), (SupervisorState.RUNNING, True),
+    (SupervisorState.RELOADING, True), (SupervisorState.STOPPING, False), (SupervisorState.FATAL, False)])
+def test_every_supervisor_state_is_reported_with_its_readiness(sup: ScriptedSupervisor, client: TestClient,
+                                                               state: SupervisorState, ready: bool) -> None:
     serving(sup)
     sup.state = state
     doc = client.get("/status").json()
@@ -143,7 +124,7 @@ def test_every_supervisor_state_is_reported_with_its_readiness(sup: Supervisor, 
 
 
 @pytest.mark.timeout(10)
-def test_status_names_the_supervisor_and_the_webapp(sup: Supervisor, client: TestClient) -> None:
+def test_status_names_the_supervisor_and_the_webapp(sup: ScriptedSupervisor, client: TestClient) -> None:
     serving(sup)
     sup.started_at = NOW - 125
     doc = client.get("/status").json()
@@ -157,23 +138,24 @@ def test_status_names_the_supervisor_and_the_webapp(sup: Supervisor, client: Tes
 # ----- worker states -------------------------------------------------------------------------
 
 @pytest.mark.timeout(10)
-def test_every_worker_state_is_reported_with_its_details(sup: Supervisor, client: TestClient) -> None:
-    sup.state = S.RUNNING
-    sup.slots = [S.SlotStatus(i) for i in range(6)]
+def test_every_worker_state_is_reported_with_its_details(sup: ScriptedSupervisor, client: TestClient) -> None:
+    sup.state = SupervisorState.RUNNING
+    sup.slots = [SlotStatus(i) for i in range(6)]
     starting, running, backoff, stopping, stopped, fatal = sup.slots
-    starting.state, starting.pid, starting.started_at = S.STARTING, 5001, NOW - 1
-    running.state, running.pid, running.started_at, running.restarts = S.RUNNING, 5002, NOW - 30, 2
-    running.last_exit = ExitInfo(code=None, signal=9, reason=S.EXIT_CRASH, at=NOW - 31)
-    backoff.state, backoff.next_retry_at, backoff.restarts = S.BACKOFF, NOW + 1.5, 1
-    backoff.last_exit = ExitInfo(code=3, signal=None, reason=S.EXIT_CRASH)
+    starting.state, starting.pid, starting.started_at = SlotState.STARTING, 5001, NOW - 1
+    running.state, running.pid, running.started_at, running.restarts = SlotState.RUNNING, 5002, NOW - 30, 2
+    running.last_exit = ExitInfo(code=None, signal=9, reason=ExitReason.CRASH, at=NOW - 31)
+    backoff.state, backoff.next_retry_at, backoff.restarts = SlotState.BACKOFF, NOW + 1.5, 1
+    backoff.last_exit = ExitInfo(code=3, signal=None, reason=ExitReason.CRASH, at=NOW)
     backoff.stderr_tail.extend(["Traceback", "RuntimeError: boom"])
-    stopping.state, stopping.pid = S.STOPPING, 5004
-    stopped.state, stopped.last_exit = S.STOPPED, ExitInfo(code=0, signal=None, reason=S.EXIT_SHUTDOWN)
-    fatal.state, fatal.fatal_reason = S.FATAL, "5 crashes within 60s"
-    fatal.last_exit = ExitInfo(code=1, signal=None, reason=S.EXIT_CRASH)
+    stopping.state, stopping.pid = SlotState.STOPPING, 5004
+    stopped.state = SlotState.STOPPED
+    stopped.last_exit = ExitInfo(code=0, signal=None, reason=ExitReason.SHUTDOWN, at=NOW)
+    fatal.state, fatal.fatal_reason = SlotState.FATAL, "5 crashes within 60s"
+    fatal.last_exit = ExitInfo(code=1, signal=None, reason=ExitReason.CRASH, at=NOW)
 
     workers = client.get("/status").json()["workers"]
-    assert [w["state"] for w in workers] == [S.STARTING, S.RUNNING, S.BACKOFF, S.STOPPING, S.STOPPED, S.FATAL]
+    assert [w["state"] for w in workers] == ["starting", "running", "backoff", "stopping", "stopped", "fatal"]
     assert [w["pid"] for w in workers] == [5001, 5002, None, 5004, None, None]
     assert workers[1]["restarts"] == 2 and workers[1]["uptime"] == 30
     assert workers[1]["last_exit"]["signal"] == 9 and workers[1]["last_exit"]["reason"] == "crash"
@@ -193,23 +175,23 @@ def test_every_worker_state_is_reported_with_its_details(sup: Supervisor, client
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.parametrize("reason", [S.EXIT_CRASH, S.EXIT_RELOAD, S.EXIT_MANUAL, S.EXIT_SHUTDOWN])
-def test_every_exit_reason_is_reported(sup: Supervisor, client: TestClient, reason: str) -> None:
-    sup.slots[0].last_exit = ExitInfo(code=None, signal=15, reason=reason)
+@pytest.mark.parametrize("reason", [ExitReason.CRASH, ExitReason.RELOAD, ExitReason.MANUAL, ExitReason.SHUTDOWN])
+def test_every_exit_reason_is_reported(sup: ScriptedSupervisor, client: TestClient, reason: ExitReason) -> None:
+    sup.slots[0].last_exit = ExitInfo(code=None, signal=15, reason=reason, at=NOW)
     assert client.get("/status").json()["workers"][0]["last_exit"]["reason"] == reason
 
 
 @pytest.mark.timeout(10)
-def test_no_worker_serving_is_not_ready(sup: Supervisor, client: TestClient) -> None:
+def test_no_worker_serving_is_not_ready(sup: ScriptedSupervisor, client: TestClient) -> None:
     serving(sup)
     for slot in sup.slots:
-        slot.state = S.BACKOFF
+        slot.state = SlotState.BACKOFF
     body = client.get("/readyz")
     assert body.status_code == 503 and body.json() == {"ready": False, "reason": "no worker is serving"}
 
 
 @pytest.mark.timeout(10)
-def test_live_worker_gets_memory_and_cpu_from_psutil(sup: Supervisor, client: TestClient) -> None:
+def test_live_worker_gets_memory_and_cpu_from_psutil(sup: ScriptedSupervisor, client: TestClient) -> None:
     import os
 
     serving(sup)
@@ -223,9 +205,10 @@ def test_live_worker_gets_memory_and_cpu_from_psutil(sup: Supervisor, client: Te
 
 @pytest.mark.timeout(10)
 @pytest.mark.parametrize("db_state,ready,up", [
-    (S.DB_OK, True, 1.0), (S.DB_WAITING, False, 0.0), (S.DB_UNAVAILABLE, False, 0.0), (S.DB_DISABLED, True, None)])
-def test_every_database_state_is_reported(sup: Supervisor, client: TestClient, db_state: str, ready: bool,
-                                          up: float | None) -> None:
+    (DatabaseState.OK, True, 1.0), (DatabaseState.WAITING, False, 0.0), (DatabaseState.UNAVAILABLE, False, 0.0),
+    (DatabaseState.DISABLED, True, None)])
+def test_every_database_state_is_reported(sup: ScriptedSupervisor, client: TestClient, db_state: DatabaseState,
+                                          ready: bool, up: float | None) -> None:
     serving(sup)
     sup.database.state, sup.database.latency_ms, sup.database.attempts = db_state, 12.5, 3
     sup.database.last_check, sup.database.last_error = NOW - 2, "connection refused"
@@ -239,7 +222,7 @@ def test_every_database_state_is_reported(sup: Supervisor, client: TestClient, d
 
 
 @pytest.mark.timeout(10)
-def test_reloads_are_counted_and_each_duration_observed_once(sup: Supervisor) -> None:
+def test_reloads_are_counted_and_each_duration_observed_once(sup: ScriptedSupervisor) -> None:
     api = make_api(sup)
     client = TestClient(api.app, base_url=LOOPBACK)
     status = sup.reload_status
@@ -264,7 +247,7 @@ def test_reloads_are_counted_and_each_duration_observed_once(sup: Supervisor) ->
 
 
 @pytest.mark.timeout(10)
-def test_two_supervisors_in_one_process_have_separate_registries(sup: Supervisor, tmp_path: Path) -> None:
+def test_two_supervisors_in_one_process_have_separate_registries(sup: ScriptedSupervisor, tmp_path: Path) -> None:
     with bare_supervisor(make_project(tmp_path / "second", toml="")) as other:
         serving(sup)
         sup.reload_status.count = 3
@@ -295,10 +278,10 @@ def test_env_shows_sources_and_only_non_secret_declared_values(client: TestClien
 
 
 @pytest.mark.timeout(10)
-def test_secrets_appear_in_no_response(sup: Supervisor, client: TestClient) -> None:
+def test_secrets_appear_in_no_response(sup: ScriptedSupervisor, client: TestClient) -> None:
     serving(sup)
     # Even where a secret reaches the state (a worker printed it to stderr), it is masked.
-    sup.slots[0].state = S.FATAL
+    sup.slots[0].state = SlotState.FATAL
     sup.slots[0].stderr_tail.append(f"KeyError: {SECRET}")
     sup.database.last_error = f"password authentication failed ({DB_PASSWORD})"
     bodies = [client.get(path).text for path in ("/", "/status", "/metrics", "/readyz", "/livez")]
@@ -313,14 +296,14 @@ def test_secrets_appear_in_no_response(sup: Supervisor, client: TestClient) -> N
 @pytest.mark.parametrize("path", ["/restart", "/stop"])
 @pytest.mark.parametrize("headers", [{}, bearer("wrong-token"), bearer(""), {"Authorization": TOKEN},
                                      {"Authorization": "Basic " + base64.b64encode(f"x:{TOKEN}".encode()).decode()}])
-def test_mutating_endpoints_refuse_a_missing_or_wrong_token(sup: Supervisor, client: TestClient, path: str,
+def test_mutating_endpoints_refuse_a_missing_or_wrong_token(sup: ScriptedSupervisor, client: TestClient, path: str,
                                                             headers: dict[str, str]) -> None:
     serving(sup)
     before = client.get("/status").json()
     response = client.post(path, headers=headers)
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
-    assert sup.posted == []  # type: ignore[attr-defined]
+    assert sup.posted == []
     after = client.get("/status").json()
     before["supervisor"].pop("uptime"), after["supervisor"].pop("uptime")
     assert after == before
@@ -328,22 +311,23 @@ def test_mutating_endpoints_refuse_a_missing_or_wrong_token(sup: Supervisor, cli
 
 @pytest.mark.timeout(10)
 @pytest.mark.parametrize("action", ["restart", "stop"])
-def test_mutating_endpoints_with_the_token_ask_the_loop(sup: Supervisor, client: TestClient, action: str) -> None:
+def test_mutating_endpoints_with_the_token_ask_the_loop(sup: ScriptedSupervisor, client: TestClient,
+                                                       action: str) -> None:
     serving(sup)
     response = client.post("/" + action, headers=bearer())
     assert response.status_code == 202 and response.json() == {"accepted": action}
-    assert sup.posted == [action]  # type: ignore[attr-defined]
+    assert sup.posted == [action]
 
 
 @pytest.mark.timeout(10)
-def test_mutating_while_stopping_is_a_conflict(sup: Supervisor, client: TestClient) -> None:
-    sup.state = S.STOPPING
+def test_mutating_while_stopping_is_a_conflict(sup: ScriptedSupervisor, client: TestClient) -> None:
+    sup.state = SupervisorState.STOPPING
     assert client.post("/restart", headers=bearer()).status_code == 409
-    assert sup.posted == []  # type: ignore[attr-defined]
+    assert sup.posted == []
 
 
 @pytest.mark.timeout(10)
-def test_beyond_loopback_everything_but_probes_needs_the_token(sup: Supervisor) -> None:
+def test_beyond_loopback_everything_but_probes_needs_the_token(sup: ScriptedSupervisor) -> None:
     serving(sup)
     client = TestClient(make_api(sup, host="0.0.0.0").app, base_url="http://192.0.2.10:8787")
     for path in ("/", "/status", "/metrics"):
@@ -356,7 +340,7 @@ def test_beyond_loopback_everything_but_probes_needs_the_token(sup: Supervisor) 
     basic = {"Authorization": "Basic " + base64.b64encode(f"admin:{TOKEN}".encode()).decode()}
     assert client.get("/", headers=basic).status_code == 200
     assert client.post("/stop", headers=basic).status_code == 401
-    assert sup.posted == []  # type: ignore[attr-defined]
+    assert sup.posted == []
 
 
 @pytest.mark.timeout(10)
@@ -372,10 +356,10 @@ def test_loopback_reads_refuse_a_foreign_host_header(client: TestClient) -> None
 # ----- dashboard -------------------------------------------------------------------------------
 
 @pytest.mark.timeout(10)
-def test_dashboard_shows_workers_refreshes_itself_and_loads_nothing_external(sup: Supervisor,
+def test_dashboard_shows_workers_refreshes_itself_and_loads_nothing_external(sup: ScriptedSupervisor,
                                                                              client: TestClient) -> None:
     serving(sup)
-    sup.slots[1].state, sup.slots[1].pid = S.FATAL, None
+    sup.slots[1].state, sup.slots[1].pid = SlotState.FATAL, None
     sup.slots[1].fatal_reason = "<script>alert(1)</script>"
     response = client.get("/")
     html = response.text
@@ -406,7 +390,7 @@ def test_metrics_keep_numbers_intact_with_a_short_numeric_secret(tmp_path: Path)
         serving(sup)
         sup.slots[0].restarts = 11234
         sup.reload_status.count = 1234
-        sup.database.state, sup.database.latency_ms = S.DB_OK, 1234.0
+        sup.database.state, sup.database.latency_ms = DatabaseState.OK, 1234.0
         text = TestClient(make_api(sup).app, base_url=LOOPBACK).get("/metrics").text
     assert metric(text, "supervisor_worker_restarts_total", {"slot": "0"}) == 11234
     assert metric(text, "supervisor_reloads_total") == 1234

@@ -9,11 +9,9 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from supervisor import state as S
 from supervisor.sdnotify import (
     Facts,
     NotifyPlan,
@@ -24,14 +22,18 @@ from supervisor.sdnotify import (
     watchdog_interval,
     watchdog_pings,
 )
+from supervisor.settings import resolve_settings
+from supervisor.state import DatabaseState, SupervisorState
 from supervisor.systemdenv import scrub_systemd_env
-from tests.support import base_env, free_port, http_get, http_json, supervisor
+from tests.scripted import ScriptedSupervisor
+from tests.support import base_env, free_port, http_get, http_json, make_project, supervisor
 from tests.systemd_support import Notification, NotifyListener, sd_project
 
 UP = ["up", "--no-reload"]
 
 
-def facts(state: str, ready: int = 1, database: str = S.DB_DISABLED, restarts: int = 0) -> Facts:
+def facts(state: SupervisorState, ready: int = 1, database: DatabaseState = DatabaseState.DISABLED,
+          restarts: int = 0) -> Facts:
     return Facts(state=state, port=8000, ready_workers=ready, workers=2, restarts=restarts,
                  database=database)
 
@@ -50,40 +52,41 @@ def sent_keys(plan: NotifyPlan, *script: Facts) -> list[list[str]]:
 def test_plan_sends_ready_only_once_a_worker_serves_and_the_database_is_ok() -> None:
     plan = NotifyPlan(clock_usec=lambda: 5)
     assert sent_keys(plan,
-                     facts(S.STARTING, ready=0),
-                     facts(S.WAITING_FOR_DATABASE, ready=0, database=S.DB_WAITING),
-                     facts(S.RUNNING, ready=1, database=S.DB_WAITING),
-                     facts(S.RUNNING, ready=1, database=S.DB_OK),
-                     facts(S.RUNNING, ready=2, database=S.DB_OK)) == [
+                     facts(SupervisorState.STARTING, ready=0),
+                     facts(SupervisorState.WAITING_FOR_DATABASE, ready=0, database=DatabaseState.WAITING),
+                     facts(SupervisorState.RUNNING, ready=1, database=DatabaseState.WAITING),
+                     facts(SupervisorState.RUNNING, ready=1, database=DatabaseState.OK),
+                     facts(SupervisorState.RUNNING, ready=2, database=DatabaseState.OK)) == [
         ["STATUS"], ["STATUS"], ["STATUS"], ["READY", "STATUS"], ["STATUS"]]
 
 
 def test_plan_reports_a_reload_with_its_timestamp_then_ready_again() -> None:
     plan = NotifyPlan(clock_usec=lambda: 123456)
-    plan.update(facts(S.RUNNING))
-    reloading = plan.update(facts(S.RELOADING))
-    assert reloading == ["RELOADING=1\nMONOTONIC_USEC=123456\nSTATUS=" + summary(facts(S.RELOADING))]
-    assert sent_keys(plan, facts(S.RELOADING, restarts=1), facts(S.RUNNING, restarts=1)) == [
-        ["STATUS"], ["READY", "STATUS"]]
+    plan.update(facts(SupervisorState.RUNNING))
+    reloading = plan.update(facts(SupervisorState.RELOADING))
+    assert reloading == ["RELOADING=1\nMONOTONIC_USEC=123456\nSTATUS=" + summary(facts(SupervisorState.RELOADING))]
+    assert sent_keys(plan, facts(SupervisorState.RELOADING, restarts=1),
+                     facts(SupervisorState.RUNNING, restarts=1)) == [["STATUS"], ["READY", "STATUS"]]
 
 
 def test_plan_sends_no_reloading_before_the_first_ready() -> None:
     plan = NotifyPlan()
-    assert sent_keys(plan, facts(S.STARTING, ready=0), facts(S.RELOADING, ready=0),
-                     facts(S.RUNNING)) == [["STATUS"], ["STATUS"], ["READY", "STATUS"]]
+    assert sent_keys(plan, facts(SupervisorState.STARTING, ready=0), facts(SupervisorState.RELOADING, ready=0),
+                     facts(SupervisorState.RUNNING)) == [["STATUS"], ["STATUS"], ["READY", "STATUS"]]
 
 
 def test_plan_sends_stopping_once_and_never_ready_after_it() -> None:
     plan = NotifyPlan()
-    assert sent_keys(plan, facts(S.RUNNING), facts(S.STOPPING), facts(S.STOPPING, ready=0),
-                     facts(S.RUNNING)) == [["READY", "STATUS"], ["STOPPING", "STATUS"], ["STATUS"],
+    assert sent_keys(plan, facts(SupervisorState.RUNNING), facts(SupervisorState.STOPPING),
+                     facts(SupervisorState.STOPPING, ready=0),
+                     facts(SupervisorState.RUNNING)) == [["READY", "STATUS"], ["STOPPING", "STATUS"], ["STATUS"],
                                            ["STATUS"]]
 
 
 def test_plan_repeats_nothing_when_nothing_changed() -> None:
     plan = NotifyPlan()
-    plan.update(facts(S.RUNNING))
-    assert plan.update(facts(S.RUNNING)) == []
+    plan.update(facts(SupervisorState.RUNNING))
+    assert plan.update(facts(SupervisorState.RUNNING)) == []
 
 
 def test_notify_address_accepts_paths_and_abstract_names_only() -> None:
@@ -132,10 +135,10 @@ def test_send_datagram_is_one_utf8_datagram(tmp_path: Path) -> None:
         assert server.recv(4096) == "STATUS=läuft\nREADY=1".encode()
 
 
-def test_nothing_is_installed_without_notify_socket() -> None:
-    sup = SimpleNamespace(on_change=[], services=[])
-    assert install_sd_notify(sup, {"WATCHDOG_USEC": "1000000"}, pid=1) is False  # type: ignore[arg-type]
-    assert sup.on_change == [] and sup.services == []
+def test_nothing_is_installed_without_notify_socket(tmp_path: Path) -> None:
+    sup = ScriptedSupervisor(resolve_settings(make_project(tmp_path), {}))
+    assert install_sd_notify(sup, {"WATCHDOG_USEC": "1000000"}, pid=1) is None
+    assert sup.observers == []
 
 
 def test_scrub_removes_every_systemd_variable() -> None:

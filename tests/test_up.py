@@ -15,13 +15,15 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
+from supervisor.contract import Command, Plugin
 from supervisor.ports import bind_listener, bind_port
-from supervisor.process import LineSink, WorkerProcess, WorkerSpec
-from supervisor.runner import Supervisor
+from supervisor.process import LineSink, WorkerProcess, WorkerSpec, spawn_worker
+from supervisor.runner import Runner
 from supervisor.settings import resolve_settings
 from tests.support import (
     Running,
@@ -46,7 +48,7 @@ def slot_pids(run: Running) -> dict[int, int]:
 def kill_and_await_successor(run: Running, old: int) -> int:
     """SIGKILL slot 0's worker ``old``; return the pid of the worker that replaces it."""
     psutil.Process(old).send_signal(signal.SIGKILL)
-    run.wait_for_output(rf"worker pid {old} killed by SIGKILL \(crash\) .*; restarting in", 10)
+    run.wait_for_output(rf"worker pid {old} killed by SIGKILL \(crash\) .*; restarting", 10)
     return wait_until(lambda: slot_pids(run).get(0) != old and slot_pids(run).get(0), 20,
                       "a new worker serving", lambda: run.output)
 
@@ -291,7 +293,7 @@ def test_handler_exception_is_a_500_json_response_and_the_worker_stays(tmp_path:
         status, health = http_json(url + "/health")
         assert (status, health["pid"], health["status"]) == (200, before, "ok")
         run.wait_for_output("the handler failed on purpose")  # the traceback reached the log
-        assert "restarting in" not in run.output
+        assert "restarting" not in run.output
         assert run.stop() == 0
 
 
@@ -339,33 +341,47 @@ def test_crash_is_restarted_even_while_a_daemon_child_holds_the_worker_output(tm
             psutil.Process(daemon).kill()
 
 
-def in_process_supervisor(root: Path, **kwargs: object) -> Supervisor:
+def in_process_runner(root: Path, **kwargs: Any) -> Runner:
     settings = resolve_settings(root, base_env())
-    return Supervisor(settings, bind_port("127.0.0.1", 0, 0, False), **kwargs)  # type: ignore[arg-type]
+    return Runner(settings, bind_port("127.0.0.1", 0, 0, False), **kwargs)
 
 
 @pytest.mark.timeout(30)
 def test_unexpected_error_in_a_startup_step_stops_up_with_exit_1(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    sup = in_process_supervisor(app_project(tmp_path))
+    runner = in_process_runner(app_project(tmp_path))
 
-    async def broken(_: Supervisor) -> None:
+    async def broken() -> None:
         raise RuntimeError("the probe itself crashed")
 
-    sup.startup_steps.append(broken)
-    assert asyncio.run(asyncio.wait_for(sup.run(), 20)) == 1
+    assert asyncio.run(asyncio.wait_for(runner.run([Plugin("broken", startup=broken)]), 20)) == 1
     assert "the probe itself crashed" in caplog.text
 
 
-@pytest.mark.timeout(30)
-def test_worker_that_cannot_be_spawned_stops_up_with_exit_1(
+@pytest.mark.timeout(60)
+def test_a_worker_that_cannot_be_spawned_for_now_is_retried_with_backoff(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    def no_processes_left(spec: WorkerSpec, on_line: LineSink) -> WorkerProcess:
-        raise BlockingIOError(11, "Resource temporarily unavailable")
+    """EAGAIN or EMFILE at fork time is a failed start like any other, never an internal error."""
+    failures = [BlockingIOError(11, "Resource temporarily unavailable"), OSError(24, "Too many open files")]
 
-    sup = in_process_supervisor(app_project(tmp_path), spawn=no_processes_left)
-    assert asyncio.run(asyncio.wait_for(sup.run(), 20)) == 1
-    assert "Resource temporarily unavailable" in caplog.text
+    def spawn_after_two_failures(spec: WorkerSpec, on_line: LineSink) -> WorkerProcess:
+        if failures:
+            raise failures.pop(0)
+        return spawn_worker(spec, on_line)
+
+    runner = in_process_runner(app_project(tmp_path), spawn=spawn_after_two_failures)
+
+    async def scenario() -> int:
+        running = asyncio.ensure_future(runner.run())
+        while runner.ready_workers == 0 and not running.done():
+            await asyncio.sleep(0.05)  # poll interval: waiting for the worker to serve
+        runner.post(Command.STOP)
+        return await running
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 45)) == 0
+    assert re.search(r"could not be started: Resource temporarily unavailable; restarting in", caplog.text)
+    assert re.search(r"could not be started: Too many open files; restarting in", caplog.text)
+    assert "internal error" not in caplog.text
 
 
 @pytest.mark.timeout(60)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import watchfiles
 
-from supervisor.reload import coalesce
+from supervisor.rollout import coalesce
 from supervisor.watch import ChangeFilter, classify
 
 ROOT = Path("/project")

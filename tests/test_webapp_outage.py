@@ -36,8 +36,9 @@ def test_outage_turns_health_and_notes_503_and_both_recover_with_the_same_worker
         # What needs no database keeps working: the index, and refusing a missing token.
         assert http.get("/").status_code == 200
         assert http.get("/notes").status_code == 401
-        # Caught mid-shutdown, the server itself answers 57P03 ("starting up"); after, refused.
-        run.wait_for_output(r"database: unavailable: (connection refused|starting up) at 127\.0\.0\.1")
+        # Caught mid-shutdown, the server itself answers 57P03 ("shutting down"); after, refused.
+        run.wait_for_output(r"database: unavailable: (connection refused|shutting down|starting up)\b.* at "
+                            r"127\.0\.0\.1")
 
         pg.start()
         wait_until(lambda: http.get("/health").status_code == 200, 20, "/health to recover",

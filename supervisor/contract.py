@@ -1,0 +1,82 @@
+"""What everything that plugs into the runner may see and do.
+
+The status API, metrics, sd_notify, the database watch, the orphan reaper and the file watcher
+depend on :class:`SupervisorView`, never on the runner class: a typed read model (the records in
+:mod:`supervisor.state`, which they read and do not write) plus three commands: post a message
+to the runner's loop, run a background task, subscribe to changes. A plugin is handed to the
+runner as a :class:`Plugin`: a long-running service, a startup step, or both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from supervisor.settings import Settings
+from supervisor.state import DatabaseStatus, ReloadStatus, SlotStatus, SupervisorState
+
+
+class Command(StrEnum):
+    """Messages a plugin may post; signal names (``"SIGTERM"``) travel the same queue."""
+
+    RESTART = "restart"  # a graceful rolling restart
+    STOP = "stop"  # a graceful stop; ``up`` exits 0
+    REREAD = "reread"  # re-read the configuration and roll (what SIGHUP does)
+
+
+@dataclass(frozen=True)
+class FilesChanged:
+    """The file watcher saw these files change (absolute paths); the runner decides what follows."""
+
+    files: frozenset[str]
+
+
+Message = str | FilesChanged
+
+
+class SupervisorView(Protocol):
+    """The read model and the commands, as every plugin sees the supervisor."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def state(self) -> SupervisorState: ...
+    @property
+    def started_at(self) -> float: ...  # wall clock
+    @property
+    def port(self) -> int: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def slots(self) -> Sequence[SlotStatus]: ...
+    @property
+    def database(self) -> DatabaseStatus: ...  # written by the database watch only
+    @property
+    def reload_status(self) -> ReloadStatus: ...
+    @property
+    def ready_workers(self) -> int: ...
+    @property
+    def worker_pids(self) -> set[int]: ...  # every worker not yet reaped, draining ones too
+
+    def wall(self) -> float: ...
+    def redact(self, text: str) -> str: ...
+    def post(self, message: Message) -> None: ...
+    def run_task(self, coro: Awaitable[object]) -> None: ...
+    def subscribe(self, observer: Callable[[], None]) -> None: ...
+    def changed(self) -> None: ...
+
+
+Step = Callable[[], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """``service`` runs from start to end (cancelled at the end); ``startup`` runs, in order with
+    the other plugins' steps, before the first worker starts, and may raise
+    :class:`~supervisor.errors.SupervisorError` to end ``up`` with its exit code."""
+
+    name: str
+    service: Step | None = None
+    startup: Step | None = None

@@ -1,0 +1,274 @@
+"""The slot lifecycle machine, driven by scripted event histories and a fake clock. No processes."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+import pytest
+
+from supervisor.config import RestartSection
+from supervisor.lifecycle import (
+    Action,
+    AwaitReady,
+    Begin,
+    DependencyLost,
+    Exited,
+    GaveUp,
+    Kill,
+    Log,
+    Ready,
+    ReadyTimedOut,
+    Replace,
+    Replaced,
+    Shutdown,
+    SlotMachine,
+    Sleep,
+    Spawn,
+    Spawned,
+    SpawnFailed,
+    Stop,
+    TimerFired,
+)
+from supervisor.state import ExitReason, SlotState
+
+SIGKILL = -9
+WALL = 1_700_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return WALL + self.now
+
+
+def machine(clock: Clock, **restart: Any) -> SlotMachine:
+    cfg = RestartSection(**{"initial_delay": 0.5, "max_delay": 4.0, "multiplier": 2.0, "jitter": 0.2,
+                            "min_uptime": 1.0, "crash_loop_failures": 4, "crash_loop_window": 60.0, **restart})
+    return SlotMachine(0, cfg, ready_timeout=5.0, clock=clock, wall=clock.wall, rand=lambda: 0.5)
+
+
+def without_logs(actions: list[Action]) -> list[Action]:
+    return [a for a in actions if not isinstance(a, Log)]
+
+
+def spawn(m: SlotMachine, pid: int) -> list[Action]:
+    return m.handle(Spawned(pid, deque()))
+
+
+def serving(clock: Clock, pid: int = 10, **restart: Any) -> SlotMachine:
+    """A machine whose first worker ``pid`` serves."""
+    m = machine(clock, **restart)
+    assert m.handle(Begin()) == [Spawn()]
+    assert without_logs(spawn(m, pid)) == [AwaitReady(pid, 5.0)]
+    assert without_logs(m.handle(Ready(pid))) == []
+    return m
+
+
+def test_a_slot_starts_its_worker_and_serves() -> None:
+    clock = Clock()
+    m = machine(clock)
+    assert m.status.state == SlotState.WAITING
+    assert m.handle(Begin()) == [Spawn()]
+    assert m.status.state == SlotState.STARTING and m.status.pid is None
+    spawn(m, 10)
+    assert (m.status.state, m.status.pid, m.status.restarts) == (SlotState.STARTING, 10, 0)
+    clock.now += 0.3
+    assert m.handle(Ready(10)) == [Log(logging.INFO, "worker pid 10 is serving")]
+    assert (m.status.state, m.status.ready_at) == (SlotState.RUNNING, WALL + 100.3)
+
+
+def test_failed_starts_back_off_exponentially_then_the_crash_loop_gives_up_with_its_reason() -> None:
+    clock = Clock()
+    m = machine(clock)
+    m.handle(Begin())
+    delays = []
+    for pid in (10, 11, 12):
+        spawn(m, pid)
+        clock.now += 0.2
+        sleep = [a for a in m.handle(Exited(pid, 1)) if isinstance(a, Sleep)][0]
+        delays.append(sleep.delay)
+        assert m.status.state == SlotState.BACKOFF and m.status.pid is None
+        assert m.status.next_retry_at == pytest.approx(clock.wall() + sleep.delay)
+        assert m.status.last_exit is not None and m.status.last_exit.code == 1
+        clock.now += sleep.delay
+        assert m.handle(TimerFired(sleep.timer)) == [Spawn()]
+    assert delays == [0.5, 1.0, 2.0]
+    spawn(m, 13)
+    actions = m.handle(Exited(13, 1))
+    assert actions[-1] == GaveUp("crashed 4 times within 60s (crash_loop_failures = 4)")
+    assert (m.status.state, m.status.fatal_reason) == (SlotState.FATAL, actions[-1].reason)
+    assert m.status.restarts == 3
+
+
+def test_a_worker_that_had_served_is_restarted_at_once_every_time() -> None:
+    clock = Clock()
+    m = serving(clock, crash_loop_failures=2)
+    for pid in range(11, 21):  # killed every 3 s, ten times: never a crash loop, never a delay
+        clock.now += 3.0
+        actions = m.handle(Exited(pid - 1, SIGKILL))
+        assert without_logs(actions) == [Spawn()], actions
+        assert "restarting now" in str(actions[0])
+        spawn(m, pid)
+        m.handle(Ready(pid))
+    assert (m.status.state, m.status.restarts) == (SlotState.RUNNING, 10)
+
+
+def test_dying_within_min_uptime_of_readiness_is_a_failed_start() -> None:
+    clock = Clock()
+    m = serving(clock)
+    clock.now += 0.5
+    assert [type(a) for a in without_logs(m.handle(Exited(10, 1)))] == [Sleep]
+
+
+def test_a_late_timer_and_reports_about_other_pids_are_ignored() -> None:
+    clock = Clock()
+    m = serving(clock)
+    clock.now += 0.1
+    sleep = [a for a in m.handle(Exited(10, 1)) if isinstance(a, Sleep)][0]
+    assert m.handle(Replace(ExitReason.RELOAD)) == [Spawn()]  # a change starts it early
+    assert m.handle(TimerFired(sleep.timer)) == []  # the old timer no longer counts
+    spawn(m, 11)
+    assert m.handle(Ready(99)) == [] and m.handle(Exited(98, 0)) == [] and m.handle(ReadyTimedOut(97)) == []
+    assert without_logs(m.handle(Ready(11))) == [Replaced(True)]
+
+
+def test_a_change_wakes_a_slot_that_gave_up_and_forgets_its_crash_history() -> None:
+    clock = Clock()
+    m = machine(clock, crash_loop_failures=1)
+    m.handle(Begin())
+    spawn(m, 10)
+    assert isinstance(m.handle(Exited(10, 1))[-1], GaveUp)
+    assert m.handle(TimerFired(m.timer)) == []  # parked: only a change wakes it
+    assert m.handle(Replace(ExitReason.RELOAD)) == [Spawn()]
+    spawn(m, 11)
+    assert (m.status.state, m.status.fatal_reason) == (SlotState.STARTING, None)
+    assert without_logs(m.handle(Ready(11))) == [Replaced(True)]
+
+
+def test_a_rolling_replacement_starts_the_successor_before_stopping_the_old_worker() -> None:
+    clock = Clock()
+    m = serving(clock)
+    assert m.handle(Replace(ExitReason.RELOAD)) == [Spawn()]
+    assert without_logs(spawn(m, 11)) == [AwaitReady(11, 5.0)]
+    assert (m.status.state, m.status.pid) == (SlotState.RUNNING, 10)  # the old one still serves
+    assert without_logs(m.handle(Ready(11))) == [Stop(10, ExitReason.RELOAD), Replaced(True)]
+    assert (m.status.state, m.status.pid, m.status.restarts) == (SlotState.RUNNING, 11, 1)
+    assert not m.idle
+    assert m.handle(Exited(10, -15)) == [Log(logging.INFO, "worker pid 10 stopped: drained and exited on "
+                                                         "SIGTERM (reload)")]
+    assert m.status.pid == 11 and not m.idle
+
+
+def test_a_successor_that_fails_to_start_keeps_the_old_worker() -> None:
+    clock = Clock()
+    m = serving(clock)
+    m.handle(Replace(ExitReason.RELOAD))
+    spawn(m, 11)
+    actions = m.handle(Exited(11, 1))
+    assert without_logs(actions) == [Replaced(False)]
+    assert "still serving the previous version with pid 10" in str(actions[0])
+    assert (m.status.state, m.status.pid, m.status.restarts) == (SlotState.RUNNING, 10, 0)
+
+
+def test_a_successor_that_never_reports_ready_is_killed_and_the_old_worker_kept() -> None:
+    clock = Clock()
+    m = serving(clock)
+    m.handle(Replace(ExitReason.MANUAL))
+    spawn(m, 11)
+    assert without_logs(m.handle(ReadyTimedOut(11))) == [Kill(11)]
+    actions = m.handle(Exited(11, SIGKILL))
+    assert without_logs(actions) == [Replaced(False)]
+    assert "(start timeout)" in str(actions[0])
+    assert m.status.pid == 10
+
+
+def test_a_successor_that_cannot_be_spawned_keeps_the_old_worker() -> None:
+    m = serving(Clock())
+    m.handle(Replace(ExitReason.RELOAD))
+    assert without_logs(m.handle(SpawnFailed("Too many open files"))) == [Replaced(False)]
+    assert (m.status.state, m.status.pid) == (SlotState.RUNNING, 10)
+
+
+def test_a_current_worker_that_cannot_be_spawned_backs_off() -> None:
+    m = machine(Clock())
+    m.handle(Begin())
+    actions = m.handle(SpawnFailed("Resource temporarily unavailable"))
+    assert [type(a) for a in without_logs(actions)] == [Sleep]
+    assert "could not be started: Resource temporarily unavailable" in str(actions[0])
+    assert m.status.state == SlotState.BACKOFF
+
+
+def test_when_the_old_worker_crashes_during_a_replacement_the_successor_takes_over() -> None:
+    clock = Clock()
+    m = serving(clock)
+    m.handle(Replace(ExitReason.RELOAD))
+    spawn(m, 11)
+    clock.now += 5
+    assert without_logs(m.handle(Exited(10, SIGKILL))) == []
+    assert (m.status.state, m.status.pid) == (SlotState.STARTING, 11)
+    assert without_logs(m.handle(Ready(11))) == [Replaced(True)]
+    assert m.status.state == SlotState.RUNNING
+
+
+def test_shutdown_during_backoff_stops_nothing_and_cancels_the_restart() -> None:
+    clock = Clock()
+    m = serving(clock)
+    clock.now += 0.1
+    sleep = [a for a in m.handle(Exited(10, 1)) if isinstance(a, Sleep)][0]
+    assert m.handle(Shutdown()) == []
+    assert m.status.state == SlotState.STOPPED and m.idle
+    assert m.handle(TimerFired(sleep.timer)) == []
+    assert m.handle(Shutdown()) == []  # a second stop request changes nothing here
+
+
+def test_shutdown_during_a_replacement_stops_both_and_reports_the_replacement_failed() -> None:
+    clock = Clock()
+    m = serving(clock)
+    m.handle(Replace(ExitReason.RELOAD))
+    spawn(m, 11)
+    actions = m.handle(Shutdown())
+    assert actions == [Replaced(False), Stop(10, ExitReason.SHUTDOWN), Stop(11, ExitReason.SHUTDOWN)]
+    assert m.status.state == SlotState.STOPPING
+    assert m.handle(Ready(11)) == []  # too late to promote
+    m.handle(Exited(11, -15))
+    assert not m.idle
+    m.handle(Exited(10, -15))
+    assert m.status.state == SlotState.STOPPED and m.idle
+    assert m.status.last_exit is not None and m.status.last_exit.reason == ExitReason.SHUTDOWN
+
+
+def test_shutdown_waits_for_draining_workers_too() -> None:
+    clock = Clock()
+    m = serving(clock)
+    m.handle(Replace(ExitReason.RELOAD))
+    spawn(m, 11)
+    m.handle(Ready(11))  # 10 drains
+    assert m.handle(Shutdown()) == [Stop(11, ExitReason.SHUTDOWN)]
+    m.handle(Exited(11, -15))
+    assert m.status.state == SlotState.STOPPED and not m.idle
+    m.handle(Exited(10, -15))
+    assert m.idle
+
+
+def test_a_replacement_is_refused_before_start_and_during_another() -> None:
+    m = machine(Clock())
+    assert m.handle(Replace(ExitReason.RELOAD)) == [Replaced(False)]
+    m = serving(Clock())
+    m.handle(Replace(ExitReason.RELOAD))
+    assert m.handle(Replace(ExitReason.RELOAD)) == [Replaced(False)]
+
+
+def test_a_lost_dependency_before_start_is_shown_and_the_slot_waits() -> None:
+    m = machine(Clock())
+    assert m.handle(DependencyLost("waiting for the database")) == []
+    assert (m.status.state, m.status.fatal_reason) == (SlotState.WAITING, "waiting for the database")
+    assert m.handle(Begin()) == [Spawn()]
+    spawn(m, 10)
+    assert m.status.fatal_reason is None
