@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from supervisor.settings import Settings
+from supervisor.systemdenv import scrub_systemd_env
 from supervisor.worker import READY_MESSAGE, WorkerArgs
 
 LineSink = Callable[[int, str], None]  # (pid, line)
@@ -151,6 +153,18 @@ class WorkerProcess:
         killed for not starting in time is a failed start, and the restart policy counts it."""
         if self.popen.returncode is None:
             kill_group(self.pid, signal.SIGKILL)
+
+
+def worker_spec(settings: Settings, listen_fd: int) -> WorkerSpec:
+    """The spec of the next web worker, from the current settings."""
+    cfg = settings.config
+    return WorkerSpec(
+        app=cfg.app.app, factory=cfg.app.factory, listen_fd=listen_fd,
+        cwd=(settings.project_dir / cfg.app.app_dir).resolve(),
+        environ=scrub_systemd_env(settings.environ),
+        log_level=cfg.supervisor.log_level,
+        graceful_timeout=worker_drain_timeout(cfg.supervisor.stop_timeout),
+    )
 
 
 def worker_drain_timeout(stop_timeout: float) -> float:

@@ -1,10 +1,10 @@
-"""The supervisor's event loop: a thin executor of the slots' lifecycle decisions.
+"""The supervisor's event loop: messages in, the worker slots driven, the read model kept.
 
-Each worker slot is a pure :class:`~supervisor.lifecycle.SlotMachine`. Whatever happens (a
-worker spawned, ready, exited; a timer; a replacement request; shutdown) is fed to its machine
-as an event, and the actions it returns are carried out here against real processes and timers.
-Signals and plugin commands arrive as messages on one queue (see :mod:`supervisor.signals`);
-plugins see this class only through :class:`~supervisor.contract.SupervisorView`.
+Each worker slot is a pure :class:`~supervisor.lifecycle.SlotMachine`, whose decisions
+:class:`~supervisor.slots.Slots` carries out against real processes and timers. Signals and
+plugin commands arrive as messages on one queue (see :mod:`supervisor.signals`); rolling
+restarts are :class:`~supervisor.rollout.Rollout`'s; plugins see this class only through
+:class:`~supervisor.contract.SupervisorView`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import asyncio
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -23,11 +22,12 @@ from supervisor.errors import EXIT_FORCED, EXIT_OK, EXIT_RUNTIME, SupervisorErro
 from supervisor.fallback import FallbackResponder, explain_fatal, fallback_text
 from supervisor.output import banner
 from supervisor.ports import Bound, display_url
-from supervisor.process import LineSink, WorkerProcess, WorkerSpec, spawn_worker, worker_drain_timeout
+from supervisor.process import spawn_worker, worker_spec
 from supervisor.rollout import Rollout
 from supervisor.secrets import Redactor
 from supervisor.settings import Settings
 from supervisor.signals import queued_signals
+from supervisor.slots import Slots, Spawner
 from supervisor.state import (
     DatabaseState,
     DatabaseStatus,
@@ -37,13 +37,8 @@ from supervisor.state import (
     SlotStatus,
     SupervisorState,
 )
-from supervisor.systemdenv import scrub_systemd_env
 
 logger = logging.getLogger("supervisor")
-# Workers' own lines: already filtered by the worker's log level, so never filtered again here.
-worker_logger = logging.getLogger("supervisor.worker")
-
-Spawner = Callable[[WorkerSpec, LineSink], WorkerProcess]
 _DONE, _INTERNAL_ERROR = "done", "internal_error"
 
 
@@ -56,22 +51,18 @@ class Runner:
                  rand: Callable[[], float] = random.random) -> None:
         self._settings = settings
         self.listener = listener
-        self._spawn = spawn
         self._wall = wall
         self._redactor = redactor or Redactor()
         self.started_at = wall()
         self.database = DatabaseStatus()
         self.reload_status = ReloadStatus()
-        app = settings.config.app
-        self.machines = [L.SlotMachine(i, settings.config.restart, app.ready_timeout, clock=clock, wall=wall,
-                                       rand=rand) for i in range(settings.workers)]
+        self._slots = Slots(settings.workers, settings.config, spawn=spawn, run_task=self.run_task,
+                            spec=lambda: worker_spec(self._settings, listener.sock.fileno()),
+                            changed=self.changed, gave_up=self._gave_up, clock=clock, wall=wall, rand=rand)
         self.exit_code = EXIT_OK
-        self._procs: dict[int, WorkerProcess] = {}
         self._observers: list[Callable[[], None]] = []
         self._queue: asyncio.Queue[Message] = asyncio.Queue()
         self._tasks: set[asyncio.Future[Any]] = set()
-        self._timers: dict[tuple[int, int], asyncio.TimerHandle] = {}
-        self._outcomes: dict[int, asyncio.Future[bool]] = {}
         self._rollout = Rollout(self, resolve, self.reload_status)
         self._fallback = FallbackResponder(listener.sock, self._fallback_body)
         self._begun = self._served = self._stopping = self._rolling = self._failed = self._done = False
@@ -108,7 +99,7 @@ class Runner:
 
     @property
     def slots(self) -> Sequence[SlotStatus]:
-        return [machine.status for machine in self.machines]
+        return self._slots.statuses
 
     @property
     def ready_workers(self) -> int:
@@ -116,7 +107,7 @@ class Runner:
 
     @property
     def worker_pids(self) -> set[int]:
-        return set(self._procs)
+        return set(self._slots.procs)
 
     def wall(self) -> float:
         return self._wall()
@@ -154,7 +145,7 @@ class Runner:
                 observer()
             except Exception:  # an observer's bug must not take down supervision
                 logger.exception("supervisor: a state-change observer failed")
-        if self._stopping and all(machine.idle for machine in self.machines):
+        if self._stopping and self._slots.idle:
             self.post(_DONE)
 
     # ----- the loop --------------------------------------------------------------------------
@@ -174,8 +165,7 @@ class Runner:
                 while not self._done:
                     self._handle(await self._queue.get())
             finally:
-                for timer in self._timers.values():
-                    timer.cancel()
+                self._slots.cancel_timers()
                 for task in (*services, *self._tasks):
                     task.cancel()
                 await asyncio.gather(*services, *self._tasks, return_exceptions=True)
@@ -195,8 +185,7 @@ class Runner:
             return
         if not self._stopping:
             self._begun = True
-            for index in range(len(self.machines)):
-                self._dispatch(index, L.Begin())
+            self._slots.broadcast(L.Begin())
 
     def _handle(self, message: Message) -> None:
         if isinstance(message, FilesChanged):
@@ -220,8 +209,7 @@ class Runner:
             self._begin_shutdown(EXIT_OK)
             return
         logger.warning("supervisor: %s again: stopping at once", why)
-        for proc in self._procs.values():
-            proc.kill()
+        self._slots.kill_all()
         self.exit_code = EXIT_FORCED
         self.post(_DONE)
 
@@ -229,8 +217,7 @@ class Runner:
         if self._stopping:
             return
         self.exit_code, self._stopping = code, True
-        for index in range(len(self.machines)):
-            self._dispatch(index, L.Shutdown())
+        self._slots.broadcast(L.Shutdown())
 
     def _task_done(self, task: asyncio.Future[Any]) -> None:
         """A bug or an OS failure in a task must end ``up``, not leave it running unseen."""
@@ -245,79 +232,7 @@ class Runner:
         if not task.cancelled() and task.exception() is not None:
             logger.error("supervisor: a background service failed", exc_info=task.exception())
 
-    # ----- executing lifecycle decisions -----------------------------------------------------
-
-    def _dispatch(self, index: int, event: L.Event) -> None:
-        """Feed ``event`` to slot ``index`` and carry out what it decides, until nothing follows."""
-        pending: deque[L.Event] = deque([event])
-        try:
-            while pending:
-                for action in self.machines[index].handle(pending.popleft()):
-                    follow = self._execute(index, action)
-                    if follow is not None:
-                        pending.append(follow)
-        except Exception:  # a bug here must end ``up`` visibly, not leave a slot half-handled
-            logger.exception("supervisor: internal error; stopping")
-            self.post(_INTERNAL_ERROR)
-        self.changed()
-
-    def _fire(self, index: int, timer: int) -> None:
-        del self._timers[index, timer]
-        self._dispatch(index, L.TimerFired(timer))
-
-    def _execute(self, index: int, action: L.Action) -> L.Event | None:
-        match action:
-            case L.Spawn():
-                return self._spawn_worker(index)
-            case L.AwaitReady(pid, timeout):
-                self.run_task(self._await_ready(index, self._procs[pid], timeout))
-            case L.Sleep(delay, timer):
-                self._timers[index, timer] = asyncio.get_running_loop().call_later(delay, self._fire, index, timer)
-            case L.Stop(pid, _):
-                if pid in self._procs:
-                    self.run_task(self._procs[pid].stop(self._settings.config.supervisor.stop_timeout))
-            case L.Kill(pid):
-                if pid in self._procs:
-                    self._procs[pid].kill()
-            case L.Log(level, message):
-                logger.log(level, "web.%d: %s", index, message)
-            case L.GaveUp(reason):
-                self._gave_up(index, reason)
-            case L.Replaced(ok):
-                outcome = self._outcomes.pop(index, None)
-                if outcome is not None and not outcome.done():
-                    outcome.set_result(ok)
-        return None
-
-    def _spawn_worker(self, index: int) -> L.Event:
-        def relay(pid: int, line: str) -> None:
-            worker_logger.info("web.%d %d | %s", index, pid, line)
-
-        try:
-            proc = self._spawn(self.worker_spec(), relay)
-        except OSError as exc:  # EMFILE, EAGAIN, a vanished directory: a failed start, retried
-            return L.SpawnFailed(exc.strerror or str(exc))
-        self._procs[proc.pid] = proc
-        self.run_task(self._watch_exit(index, proc))
-        return L.Spawned(proc.pid, proc.stderr_tail)
-
-    async def _watch_exit(self, index: int, proc: WorkerProcess) -> None:
-        code = await proc.wait()
-        self._procs.pop(proc.pid, None)
-        self._dispatch(index, L.Exited(proc.pid, code))
-
-    async def _await_ready(self, index: int, proc: WorkerProcess, timeout: float) -> None:
-        try:
-            ready = await asyncio.wait_for(proc.ready(), timeout)
-        except TimeoutError:
-            self._dispatch(index, L.ReadyTimedOut(proc.pid))
-            return
-        if ready:  # else it closed the pipe without a word: its exit follows
-            self._dispatch(index, L.Ready(proc.pid))
-
-    def _gave_up(self, index: int, reason: str) -> None:
-        tail = "\n".join(f"    {line}" for line in self.machines[index].status.stderr_tail) or "    (nothing)"
-        logger.error("web.%d: FATAL: %s. Last lines the worker wrote to stderr:\n%s", index, reason, tail)
+    def _gave_up(self, index: int) -> None:
         if self._settings.production:
             logger.error("supervisor: a worker slot is in a crash loop; stopping (production mode)")
             self.post(_INTERNAL_ERROR)
@@ -328,26 +243,13 @@ class Runner:
         text = fallback_text(self.slots, self._settings.production, self.wall()) or explain_fatal(self.slots)
         return self.redact(text)
 
-    def worker_spec(self) -> WorkerSpec:
-        cfg = self._settings.config
-        return WorkerSpec(
-            app=cfg.app.app, factory=cfg.app.factory, listen_fd=self.listener.sock.fileno(),
-            cwd=(self._settings.project_dir / cfg.app.app_dir).resolve(),
-            environ=scrub_systemd_env(self._settings.environ),
-            log_level=cfg.supervisor.log_level,
-            graceful_timeout=worker_drain_timeout(cfg.supervisor.stop_timeout),
-        )
-
     # ----- what a rollout needs (rollout.Slots) ----------------------------------------------
 
     def slot_count(self) -> int:
-        return len(self.machines)
+        return len(self._slots.machines)
 
     def replace_slot(self, index: int, reason: ExitReason) -> Awaitable[bool]:
-        outcome: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._outcomes[index] = outcome
-        self._dispatch(index, L.Replace(reason))
-        return outcome
+        return self._slots.replace(index, reason)
 
     def apply_settings(self, new: Settings) -> None:
         """Adopt re-read settings: the next workers get the new app settings and environment, and
@@ -355,8 +257,7 @@ class Runner:
         status API, the file watcher, the worker count) stays as it is."""
         self._redactor.add(new.secrets)
         self._settings = new
-        for machine in self.machines:
-            machine.reconfigure(new.config.restart, new.config.app.ready_timeout)
+        self._slots.reconfigure(new.config)
 
     def set_rolling(self, rolling: bool) -> None:
         self._rolling = rolling
