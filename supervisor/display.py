@@ -28,12 +28,14 @@ def duration(seconds: float | None) -> str:
 def size(count: int | None) -> str:
     if count is None:
         return "-"
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+    if count < 1024:
+        return f"{count} B"
+    value = count / 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
         value /= 1024
-    return f"{value:.1f} GiB"  # unreachable; keeps type checkers content
+    return f"{value:.1f} GiB"
 
 
 def worker_state(worker: dict[str, Any]) -> str:

@@ -49,12 +49,6 @@ class WorkerProcess:
         self.popen = popen
         self.pid = popen.pid
         self.stderr_tail: deque[str] = deque(maxlen=tail)
-        self.stop_requested = False
-        # Set by the supervisor: the slot it serves, and when it was spawned by the
-        # supervisor's (injectable) clock and by the wall clock.
-        self.slot = -1
-        self.spawned_clock = 0.0
-        self.spawned_wall = 0.0
         self._exit_callbacks: list[Callable[[WorkerProcess], None]] = []
         self._loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[int] = self._loop.create_future()
@@ -63,10 +57,6 @@ class WorkerProcess:
                         asyncio.ensure_future(self._relay(popen.stderr, on_line, True))]
         self._pidfd = os.pidfd_open(self.pid)
         self._loop.add_reader(self._pidfd, self._on_exit)
-
-    @property
-    def returncode(self) -> int | None:
-        return self.popen.returncode
 
     def _on_exit(self) -> None:
         self._loop.remove_reader(self._pidfd)
@@ -140,7 +130,6 @@ class WorkerProcess:
 
     async def stop(self, timeout: float) -> int:
         """SIGTERM, wait up to ``timeout``, then SIGKILL the whole process group; return the code."""
-        self.stop_requested = True
         self.send(signal.SIGTERM)
         try:
             return await asyncio.wait_for(self.wait(), timeout)

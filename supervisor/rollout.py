@@ -17,7 +17,7 @@ from typing import Protocol
 from supervisor.errors import ConfigError
 from supervisor.settings import Settings, needs_restart
 from supervisor.state import ExitReason, ReloadStatus
-from supervisor.watch import classify
+from supervisor.watch import touches_settings
 
 logger = logging.getLogger("supervisor")
 
@@ -132,7 +132,7 @@ class Rollout:
         logger.info("reload: %s%s", trigger, ": " + ", ".join(names) if names else "")
         self.status.last_files = names
         self.status.last_at = self.slots.wall()
-        if (reread or classify(files, *settings_files(settings)).settings) and self.resolve is not None:
+        if (reread or touches_settings(files, *settings_files(settings))) and self.resolve is not None:
             try:
                 new = self.resolve()
             except ConfigError as exc:

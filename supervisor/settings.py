@@ -70,9 +70,6 @@ class Settings:
     def production(self) -> bool:
         return self.mode == "production"
 
-    def secret_names(self) -> set[str]:
-        return {name for name, spec in self.config.env.items() if spec.is_secret}
-
 
 def _merge_environ(process: Mapping[str, str], dotenv: DotEnv) -> tuple[dict[str, str], dict[str, str]]:
     merged = dict(dotenv.values)

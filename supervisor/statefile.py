@@ -65,7 +65,7 @@ def is_alive(record: StateRecord) -> bool:
         if proc.status() == psutil.STATUS_ZOMBIE:
             return False
         # A process created after the record was written has merely inherited a recycled pid.
-        return proc.create_time() <= record.started_at + _CLOCK_SLACK
+        return bool(proc.create_time() <= record.started_at + _CLOCK_SLACK)
     except psutil.Error:
         return False
 

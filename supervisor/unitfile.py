@@ -249,7 +249,7 @@ def render_units(opts: UnitOptions) -> dict[str, str]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``systemd-unit`` to the CLI (called through ``cli._extra_commands``)."""
+    """Add ``systemd-unit`` to the CLI (called by :func:`supervisor.cli.build_parser`)."""
     p = sub.add_parser("systemd-unit", help="print a systemd service unit (and socket unit) for this project")
     p.add_argument("--project-dir", default=".", help="directory holding supervisor.toml and .env")
     p.add_argument("--config", help="path of supervisor.toml (default: in the project directory)")

@@ -70,19 +70,10 @@ def _is_within(path: Path, directory: Path) -> bool:
         return False
 
 
-@dataclass(frozen=True)
-class ChangeKind:
-    """What a batch of changed files asks for."""
-
-    code: bool  # application files changed: new workers
-    settings: bool  # .env or supervisor.toml changed: re-read and validate before anything
-
-
-def classify(paths: Iterable[str], env_file: Path, config_file: Path) -> ChangeKind:
+def touches_settings(paths: Iterable[str], env_file: Path, config_file: Path) -> bool:
+    """True when ``.env`` or ``supervisor.toml`` changed: re-read and validate before anything."""
     settings_files = {os.path.abspath(env_file), os.path.abspath(config_file)}
-    absolute = {os.path.abspath(p) for p in paths}
-    touched_settings = bool(absolute & settings_files)
-    return ChangeKind(code=bool(absolute - settings_files), settings=touched_settings)
+    return bool({os.path.abspath(p) for p in paths} & settings_files)
 
 
 async def watch_batches(paths: Iterable[Path], change_filter: ChangeFilter, *, debounce: float,

@@ -60,7 +60,8 @@ def k8s() -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def container(k8s: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return k8s["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    containers: list[dict[str, Any]] = k8s["Deployment"]["spec"]["template"]["spec"]["containers"]
+    return containers[0]
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +80,9 @@ def test_configmap_embeds_the_container_config_verbatim(k8s: dict[str, dict[str,
 
 
 def test_container_config_uses_the_default_ports_on_every_interface(cfg: Config) -> None:
-    assert cfg.server.port == ServerSection().port
-    assert cfg.status.port == StatusSection().port
+    # The documented ports (README, Dockerfile, manifests), which are also the built-in defaults.
+    assert (cfg.server.port, cfg.status.port) == (8000, 8787)
+    assert (ServerSection().port, StatusSection().port) == (8000, 8787)
     assert cfg.server.host == "0.0.0.0" and cfg.status.host == "0.0.0.0" and cfg.status.enabled
     assert cfg.supervisor.mode == "production" and cfg.reload.enabled is False
 

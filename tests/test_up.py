@@ -56,7 +56,7 @@ def kill_and_await_successor(run: Running, old: int) -> int:
 def gone(pid: int) -> bool:
     """True once ``pid`` no longer runs (a zombie left for init to reap counts as gone)."""
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
 

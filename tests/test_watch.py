@@ -10,7 +10,7 @@ import pytest
 import watchfiles
 
 from supervisor.rollout import coalesce
-from supervisor.watch import ChangeFilter, classify
+from supervisor.watch import ChangeFilter, touches_settings
 
 ROOT = Path("/project")
 
@@ -46,14 +46,11 @@ def test_include_and_exclude_patterns() -> None:
     assert f.matches("/project/app.py")
 
 
-def test_classify_separates_settings_from_code() -> None:
+def test_settings_changes_are_told_apart_from_code_changes() -> None:
     env, toml = ROOT / ".env", ROOT / "supervisor.toml"
-    assert classify({"/project/app.py"}, env, toml).code
-    assert not classify({"/project/app.py"}, env, toml).settings
-    both = classify({"/project/.env", "/project/app.py"}, env, toml)
-    assert both.code and both.settings
-    only_env = classify({"/project/.env"}, env, toml)
-    assert only_env.settings and not only_env.code
+    assert not touches_settings({"/project/app.py"}, env, toml)
+    assert touches_settings({"/project/.env", "/project/app.py"}, env, toml)
+    assert touches_settings({"/project/supervisor.toml"}, env, toml)
 
 
 async def scripted(events: list[tuple[asyncio.Event | None, set[str]]],

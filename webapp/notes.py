@@ -126,7 +126,7 @@ async def delete_note(request: Request) -> Response:
     async with request.app.state.db.session() as session:
         result = await session.execute(delete(Note).where(Note.id == note_id, Note.owner == owner))
         await session.commit()
-    if result.rowcount == 0:  # type: ignore[attr-defined]
+    if result.rowcount == 0:
         raise HTTPException(404, "note not found")
     return Response(status_code=204)
 

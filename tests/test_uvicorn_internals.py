@@ -1,0 +1,70 @@
+"""The uvicorn internals the worker's drain relies on, checked against the installed uvicorn.
+
+``supervisor.worker.ReportingServer.shutdown`` reaches into ``server_state.connections``, each
+connection's ``cycle`` (``keep_alive``, ``response_started``, ``response_complete``,
+``default_headers``) and ``server_state.default_headers``. pyproject.toml bounds the uvicorn
+version; this test fails loudly, naming what changed, if a release inside the bound moves them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+import uvicorn
+from starlette.types import Receive, Scope, Send
+
+from supervisor.worker import ReportingServer
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.mark.timeout(20)
+async def test_a_request_in_flight_exposes_the_connection_and_cycle_attributes_the_drain_uses() -> None:
+    in_handler = asyncio.Event()
+    release = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        in_handler.set()
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    read_fd, write_fd = socket.socketpair()
+    config = uvicorn.Config(app, loop="asyncio", lifespan="off", log_level="warning")
+    server = ReportingServer(config, write_fd.detach())
+    serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)  # poll interval: uvicorn offers no "started" event
+        reader, writer = await asyncio.open_connection(*sock.getsockname())
+        writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await asyncio.wait_for(in_handler.wait(), 10)
+
+        state: Any = server.server_state
+        missing = [name for name in ("connections", "tasks", "default_headers") if not hasattr(state, name)]
+        assert not missing, f"uvicorn's ServerState lost {missing}: the worker's drain needs updating"
+        (connection,) = list(state.connections)
+        cycle = getattr(connection, "cycle", None)
+        assert cycle is not None, "uvicorn's protocol no longer keeps the request cycle as .cycle"
+        missing = [name for name in ("keep_alive", "response_started", "response_complete", "default_headers")
+                   if not hasattr(cycle, name)]
+        assert not missing, f"uvicorn's RequestResponseCycle lost {missing}: the worker's drain needs updating"
+        assert (cycle.response_started, cycle.response_complete) == (False, False)
+        assert isinstance(state.default_headers, list) and isinstance(cycle.default_headers, list)
+
+        release.set()
+        assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"HTTP/1.1 200")
+        writer.close()
+    finally:
+        release.set()
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)
+        sock.close()
+        read_fd.close()
