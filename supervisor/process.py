@@ -36,6 +36,8 @@ class WorkerSpec:
     environ: Mapping[str, str]
     log_level: str = "info"
     graceful_timeout: float = 10.0
+    # The status API's live-reload stream, for the worker's HTML pages; "" for none.
+    livereload_url: str = ""
     python: str = field(default_factory=lambda: sys.executable)
 
 
@@ -174,7 +176,7 @@ def spawn_worker(spec: WorkerSpec, on_line: LineSink) -> WorkerProcess:
     ready_r, ready_w = os.pipe()
     args = WorkerArgs(app=spec.app, factory=spec.factory, listen_fd=spec.listen_fd, ready_fd=ready_w,
                       parent_pid=os.getpid(), log_level=spec.log_level,
-                      graceful_timeout=spec.graceful_timeout)
+                      graceful_timeout=spec.graceful_timeout, livereload_url=spec.livereload_url)
     env = dict(spec.environ)
     env["PYTHONUNBUFFERED"] = "1"
     try:
