@@ -94,6 +94,8 @@ class ReloadSection:
     debounce: float = _opt(0.05, lo=0, hi=60)
     poll: bool = _opt(False)
     poll_interval: float = _opt(0.3, lo=0.05, hi=60)
+    # Development mode: HTML pages reload once the new workers serve (needs the status API).
+    browser: bool = _opt(True)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -120,12 +121,30 @@ def skip_reason(start: Message) -> str | None:
     return None
 
 
+def is_navigation(scope: Scope) -> bool:
+    """A browser loading a page (``Sec-Fetch-Mode: navigate``), with a safe method."""
+    if scope.get("method") != "GET":
+        return False
+    return any(k == b"sec-fetch-mode" and v == b"navigate" for k, v in scope.get("headers", ()))
+
+
+async def send_again(scope: Scope, send: Send) -> None:
+    target = scope.get("raw_path") or scope.get("path", "/").encode()
+    if scope.get("query_string"):
+        target += b"?" + scope["query_string"]
+    await send({"type": "http.response.start", "status": 307,
+                "headers": [(b"location", target), (b"cache-control", b"no-store"), (b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
+
+
 class LiveReloadScript:
     """ASGI middleware adding :func:`script_tag` to whole HTML documents (development only)."""
 
-    def __init__(self, app: ASGIApp, events_url: str, pid: int) -> None:
+    def __init__(self, app: ASGIApp, events_url: str, pid: int,
+                 draining: Callable[[], bool] = lambda: False) -> None:
         self.app = app
         self.tag = script_tag(events_url, pid)
+        self.draining = draining
         self._explained: set[str] = set()
 
     def _explain(self, scope: Scope, reason: str) -> None:
@@ -137,6 +156,12 @@ class LiveReloadScript:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") == "HEAD":
             await self.app(scope, receive, send)
+            return
+        if self.draining() and is_navigation(scope):
+            # A browser reloading for the new version over its kept-alive connection to this
+            # draining worker: send it to the same URL again; the new connection that takes
+            # (this one closes) reaches the successor, instead of showing the old version.
+            await send_again(scope, send)
             return
         held: Message | None = None
         passing = False

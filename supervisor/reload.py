@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from supervisor import state as S
 from supervisor.errors import ConfigError
+from supervisor.livereload import STYLESHEETS, browser_follows, only_stylesheets
 from supervisor.watch import ChangeFilter, classify, watch_batches
 
 if TYPE_CHECKING:
@@ -75,8 +76,10 @@ def settings_files(sup: Supervisor) -> tuple[Path, Path]:
 def change_filter(sup: Supervisor) -> ChangeFilter:
     cfg = sup.settings.config.reload
     env_file, config_file = settings_files(sup)
-    # The settings files always count, whatever the include patterns say.
-    include = (*cfg.include, env_file.name, config_file.name)
+    # The settings files always count, whatever the include patterns say; stylesheets do when the
+    # browser follows reloads (they are swapped in the page, see swap_stylesheets).
+    include = (*cfg.include, env_file.name, config_file.name,
+               *(STYLESHEETS if browser_follows(sup.settings) else ()))
     return ChangeFilter(root=sup.settings.project_dir, include=tuple(dict.fromkeys(include)),
                         exclude=tuple(cfg.exclude), runtime_dir=sup.settings.runtime_dir)
 
@@ -122,6 +125,9 @@ class Reloader:
                 yield batch
 
         async def apply(files: set[str]) -> None:
+            if browser_follows(sup.settings) and only_stylesheets(files):
+                swap_stylesheets(sup, files)
+                return
             try:
                 await reload(sup, files, trigger="file change")
             except Exception as exc:  # one failed reload must not end the watching
@@ -141,6 +147,15 @@ def _shown(files: set[str], root: Path) -> list[str]:
     return shown
 
 
+def swap_stylesheets(sup: Supervisor, files: set[str]) -> None:
+    """Only stylesheets changed: no new workers, the pages swap them in place (live reload)."""
+    shown = _shown(files, sup.settings.project_dir)
+    logger.info("reload: stylesheets changed, swapped in the browser: %s", ", ".join(shown))
+    sup.reload_status.stylesheets += 1
+    sup.reload_status.last_stylesheets = shown
+    sup.changed()
+
+
 async def reload(sup: Supervisor, files: set[str], trigger: str, reread: bool = False) -> bool:
     """Re-read settings if they (may have) changed, then replace the workers one by one.
 
@@ -158,6 +173,7 @@ async def reload(sup: Supervisor, files: set[str], trigger: str, reread: bool = 
         logger.info("reload: %s", trigger)
     status.last_files = shown
     status.last_at = sup.wall()
+    status.last_output = []
     if (reread or kind.settings) and sup.resolve is not None:
         try:
             new = sup.resolve()
@@ -166,6 +182,7 @@ async def reload(sup: Supervisor, files: set[str], trigger: str, reread: bool = 
             logger.error("reload failed: invalid configuration, still serving the previous version:\n%s",
                          problems)
             status.last_error = "invalid configuration: " + "; ".join(str(p) for p in exc.problems)
+            status.failures += 1
             sup.changed()
             return False
         sup.apply_settings(new)
@@ -177,6 +194,7 @@ async def reload(sup: Supervisor, files: set[str], trigger: str, reread: bool = 
         logger.info("reload: done in %.2fs", status.last_duration)
     else:
         status.last_error = "a new worker failed to start; still serving the previous version"
+        status.failures += 1
         logger.error("reload failed: %s", status.last_error)
     sup.changed()
     return ok

@@ -32,7 +32,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
@@ -48,6 +48,7 @@ from supervisor import __version__
 from supervisor import state as S
 from supervisor.dashboard import render_dashboard
 from supervisor.errors import PortError
+from supervisor.livereload_hub import install_livereload
 from supervisor.metrics import SupervisorMetrics
 from supervisor.ports import bind_listener, describe_holder, display_url
 from supervisor.statefile import TOKEN_NAME, StateRecord, claim, generate_token, release
@@ -183,6 +184,10 @@ class StatusAPI:
             Route("/stop", self.stop, methods=["POST"]),
         ]
         return Starlette(routes=routes, middleware=[Middleware(_Guard, access=self.access)])
+
+    def add_route(self, path: str, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        """Serve one more GET route (a plugin's, such as live reload's event stream)."""
+        self.app.router.routes.append(Route(path, endpoint, methods=["GET"]))
 
     def _redact(self, text: str) -> str:
         return self.sup.redactor(text) if self.sup.redactor is not None else text
@@ -320,6 +325,7 @@ def install_status_api(sup: Supervisor) -> StatusAPI | None:
     """Bind the API's port and add its service to ``sup``; None when ``[status] enabled = false``."""
     cfg = sup.settings.config.status
     if not cfg.enabled:
+        install_livereload(sup, None)  # says once that the browser cannot follow reloads
         return None
     sock, note = bind_status_socket(cfg.host, cfg.port, sup.settings.production)
     if note:
@@ -329,4 +335,6 @@ def install_status_api(sup: Supervisor) -> StatusAPI | None:
         sup.redactor.add([token])
     api = StatusAPI(sup, sock, token, cfg.host)
     sup.services.append(api.serve)
+    # Temporary wiring: live reload belongs in the launcher, next to the status API it needs.
+    install_livereload(sup, api)
     return api

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import os
 import signal
@@ -16,6 +17,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import FrameType
 
 import uvicorn
 from uvicorn.importer import import_from_string
@@ -110,16 +112,29 @@ class ReportingServer(uvicorn.Server):
         self.on_drain = on_drain
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
         await super().startup(sockets=sockets)
         if self.started and not self.should_exit:
             os.write(self.ready_fd, READY_MESSAGE)
             os.close(self.ready_fd)
 
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        loop = asyncio.get_running_loop()
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        # Stop taking connections at once, not at uvicorn's next tick (up to 0.1 s later): the
+        # supervisor signals us once the successor serves, and from then on every new connection
+        # (a browser reloading for the new version) must reach the successor.
+        loop = getattr(self, "_loop", None)
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(self._stop_accepting)
+
+    def _stop_accepting(self) -> None:
         for server in self.servers:
             for sock in server.sockets:
-                loop.remove_reader(sock.fileno())
+                self._loop.remove_reader(sock.fileno())
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._stop_accepting()
         # Accepted connections are set up by tasks scheduled from the accept callback; let them
         # run so each has its protocol registered before we look at the connection set.
         for _ in range(3):
@@ -199,11 +214,13 @@ def run(args: WorkerArgs) -> int:
         return 1
     longlived = LongLived(config.loaded_app)
     config.loaded_app = longlived
+    server = ReportingServer(config, args.ready_fd, on_drain=longlived.drain)
     if args.livereload_url:
         from supervisor.htmlinject import LiveReloadScript
 
-        config.loaded_app = LiveReloadScript(longlived, args.livereload_url, os.getpid())
-    ReportingServer(config, args.ready_fd, on_drain=longlived.drain).run(sockets=[sock])
+        config.loaded_app = LiveReloadScript(longlived, args.livereload_url, os.getpid(),
+                                             draining=lambda: server.should_exit)
+    server.run(sockets=[sock])
     return 0
 
 
