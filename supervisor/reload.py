@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from supervisor import state as S
+from supervisor import watchplan
 from supervisor.errors import ConfigError
-from supervisor.livereload import STYLESHEETS, browser_follows, only_stylesheets
+from supervisor.livereload import browser_follows, only_stylesheets
 from supervisor.watch import ChangeFilter, classify, watch_batches
 
 if TYPE_CHECKING:
@@ -68,20 +69,11 @@ async def coalesce(batches: AsyncIterator[set[str]],
 
 
 def settings_files(sup: Supervisor) -> tuple[Path, Path]:
-    settings = sup.settings
-    env_file = Path(settings.dotenv.path)
-    return env_file, Path(settings.config.path)
+    return watchplan.settings_files(sup.settings)
 
 
 def change_filter(sup: Supervisor) -> ChangeFilter:
-    cfg = sup.settings.config.reload
-    env_file, config_file = settings_files(sup)
-    # The settings files always count, whatever the include patterns say; stylesheets do when the
-    # browser follows reloads (they are swapped in the page, see swap_stylesheets).
-    include = (*cfg.include, env_file.name, config_file.name,
-               *(STYLESHEETS if browser_follows(sup.settings) else ()))
-    return ChangeFilter(root=sup.settings.project_dir, include=tuple(dict.fromkeys(include)),
-                        exclude=tuple(cfg.exclude), runtime_dir=sup.settings.runtime_dir)
+    return watchplan.change_filter_for(sup.settings)
 
 
 class Reloader:
@@ -103,15 +95,12 @@ class Reloader:
         if not settings.reload:
             return
         cfg = settings.config.reload
-        paths = [p if p.is_absolute() else settings.project_dir / p for p in map(Path, cfg.paths)]
-        env_file, config_file = settings_files(sup)
-        paths += [env_file.parent, config_file.parent]
-        # Watch each directory once, parents before children: watchfiles is recursive.
-        unique = sorted({p.resolve() for p in paths if p.exists()}, key=lambda p: len(p.parts))
-        roots = [p for i, p in enumerate(unique) if not any(p.is_relative_to(q) for q in unique[:i])]
-        mode = "polling" if settings.reload_poll else "native events"
-        logger.info("reload: watching %s (%s)", ", ".join(map(str, roots)), mode)
-        stream = watch_batches(roots, change_filter(sup), debounce=cfg.debounce, poll=settings.reload_poll,
+        roots = watchplan.watched_roots(settings)
+        poll, why = watchplan.choose_polling(settings, roots)
+        if why:
+            logger.info("reload: %s", why)
+        logger.info("reload: watching %s (%s)", ", ".join(map(str, roots)), "polling" if poll else "native events")
+        stream = watch_batches(roots, change_filter(sup), debounce=cfg.debounce, poll=poll,
                                poll_interval=cfg.poll_interval)
         # watchfiles sets up the OS watches synchronously in the first step of the first
         # iteration; once that step has run, nothing written from now on can be missed.
