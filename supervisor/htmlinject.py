@@ -28,9 +28,9 @@ _TEXT_CHARSETS = ("", "utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin
 SCRIPT = """(function () {
   var me = document.currentScript;
   if (!me || window.__supervisorLiveReload) return;
-  window.__supervisorLiveReload = true;
   var OVERLAY = "OVERLAY_ID";
   var source = new EventSource(me.getAttribute("data-events") + "?pid=" + me.getAttribute("data-pid"));
+  window.__supervisorLiveReload = source;
   function data(e) { try { return JSON.parse(e.data); } catch (err) { return {}; } }
   function reload() { source.close(); window.location.reload(); }
   function clear() { var o = document.getElementById(OVERLAY); if (o) o.remove(); }

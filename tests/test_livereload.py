@@ -184,8 +184,9 @@ def test_chromium_follows_edits_shows_the_overlay_and_swaps_css(tmp_path: Path) 
         events_url(run)
         tab.navigate(url + "/")
         wait_until(lambda: text_of(tab, "version") == "version 1", 30, "the first page", lambda: run.output)
-        # The page is connected to the stream once the supervisor has a client for it.
-        wait_until(lambda: tab.evaluate("window.__supervisorLiveReload === true"), 30, "the script to run")
+        # OPEN once the stream's headers arrived: the supervisor has this page as a client.
+        connected = "window.__supervisorLiveReload && window.__supervisorLiveReload.readyState === 1"
+        wait_until(lambda: tab.evaluate(connected), 30, "the page to connect to the stream", lambda: run.output)
         tab.evaluate("window.marker = 'before'")
 
         # A CSS-only change is swapped in place: the colour changes, the page (and its variable) stays.
@@ -202,6 +203,7 @@ def test_chromium_follows_edits_shows_the_overlay_and_swaps_css(tmp_path: Path) 
                    lambda: run.output)
         assert tab.evaluate("window.marker") is None, "a real reload, not a patch"
         assert text_of(tab, "pid") == str(worker_serving(run, after=1))
+        wait_until(lambda: tab.evaluate(connected), 30, "the reloaded page to connect", lambda: run.output)
 
         # A broken edit: the overlay shows the error and the redacted traceback; the fix clears it.
         app.write_text(BROKEN)
