@@ -6,6 +6,7 @@ why``, so that the explanation and the behaviour cannot drift apart.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from supervisor.livereload import STYLESHEETS, browser_follows
@@ -40,12 +41,13 @@ def change_filter_for(settings: Settings) -> ChangeFilter:
                         exclude=tuple(cfg.exclude), runtime_dir=settings.runtime_dir)
 
 
-def choose_polling(settings: Settings, roots: list[Path]) -> tuple[bool | None, str]:
+def choose_polling(settings: Settings, roots: list[Path],
+                   detect: Callable[[list[Path]], str | None] = detect_polling) -> tuple[bool | None, str]:
     """(poll, a line for the log or ""): the setting when there is one, else polling where the
     mount table says native events do not arrive, else None (watchfiles decides)."""
     if settings.reload_poll is not None:
         return settings.reload_poll, ""
-    reason = detect_polling(roots)
+    reason = detect(roots)
     if reason is None:
         return None, ""
     return True, (f"polling, because {reason}; set [reload] poll = false (or SUPERVISOR_RELOAD_POLL=false) "

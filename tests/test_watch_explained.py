@@ -113,6 +113,11 @@ def test_detection_reads_a_mountinfo_file_and_an_explicit_setting_wins(tmp_path:
     assert choose_polling(settings, watched_roots(settings)) == (False, "")
     settings = resolve_settings(root, {"SUPERVISOR_RELOAD_POLL": "true"})
     assert choose_polling(settings, watched_roots(settings)) == (True, "")
+    # Unset: the mount table decides, and the one log line says why and how to turn it off.
+    settings = resolve_settings(make_project(tmp_path / "q", ""), {})
+    poll, line = choose_polling(settings, watched_roots(settings), lambda roots: f"{roots[0]} is on nfs")
+    assert poll is True and re.search(r"polling, because .* is on nfs; set \[reload\] poll = false", line)
+    assert choose_polling(settings, watched_roots(settings), lambda roots: None) == (None, "")
 
 
 def project(root: Path, toml: str = "") -> Path:
