@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from supervisor import __version__, control, unitfile
+from supervisor import __version__, control, unitfile, why
 from supervisor.errors import EXIT_CONFIG, EXIT_OK, ConfigError, SupervisorError
 from supervisor.output import logger, setup_logging
 from supervisor.secrets import Redactor
@@ -49,7 +49,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     redact = Redactor(settings.secrets)
-    setup_logging(redact, settings.config.supervisor.log_level)
+    setup_logging(redact, args.log_level or settings.config.supervisor.log_level)
     launch = build(settings, resolve=lambda: _settings(args), redactor=redact)
     return asyncio.run(launch.run())
 
@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--workers", type=int)
     up.add_argument("--reload", action=argparse.BooleanOptionalAction, default=None,
                     help="reload on file changes (default: on in development mode)")
+    up.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                    help="the supervisor's own log level (default: [supervisor] log_level); debug "
+                         "also logs the changes the watcher ignored, and why")
     up.set_defaults(func=cmd_up)
 
     check = sub.add_parser("check", help="validate configuration and environment, start nothing")
@@ -82,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Subcommands that live in their own modules.
     control.register(sub)  # status, restart, stop
     unitfile.register(sub)  # systemd-unit
+    why.register(sub, _settings)  # why PATH...
     return parser
 
 

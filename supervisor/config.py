@@ -92,8 +92,12 @@ class ReloadSection:
     include: list[str] = _opt(["*.py", ".env", "supervisor.toml"])
     exclude: list[str] = _opt([])
     debounce: float = _opt(0.05, lo=0, hi=60)
-    poll: bool = _opt(False)
+    # None: poll where the mount table says file events do not arrive (WSL drives, network and
+    # FUSE file systems, host bind mounts in a container); true: always; false: never.
+    poll: bool | None = _opt(None)
     poll_interval: float = _opt(0.3, lo=0.05, hi=60)
+    # Development mode: HTML pages reload once the new workers serve (needs the status API).
+    browser: bool = _opt(True)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from supervisor.activation import activated_listener
 from supervisor.contract import Plugin
 from supervisor.dbwatch import DatabaseWatch
+from supervisor.livereload_hub import install_livereload, livereload_url
 from supervisor.ports import bind_port
 from supervisor.reaper import reaper_plugin
 from supervisor.reload import Reloader
@@ -17,7 +18,7 @@ from supervisor.runner import Runner
 from supervisor.sdnotify import install_sd_notify
 from supervisor.secrets import Redactor
 from supervisor.settings import Settings
-from supervisor.status_api import install_status_api
+from supervisor.status_api import bind_status_api, build_status_api
 
 logger = logging.getLogger("supervisor")
 
@@ -41,13 +42,18 @@ def build(settings: Settings, resolve: Callable[[], Settings] | None, redactor: 
         logger.warning("supervisor: %s", bound.note)
     logger.info("supervisor: %s mode, listening on %s:%d, %d worker(s), app %s",
                 settings.mode, settings.host, bound.port, settings.workers, settings.config.app.app)
-    runner = Runner(settings, bound, resolve=resolve, redactor=redactor)
+    status = bind_status_api(settings)  # PortError (exit 4) if unusable; None when disabled
+    browser_url = livereload_url(settings, status.url if status is not None else None)
+    runner = Runner(settings, bound, resolve=resolve, redactor=redactor, livereload_url=browser_url)
     reloader = Reloader(runner)
+    api = build_status_api(runner, status, redactor) if status is not None else None
+    if api is not None and browser_url:
+        install_livereload(runner, api, browser_url)
     # Startup steps run in this order: the watches first (an edit made the moment the app
     # answers must not be missed), then the database wait.
     plugins = [
         Plugin("reload", service=reloader.serve, startup=reloader.wait_watching),
-        install_status_api(runner, redactor),  # binds [status] port; PortError (exit 4) if unusable
+        api.plugin() if api is not None else None,
         reaper_plugin(runner),
         DatabaseWatch(runner).plugin(),
         install_sd_notify(runner, settings.environ),

@@ -180,6 +180,10 @@ class SlotMachine:
         """No process of this slot is alive: after a shutdown, the slot is done."""
         return self.current is None and self.successor is None and not self.draining
 
+    def stopping_pid(self, pid: int) -> bool:
+        """True when ``pid`` was asked to stop (drained or shut down): its exit is no crash."""
+        return pid in self.draining or self.stopping
+
     def reconfigure(self, restart: RestartSection, ready_timeout: float) -> None:
         self.tracker.cfg = restart
         self.ready_timeout = ready_timeout

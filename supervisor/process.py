@@ -38,6 +38,8 @@ class WorkerSpec:
     environ: Mapping[str, str]
     log_level: str = "info"
     graceful_timeout: float = 10.0
+    # The status API's live-reload stream, for the worker's HTML pages; "" for none.
+    livereload_url: str = ""
     python: str = field(default_factory=lambda: sys.executable)
 
 
@@ -144,7 +146,7 @@ class WorkerProcess:
             kill_group(self.pid, signal.SIGKILL)
 
 
-def worker_spec(settings: Settings, listen_fd: int) -> WorkerSpec:
+def worker_spec(settings: Settings, listen_fd: int, livereload_url: str = "") -> WorkerSpec:
     """The spec of the next web worker, from the current settings."""
     cfg = settings.config
     return WorkerSpec(
@@ -153,6 +155,7 @@ def worker_spec(settings: Settings, listen_fd: int) -> WorkerSpec:
         environ=scrub_systemd_env(settings.environ),
         log_level=cfg.supervisor.log_level,
         graceful_timeout=worker_drain_timeout(cfg.supervisor.stop_timeout),
+        livereload_url=livereload_url,
     )
 
 
@@ -177,7 +180,7 @@ def spawn_worker(spec: WorkerSpec, on_line: LineSink) -> WorkerProcess:
     ready_r, ready_w = os.pipe()
     args = WorkerArgs(app=spec.app, factory=spec.factory, listen_fd=spec.listen_fd, ready_fd=ready_w,
                       parent_pid=os.getpid(), log_level=spec.log_level,
-                      graceful_timeout=spec.graceful_timeout)
+                      graceful_timeout=spec.graceful_timeout, livereload_url=spec.livereload_url)
     env = dict(spec.environ)
     env["PYTHONUNBUFFERED"] = "1"
     try:

@@ -7,25 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from pathlib import Path
 
+from supervisor import watchplan
 from supervisor.contract import FilesChanged, SupervisorView
-from supervisor.rollout import settings_files
-from supervisor.settings import Settings
-from supervisor.watch import ChangeFilter, watch_batches
+from supervisor.watch import watch_batches
 
 logger = logging.getLogger("supervisor")
 # How long the first worker waits for the file watches to be in place (normally milliseconds).
 WATCH_SETUP_TIMEOUT = 10.0
-
-
-def change_filter(settings: Settings) -> ChangeFilter:
-    cfg = settings.config.reload
-    env_file, config_file = settings_files(settings)
-    # The settings files always count, whatever the include patterns say.
-    include = (*cfg.include, env_file.name, config_file.name)
-    return ChangeFilter(root=settings.project_dir, include=tuple(dict.fromkeys(include)),
-                        exclude=tuple(cfg.exclude), runtime_dir=settings.runtime_dir)
 
 
 class Reloader:
@@ -48,15 +37,12 @@ class Reloader:
         if not settings.reload:
             return
         cfg = settings.config.reload
-        paths = [p if p.is_absolute() else settings.project_dir / p for p in map(Path, cfg.paths)]
-        env_file, config_file = settings_files(settings)
-        paths += [env_file.parent, config_file.parent]
-        # Watch each directory once, parents before children: watchfiles is recursive.
-        unique = sorted({p.resolve() for p in paths if p.exists()}, key=lambda p: len(p.parts))
-        roots = [p for i, p in enumerate(unique) if not any(p.is_relative_to(q) for q in unique[:i])]
-        mode = "polling" if settings.reload_poll else "native events"
-        logger.info("reload: watching %s (%s)", ", ".join(map(str, roots)), mode)
-        stream = watch_batches(roots, change_filter(settings), debounce=cfg.debounce, poll=settings.reload_poll,
+        roots = watchplan.watched_roots(settings)
+        poll, why = watchplan.choose_polling(settings, roots)
+        if why:
+            logger.info("reload: %s", why)
+        logger.info("reload: watching %s (%s)", ", ".join(map(str, roots)), "polling" if poll else "native events")
+        stream = watch_batches(roots, watchplan.change_filter_for(settings), debounce=cfg.debounce, poll=poll,
                                poll_interval=cfg.poll_interval)
         # watchfiles sets up the OS watches synchronously in the first step of the first
         # iteration; once that step has run, nothing written from now on can be missed.

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Protocol
 
 from supervisor.errors import ConfigError
+from supervisor.livereload import browser_follows, only_stylesheets
 from supervisor.settings import Settings, needs_restart
 from supervisor.state import ExitReason, ReloadStatus
 from supervisor.watch import touches_settings
+from supervisor.watchplan import settings_files
 
 logger = logging.getLogger("supervisor")
 
@@ -76,10 +78,6 @@ async def coalesce(batches: AsyncIterator[set[str]],
         raise failure  # the source itself failed: let the caller report it
 
 
-def settings_files(settings: Settings) -> tuple[Path, Path]:
-    return Path(settings.dotenv.path), Path(settings.config.path)
-
-
 def shown(files: set[str], root: Path) -> list[str]:
     """Paths relative to the project, for the log and the status document."""
     out = []
@@ -112,6 +110,9 @@ class Rollout:
                 yield await self._changes.get()
 
         async def apply(files: set[str]) -> None:
+            if browser_follows(self.slots.settings) and only_stylesheets(files):
+                self.swap_stylesheets(files)
+                return
             try:
                 await self.reload(files, trigger="file change")
             except Exception as exc:  # one failed reload must not end the watching
@@ -119,6 +120,14 @@ class Rollout:
                 self.status.last_error = f"internal error: {exc}"
 
         await coalesce(batches(), apply)
+
+    def swap_stylesheets(self, files: set[str]) -> None:
+        """Only stylesheets changed: no new workers, the pages swap them in place (live reload)."""
+        names = shown(files, self.slots.settings.project_dir)
+        logger.info("reload: stylesheets changed, swapped in the browser: %s", ", ".join(names))
+        self.status.stylesheets += 1
+        self.status.last_stylesheets = names
+        self.slots.changed()
 
     async def reload(self, files: set[str], trigger: str, reread: bool = False) -> bool:
         """Re-read settings if they (may have) changed, then replace the workers one by one.
@@ -132,6 +141,7 @@ class Rollout:
         logger.info("reload: %s%s", trigger, ": " + ", ".join(names) if names else "")
         self.status.last_files = names
         self.status.last_at = self.slots.wall()
+        self.status.last_output = []
         if (reread or touches_settings(files, *settings_files(settings))) and self.resolve is not None:
             try:
                 new = self.resolve()
@@ -140,6 +150,7 @@ class Rollout:
                 logger.error("reload failed: invalid configuration, still serving the previous version:\n%s",
                              problems)
                 self.status.last_error = "invalid configuration: " + "; ".join(str(p) for p in exc.problems)
+                self.status.failures += 1
                 self.slots.changed()
                 return False
             kept = needs_restart(settings, new)
@@ -155,6 +166,7 @@ class Rollout:
             logger.info("reload: done in %.2fs", self.status.last_duration)
         else:
             self.status.last_error = "a new worker failed to start; still serving the previous version"
+            self.status.failures += 1
             logger.error("reload failed: %s", self.status.last_error)
         self.slots.changed()
         return ok

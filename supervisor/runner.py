@@ -20,6 +20,7 @@ from supervisor import lifecycle as L
 from supervisor.contract import Command, FilesChanged, Message, Plugin, Step
 from supervisor.errors import EXIT_FORCED, EXIT_OK, EXIT_RUNTIME, SupervisorError
 from supervisor.fallback import FallbackResponder, explain_fatal, fallback_text
+from supervisor.livereload import browser_follows
 from supervisor.output import banner
 from supervisor.ports import Bound, display_url
 from supervisor.process import spawn_worker, worker_spec
@@ -46,7 +47,7 @@ class Runner:
     """Runs the workers of one ``up``; implements :class:`~supervisor.contract.SupervisorView`."""
 
     def __init__(self, settings: Settings, listener: Bound, *, resolve: Callable[[], Settings] | None = None,
-                 redactor: Redactor | None = None, spawn: Spawner = spawn_worker,
+                 redactor: Redactor | None = None, spawn: Spawner = spawn_worker, livereload_url: str = "",
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
                  rand: Callable[[], float] = random.random) -> None:
         self._settings = settings
@@ -57,8 +58,10 @@ class Runner:
         self.database = DatabaseStatus()
         self.reload_status = ReloadStatus()
         self._slots = Slots(settings.workers, settings.config, spawn=spawn, run_task=self.run_task,
-                            spec=lambda: worker_spec(self._settings, listener.sock.fileno()),
-                            changed=self.changed, gave_up=self._gave_up, clock=clock, wall=wall, rand=rand)
+                            spec=lambda: worker_spec(self._settings, listener.sock.fileno(), self._livereload()),
+                            changed=self.changed, gave_up=self._gave_up, crashed=self._crashed, clock=clock,
+                            wall=wall, rand=rand)
+        self._livereload_url = livereload_url
         self.exit_code = EXIT_OK
         self._observers: list[Callable[[], None]] = []
         self._queue: asyncio.Queue[Message] = asyncio.Queue()
@@ -238,6 +241,14 @@ class Runner:
             self.post(_INTERNAL_ERROR)
         else:
             logger.error("web.%d: waiting for a change (file edit, restart request) before trying again", index)
+
+    def _livereload(self) -> str:
+        # Re-checked per worker: a SIGHUP may have switched to production mode.
+        return self._livereload_url if browser_follows(self._settings) else ""
+
+    def _crashed(self, stderr_tail: Sequence[str]) -> None:
+        # The deque itself: the relay may still be appending the last lines. Shown by live reload.
+        self.reload_status.last_output = stderr_tail
 
     def _fallback_body(self) -> str:
         text = fallback_text(self.slots, self._settings.production, self.wall()) or explain_fatal(self.slots)

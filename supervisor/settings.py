@@ -55,7 +55,7 @@ class Settings:
     port: int
     workers: int
     reload: bool
-    reload_poll: bool
+    reload_poll: bool | None  # None: detect from the mounts (see supervisor.mounts)
     runtime_dir: Path
     dotenv: DotEnv
     # The environment a worker starts with: process environment over .env, plus what the
@@ -116,7 +116,8 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
                                 f"{mode!r} is not a mode; expected 'development' or 'production'"))
         mode = "development"
 
-    reload_poll = bool(values.get("SUPERVISOR_RELOAD_POLL", config.reload.poll))
+    env_poll = values.get("SUPERVISOR_RELOAD_POLL")
+    reload_poll = bool(env_poll) if env_poll is not None else config.reload.poll
     if overrides.reload is not None:
         reload = overrides.reload
     elif config.reload.enabled is not None:

@@ -26,12 +26,13 @@ Spawner = Callable[[WorkerSpec, LineSink], WorkerProcess]
 
 class Slots:
     """``count`` worker slots. ``spec`` gives the spec for the next worker (settings may change);
-    ``changed`` runs after every event; ``gave_up(index)`` after a crash loop."""
+    ``changed`` runs after every event; ``gave_up(index)`` after a crash loop; ``crashed(stderr
+    tail)`` when a worker exits unasked."""
 
     def __init__(self, count: int, config: Config, *, spawn: Spawner, spec: Callable[[], WorkerSpec],
                  run_task: Callable[[Awaitable[object]], None], changed: Callable[[], None],
-                 gave_up: Callable[[int], None], clock: Callable[[], float], wall: Callable[[], float],
-                 rand: Callable[[], float]) -> None:
+                 gave_up: Callable[[int], None], crashed: Callable[[Sequence[str]], None],
+                 clock: Callable[[], float], wall: Callable[[], float], rand: Callable[[], float]) -> None:
         self.machines = [L.SlotMachine(i, config.restart, config.app.ready_timeout, clock=clock, wall=wall,
                                        rand=rand) for i in range(count)]
         self.config = config
@@ -40,6 +41,7 @@ class Slots:
         self._run_task = run_task
         self._changed = changed
         self._gave_up = gave_up
+        self._crashed = crashed
         self.procs: dict[int, WorkerProcess] = {}  # every worker not yet reaped, by pid
         self._timers: dict[tuple[int, int], asyncio.TimerHandle] = {}
         self._outcomes: dict[int, asyncio.Future[bool]] = {}
@@ -135,6 +137,8 @@ class Slots:
     async def _watch_exit(self, index: int, proc: WorkerProcess) -> None:
         code = await proc.wait()
         self.procs.pop(proc.pid, None)
+        if not self.machines[index].stopping_pid(proc.pid):
+            self._crashed(proc.stderr_tail)
         self.dispatch(index, L.Exited(proc.pid, code))
 
     async def _await_ready(self, index: int, proc: WorkerProcess, timeout: float) -> None:

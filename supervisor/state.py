@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal as _signal
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -117,3 +118,8 @@ class ReloadStatus:
     last_error: str | None = None
     last_at: float | None = None  # wall clock
     last_duration: float | None = None  # seconds from trigger to the new workers serving
+    failures: int = 0  # reloads that kept the previous version (invalid settings, a worker that failed)
+    # The last lines a worker that failed to start wrote to stderr (its traceback); redact to show.
+    last_output: Sequence[str] = field(default_factory=list)
+    stylesheets: int = 0  # CSS-only changes, swapped in the browser without new workers
+    last_stylesheets: list[str] = field(default_factory=list)

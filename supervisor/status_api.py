@@ -32,7 +32,8 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
@@ -51,6 +52,7 @@ from supervisor.errors import PortError
 from supervisor.metrics import SupervisorMetrics
 from supervisor.ports import bind_listener, describe_holder, display_url
 from supervisor.secrets import Redactor
+from supervisor.settings import Settings
 from supervisor.state import SupervisorState
 from supervisor.statefile import TOKEN_NAME, StateRecord, claim, generate_token, release
 from supervisor.statusdoc import ProcessSampler, readiness, status_document
@@ -183,6 +185,13 @@ class StatusAPI:
         ]
         return Starlette(routes=routes, middleware=[Middleware(_Guard, access=self.access)])
 
+    def add_route(self, path: str, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        """Serve one more GET route (a plugin's, such as live reload's event stream)."""
+        self.app.router.routes.append(Route(path, endpoint, methods=["GET"]))
+
+    def plugin(self) -> Plugin:
+        return Plugin("status", service=self.serve)
+
     def document(self) -> dict[str, Any]:
         sup = self.sup
         self.sampler.forget_except({s.pid for s in sup.slots if s.pid is not None})
@@ -313,18 +322,31 @@ def _bind_any(host: str) -> socket.socket:
         raise PortError(f"status API: cannot listen on {host}: {exc.strerror}") from None
 
 
-def install_status_api(sup: SupervisorView, redactor: Redactor) -> Plugin | None:
-    """Bind the API's port and return its plugin; None when ``[status] enabled = false``.
+@dataclass(frozen=True)
+class StatusListener:
+    """The API's bound socket, before the API itself exists (workers need its URL first)."""
 
-    A generated token joins ``redactor``'s secrets, so it is masked like every other.
-    """
-    cfg = sup.settings.config.status
+    sock: socket.socket
+    host: str
+
+    @property
+    def url(self) -> str:
+        return display_url(self.host, int(self.sock.getsockname()[1]))
+
+
+def bind_status_api(settings: Settings) -> StatusListener | None:
+    """Bind the API's port; None when ``[status] enabled = false``. Raises PortError (exit 4)."""
+    cfg = settings.config.status
     if not cfg.enabled:
         return None
-    sock, note = bind_status_socket(cfg.host, cfg.port, sup.settings.production)
+    sock, note = bind_status_socket(cfg.host, cfg.port, settings.production)
     if note:
         logger.warning("%s", note)
-    token = cfg.token or generate_token()
+    return StatusListener(sock, cfg.host)
+
+
+def build_status_api(sup: SupervisorView, listener: StatusListener, redactor: Redactor) -> StatusAPI:
+    """The API on ``listener``; a generated token joins ``redactor``'s secrets, masked like every other."""
+    token = sup.settings.config.status.token or generate_token()
     redactor.add([token])
-    api = StatusAPI(sup, sock, token, cfg.host)
-    return Plugin("status", service=api.serve)
+    return StatusAPI(sup, listener.sock, token, listener.host)

@@ -7,12 +7,17 @@ async iterator of path batches, so the reload loop can be fed scripted batches i
 from __future__ import annotations
 
 import fnmatch
+import functools
+import logging
 import os
+import re
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import watchfiles
+
+logger = logging.getLogger("supervisor")
 
 # Directory names never worth a reload: VCS data, virtual environments, caches, dependencies.
 IGNORED_DIRS = frozenset({
@@ -24,13 +29,44 @@ IGNORED_PATTERNS = ("*.pyc", "*.pyo", "*.log", "*.swp", "*.swx", "*~", ".#*", "*
                     "*.db", "*.db-journal", "*.sqlite3", "*.sqlite3-journal")
 
 
+@functools.lru_cache(maxsize=512)
+def _compile(pattern: str) -> re.Pattern[str]:
+    """A pattern as a regex: fnmatch's rules (``*`` also matches ``/``, as before), plus ``**``
+    for any number of directories, none included: ``**/migrations/*`` matches
+    ``migrations/0001.py`` and ``app/migrations/0001.py``; ``frontend/**`` matches ``frontend``
+    and everything below it."""
+    out = []
+    for part in re.split(r"(\*\*/|/\*\*$|\*\*)", pattern):
+        if part == "**/":
+            out.append("(?:.*/)?")
+        elif part == "/**":
+            out.append("(?:/.*)?")
+        elif part == "**":
+            out.append(".*")
+        elif part:
+            out.append(fnmatch.translate(part).removeprefix("(?s:").removesuffix(")\\Z"))
+    return re.compile("(?s:" + "".join(out) + ")\\Z")
+
+
+def glob_match(pattern: str, text: str) -> bool:
+    return _compile(pattern).match(text) is not None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a change to a path counts, and the rule that decided it, in words."""
+
+    watched: bool
+    rule: str
+
+
 @dataclass(frozen=True)
 class ChangeFilter:
     """Decides whether a changed path should trigger a reload.
 
     A path must match one of ``include`` (matched against the file name and the path relative to
     ``root``), match none of ``exclude`` or the built-in ignores, and lie outside ignored
-    directories and the supervisor's runtime directory.
+    directories and the supervisor's runtime directory. :meth:`explain` says which rule decided.
     """
 
     root: Path
@@ -43,23 +79,31 @@ class ChangeFilter:
         return self.matches(path)
 
     def matches(self, path: str) -> bool:
+        return self.explain(path).watched
+
+    def explain(self, path: str) -> Verdict:
         p = Path(path)
         if self.runtime_dir is not None and _is_within(p, self.runtime_dir):
-            return False
+            return Verdict(False, f"inside the supervisor's runtime directory ({self.runtime_dir})")
         try:
             rel = p.relative_to(self.root)
         except ValueError:
             rel = p
-        if any(part in self.ignored_dirs for part in rel.parts[:-1]):
-            return False
+        for part in rel.parts[:-1]:
+            if part in self.ignored_dirs:
+                return Verdict(False, f"inside {part}/, a directory ignored by default")
         name, rel_text = p.name, rel.as_posix()
 
-        def hit(patterns: Iterable[str]) -> bool:
-            return any(fnmatch.fnmatch(name, pat) or fnmatch.fnmatch(rel_text, pat) for pat in patterns)
+        def hit(patterns: Iterable[str]) -> str | None:
+            return next((pat for pat in patterns if glob_match(pat, name) or glob_match(pat, rel_text)), None)
 
-        if hit(IGNORED_PATTERNS) or hit(self.exclude):
-            return False
-        return hit(self.include)
+        if (pattern := hit(IGNORED_PATTERNS)) is not None:
+            return Verdict(False, f"matches {pattern!r}, ignored by default")
+        if (pattern := hit(self.exclude)) is not None:
+            return Verdict(False, f"matches the exclude pattern {pattern!r}")
+        if (pattern := hit(self.include)) is not None:
+            return Verdict(True, f"matches the include pattern {pattern!r}")
+        return Verdict(False, f"matches no include pattern ({', '.join(map(repr, self.include))})")
 
 
 def _is_within(path: Path, directory: Path) -> bool:
@@ -77,16 +121,41 @@ def touches_settings(paths: Iterable[str], env_file: Path, config_file: Path) ->
 
 
 async def watch_batches(paths: Iterable[Path], change_filter: ChangeFilter, *, debounce: float,
-                        poll: bool, poll_interval: float) -> AsyncIterator[set[str]]:
-    """Yield sets of changed paths; a batch closes after ``debounce`` seconds without changes."""
+                        poll: bool | None, poll_interval: float) -> AsyncIterator[set[str]]:
+    """Yield sets of changed paths; a batch closes after ``debounce`` seconds without changes.
+
+    ``poll``: True polls, False uses native events, None lets watchfiles decide (it honours
+    ``WATCHFILES_FORCE_POLLING`` and detects WSL by itself). A batch of only ignored paths is
+    logged at debug level with the rule that ignored each, and not yielded.
+    """
     existing = [str(p) for p in paths if p.exists()]
     async for changes in watchfiles.awatch(
         # step: the quiet period that closes a batch. debounce: watchfiles' cap on how long one
         # batch may keep growing under a constant stream of changes (its default, 1.6 s, or more).
-        *existing, watch_filter=change_filter, step=max(1, int(debounce * 1000)),
+        # No watch_filter: the filter runs here, so that what it ignores can be logged.
+        *existing, watch_filter=None, step=max(1, int(debounce * 1000)),
         debounce=max(1600, int(debounce * 4000)),
-        # None lets watchfiles honour WATCHFILES_FORCE_POLLING and detect WSL by itself.
-        force_polling=True if poll else None,
-        poll_delay_ms=int(poll_interval * 1000), recursive=True, ignore_permission_denied=True,
+        force_polling=poll, poll_delay_ms=int(poll_interval * 1000), recursive=True,
+        ignore_permission_denied=True,
     ):
-        yield {path for _, path in changes}
+        paths_changed = {path for _, path in changes}
+        counted = {path for path in paths_changed if change_filter.matches(path)}
+        if counted:
+            yield counted
+        elif logger.isEnabledFor(logging.DEBUG):
+            logger.debug("reload: ignored a change to %s", describe_ignored(paths_changed, change_filter))
+
+
+def describe_ignored(paths: Iterable[str], change_filter: ChangeFilter, limit: int = 5) -> str:
+    shown = sorted(paths)
+    words = [f"{_relative(p, change_filter.root)} ({change_filter.explain(p).rule})" for p in shown[:limit]]
+    if len(shown) > limit:
+        words.append(f"and {len(shown) - limit} more")
+    return ", ".join(words)
+
+
+def _relative(path: str, root: Path) -> str:
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return path

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import os
 import signal
 import socket
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import FrameType
 
 import uvicorn
 from uvicorn.importer import import_from_string
 
 from supervisor.accepting import stop_accepting
+from supervisor.longlived import LongLived
 
 PR_SET_PDEATHSIG = 1
 # Paths of frames that are ours or the import system's, not the user's, in a load traceback.
@@ -37,11 +41,15 @@ class WorkerArgs:
     parent_pid: int
     log_level: str
     graceful_timeout: float
+    # The supervisor's live-reload event stream; "" when the browser is not to follow reloads.
+    livereload_url: str = ""
 
     def to_argv(self) -> list[str]:
         argv = ["--app", self.app, "--listen-fd", str(self.listen_fd), "--ready-fd", str(self.ready_fd),
                 "--parent-pid", str(self.parent_pid), "--log-level", self.log_level,
                 "--graceful-timeout", repr(self.graceful_timeout)]
+        if self.livereload_url:
+            argv += ["--livereload-url", self.livereload_url]
         return argv + (["--factory"] if self.factory else [])
 
 
@@ -54,9 +62,10 @@ def parse_args(argv: list[str]) -> WorkerArgs:
     p.add_argument("--parent-pid", type=int, required=True)
     p.add_argument("--log-level", default="info")
     p.add_argument("--graceful-timeout", type=float, default=10.0)
+    p.add_argument("--livereload-url", default="")
     ns = p.parse_args(argv)
     return WorkerArgs(ns.app, ns.factory, ns.listen_fd, ns.ready_fd, ns.parent_pid, ns.log_level,
-                      ns.graceful_timeout)
+                      ns.graceful_timeout, ns.livereload_url)
 
 
 def die_with_parent(parent_pid: int) -> bool:
@@ -91,19 +100,39 @@ class ReportingServer(uvicorn.Server):
     2. answers every request still to come on its connections, in flight or arriving on a
        keep-alive or just-accepted connection, with ``Connection: close``, and closes each
        connection after its response; idle keep-alive connections end at their keep-alive timeout;
-    3. once no connection is left (or after ``timeout_graceful_shutdown``), runs the app's
+    3. closes open WebSockets with code 1012 and ends event streams (``on_drain``, see
+       :mod:`supervisor.longlived`), so their clients reconnect to the successor at once;
+    4. once no connection is left (or after ``timeout_graceful_shutdown``), runs the app's
        lifespan shutdown.
     """
 
-    def __init__(self, config: uvicorn.Config, ready_fd: int) -> None:
+    def __init__(self, config: uvicorn.Config, ready_fd: int,
+                 on_drain: Callable[[], None] = lambda: None) -> None:
         super().__init__(config)
         self.ready_fd = ready_fd
+        self.on_drain = on_drain
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
         await super().startup(sockets=sockets)
         if self.started and not self.should_exit:
             os.write(self.ready_fd, READY_MESSAGE)
             os.close(self.ready_fd)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        # Stop taking connections at once, not at uvicorn's next tick (up to 0.1 s later): the
+        # supervisor signals us once the successor serves, and from then on every new connection
+        # (a browser reloading for the new version) must reach the successor.
+        loop = getattr(self, "_loop", None)
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(self._stop_accepting)
+
+    def _stop_accepting(self) -> None:
+        for server in self.servers:
+            for sock in server.sockets:
+                self._loop.remove_reader(sock.fileno())
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # After this, each accepted connection has its protocol registered in the connection set.
@@ -117,6 +146,7 @@ class ReportingServer(uvicorn.Server):
                 cycle.keep_alive = False
                 if not cycle.response_started:
                     cycle.default_headers = [*cycle.default_headers, CONNECTION_CLOSE]
+        self.on_drain()
 
         try:
             await asyncio.wait_for(self._drained(), timeout=self.config.timeout_graceful_shutdown)
@@ -175,7 +205,20 @@ def run(args: WorkerArgs) -> int:
         timeout_graceful_shutdown=args.graceful_timeout,  # type: ignore[arg-type]
         server_header=False,
     )
-    ReportingServer(config, args.ready_fd).run(sockets=[sock])
+    try:
+        config.load()  # here, not in serve(): the loaded app is wrapped below
+    except Exception as exc:  # a factory that raised
+        print_user_traceback(exc, args.app)
+        return 1
+    longlived = LongLived(config.loaded_app)
+    config.loaded_app = longlived
+    server = ReportingServer(config, args.ready_fd, on_drain=longlived.drain)
+    if args.livereload_url:
+        from supervisor.htmlinject import LiveReloadScript
+
+        config.loaded_app = LiveReloadScript(longlived, args.livereload_url, os.getpid(),
+                                             draining=lambda: server.should_exit)
+    server.run(sockets=[sock])
     return 0
 
 

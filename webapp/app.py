@@ -21,6 +21,7 @@ from supervisor.dbprobe import classify
 from webapp import __version__
 from webapp.config import load_web_settings
 from webapp.db import Database, DatabaseDown
+from webapp.live import routes as live_routes
 from webapp.notes import Invalid
 from webapp.notes import routes as note_routes
 
@@ -94,7 +95,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Starlette:
             await app.state.db.close()
 
     return Starlette(
-        routes=[Route("/", index), Route("/health", health), *note_routes],
+        routes=[Route("/", index), Route("/health", health), *note_routes, *live_routes],
         exception_handlers={500: server_error, HTTPException: http_error, DatabaseDown: database_down,
                             Invalid: invalid_input},
         lifespan=lifespan,
