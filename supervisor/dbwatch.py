@@ -19,6 +19,7 @@ from supervisor.dbprobe import Attempt, EngineProbe, ProbeFailure, wait_for_data
 from supervisor.dburl import DatabaseURL, DatabaseURLError, normalize_database_url
 from supervisor.envrules import SQLITE_DEFAULT
 from supervisor.errors import ConfigError, DatabaseUnavailable, Problem
+from supervisor.migrate import run_migrations
 from supervisor.secrets import mask_url
 
 if TYPE_CHECKING:
@@ -71,7 +72,12 @@ class DatabaseWatch:
         sup.changed()
 
     async def wait(self, sup: Supervisor) -> None:
-        """Startup step: return once the database answers; raise DatabaseUnavailable (exit 3) if not."""
+        """Startup step: return once the database answers and ``[database] migrate`` has run;
+        raise DatabaseUnavailable or MigrationFailed (exit 3) if not."""
+        await self._wait_for_database(sup)
+        await run_migrations(sup.settings, sup.settings.environ)
+
+    async def _wait_for_database(self, sup: Supervisor) -> None:
         db = database_url(sup)
         cfg = sup.settings.config.database
         if db is None:
