@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import REPO, base_env, free_port, make_project
+from tests.pgserver import PgServer
+from tests.support import REPO, Running, base_env, free_port, make_project, supervisor
 
 SECRET = "test-auth-secret-8c1d0e2f-at-least-32-chars"
 
@@ -80,3 +87,72 @@ def alembic(*args: str, url: str, timeout: float = 60.0) -> subprocess.Completed
                             capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"alembic {' '.join(args)} failed:\n{result.stdout}{result.stderr}"
     return result
+
+
+@dataclass
+class Served:
+    """The webapp under a running supervisor: its URL, the backend, the project and the process."""
+
+    url: str
+    backend: str  # "postgresql" or "sqlite"
+    root: Path
+    run: Running
+    database_url: str  # what the webapp uses (the SQLite file's URL in development)
+
+    def client(self) -> httpx.Client:
+        return client(self.url)
+
+
+@contextlib.contextmanager
+def serve_webapp(request: pytest.FixtureRequest, root: Path, backend: str, *, migrate: bool = True,
+                 database: str = "webapp_tests", **env: str) -> Iterator[Served]:
+    """Run the webapp on ``backend`` with ``env`` added; PostgreSQL gets a fresh ``database``."""
+    project = webapp_project(root, migrate=migrate)
+    environ = base_env(BETTER_AUTH_SECRET=SECRET, **env)
+    if backend == "postgresql":
+        server: PgServer = request.getfixturevalue("pg_server")
+        server.ensure_started()
+        environ["DATABASE_URL"] = server.url(database=server.create_database(database))
+        url = environ["DATABASE_URL"]
+    else:
+        url = f"sqlite+aiosqlite:///{root / '.supervisor' / 'webapp.sqlite3'}"
+    with supervisor(["up", "--no-reload"], project, environ) as run:
+        yield Served(run.wait_url(timeout=60), backend, project, run, url)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample's value from Prometheus text; fails if the sample is absent."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    raise AssertionError(f"no sample {name}{labels or ''} in:\n{text}")
+
+
+@contextlib.contextmanager
+def notes_locked(served: Served, pg: PgServer | None) -> Iterator[None]:
+    """Hold a lock that makes every write to ``notes`` wait, from outside the app: an open
+    transaction with ``LOCK TABLE`` in psql, or SQLite's ``BEGIN EXCLUSIVE`` on the file."""
+    if served.backend == "postgresql":
+        assert pg is not None
+        database = served.database_url.rsplit("/", 1)[1]
+        psql = pg.session(database)
+        assert psql.stdin is not None and psql.stdout is not None
+        try:
+            psql.stdin.write("BEGIN; LOCK TABLE notes IN ACCESS EXCLUSIVE MODE; SELECT 'locked';\n")
+            line = psql.stdout.readline()
+            assert line.strip() == "locked", line
+            yield
+        finally:
+            psql.stdin.write("ROLLBACK;\n")
+            psql.stdin.close()
+            psql.wait(30)
+            psql.stdout.close()
+    else:
+        holder = sqlite3.connect(served.database_url.split("///", 1)[1], isolation_level=None, timeout=10)
+        try:
+            holder.execute("BEGIN EXCLUSIVE")
+            yield
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from webapp.db import DatabaseFailure
+from webapp.dberrors import POOL_EXHAUSTED
 
 logger = logging.getLogger("webapp")
 RETRY_AFTER_SECONDS = "5"
@@ -37,6 +38,10 @@ async def server_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def database_failure(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DatabaseFailure)
+    if exc.kind == POOL_EXHAUSTED:  # overload, not an outage: the database itself answers
+        return JSONResponse({"error": "database busy",
+                             "reason": "every pooled connection stayed in use past DATABASE_POOL_TIMEOUT"},
+                            status_code=503, headers={"Retry-After": RETRY_AFTER_SECONDS})
     if exc.status == 503:  # an outage: logged once when it starts (webapp.db), not per request
         return JSONResponse({"error": "database unavailable", "reason": exc.reason}, status_code=503,
                             headers={"Retry-After": RETRY_AFTER_SECONDS})

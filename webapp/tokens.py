@@ -59,7 +59,7 @@ def verify_token(token: str, policy: TokenPolicy) -> str:
                             options={"require": ["exp", "sub"], "verify_aud": policy.audience is not None},
                             audience=policy.audience, issuer=policy.issuer, leeway=policy.leeway)
     except jwt.MissingRequiredClaimError as exc:
-        raise TokenRejected(f"token has no {exc.claim!r} claim; expected exp and sub") from None
+        raise TokenRejected(f"token has no {exc.claim!r} claim") from None
     except jwt.ExpiredSignatureError:
         raise TokenRejected("token expired") from None
     except jwt.ImmatureSignatureError:
