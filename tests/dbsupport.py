@@ -26,13 +26,16 @@ SECRET = "test-auth-secret-8c1d0e2f-at-least-32-chars"
 
 def webapp_project(root: Path, *, deadline: float = 30.0, initial_delay: float = 0.1,
                    max_delay: float = 1.0, probe_interval: float = 10.0, declare_url: bool = True,
-                   migrate: bool = True, extra: str = "") -> Path:
+                   migrate: bool | list[str] = True, migrate_timeout: float = 300.0, extra: str = "") -> Path:
     """A project serving ``webapp.app:app`` from the repository, with fast database retries.
 
     ``migrate``: run the repository's Alembic migrations before the first worker, as the
-    project's own ``supervisor.toml`` does (False: the webapp starts on whatever schema there is).
+    project's own ``supervisor.toml`` does (False: the webapp starts on whatever schema there is;
+    a list: that command instead).
     """
-    command = json.dumps([sys.executable, "-m", "alembic", "upgrade", "head"]) if migrate else "[]"
+    if migrate is True:
+        migrate = [sys.executable, "-m", "alembic", "upgrade", "head"]
+    command = json.dumps(migrate or [])
     declared = """
         [env.DATABASE_URL]
         type = "url"
@@ -53,6 +56,7 @@ def webapp_project(root: Path, *, deadline: float = 30.0, initial_delay: float =
         connect_timeout = 2
         probe_interval = {probe_interval}
         migrate = {command}
+        migrate_timeout = {migrate_timeout}
         [status]
         enabled = false
         {extra}
