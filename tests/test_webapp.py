@@ -50,6 +50,11 @@ def test_health_reports_the_database_ok(http: httpx.Client, served: tuple[str, s
     assert body["database"]["backend"] == backend
     # The development default is a file in the runtime directory (ignored by git).
     assert (root / ".supervisor" / "webapp.sqlite3").exists() == (backend == "sqlite")
+    # Migrated by `up` before the worker started; the auth state without the secret.
+    assert body["database"]["schema"] == {"status": "current", "revision": "0002", "expected": "0002"}
+    assert body["auth"] == {"status": "ok", "algorithm": "HS256", "audience_checked": False, "issuer_checked": False,
+                            "secret": {"present": True, "min_length": 32, "long_enough": True}}
+    assert SECRET not in response.text and body["version"] == "0.1.0"
 
 
 @pytest.mark.timeout(60)
