@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
+import shlex
 import tomllib
 import types
 import typing
@@ -27,9 +28,13 @@ Mode = Literal["development", "production"]
 
 
 def _opt(default: Any = MISSING, *, lo: float | None = None, hi: float | None = None,
-         choices: tuple[str, ...] | None = None, doc: str = "") -> Any:
-    """A dataclass field with its validation bounds kept in metadata."""
-    meta = {"lo": lo, "hi": hi, "choices": choices, "doc": doc}
+         choices: tuple[str, ...] | None = None, doc: str = "", command: bool = False) -> Any:
+    """A dataclass field with its validation bounds kept in metadata.
+
+    ``command``: a list of strings that may also be written as one string, split like a shell
+    would (:func:`shlex.split`), e.g. ``migrate = "alembic upgrade head"``.
+    """
+    meta = {"lo": lo, "hi": hi, "choices": choices, "doc": doc, "command": command}
     if isinstance(default, list):
         return field(default_factory=functools.partial(list, default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -82,6 +87,10 @@ class DatabaseSection:
     max_delay: float = _opt(5.0, lo=0, hi=3600)
     deadline: float = _opt(60.0, lo=0, hi=86400)
     probe_interval: float = _opt(10.0, lo=0.1, hi=86400)
+    # Run once, after the database answers and before the first worker (schema migrations);
+    # empty: nothing. Runs in [app] app_dir with the workers' environment.
+    migrate: list[str] = _opt([], command=True)
+    migrate_timeout: float = _opt(300.0, lo=1, hi=86400)
 
 
 @dataclass(frozen=True)
@@ -198,6 +207,21 @@ def _coerce(tp: Any, value: Any) -> tuple[bool, Any]:
     return False, value
 
 
+def _command(raw: Any) -> list[str] | str:
+    """argv from a string (shell-split) or a list of strings; a str result is the problem."""
+    expected = 'expected a command line such as "python -m alembic upgrade head" or a list of strings'
+    if isinstance(raw, str):
+        try:
+            return shlex.split(raw)
+        except ValueError as exc:  # "No closing quotation"
+            return f"{raw!r} is not a valid command line ({exc}); {expected}"
+    if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
+        return f"{raw!r} is not a command; {expected}"
+    if raw and not raw[0].strip():
+        return f"{raw!r} starts with an empty program name; {expected}"
+    return list(raw)
+
+
 def _read_section(cls: type, data: Any, table: str, path: str, locator: _Locator,
                   problems: list[Problem]) -> Any:
     if not isinstance(data, dict):
@@ -216,6 +240,13 @@ def _read_section(cls: type, data: Any, table: str, path: str, locator: _Locator
             ))
             continue
         f = known[key]
+        if f.metadata.get("command"):
+            command = _command(raw)
+            if isinstance(command, str):
+                problems.append(Problem(_where(path, locator, table, key), command))
+            else:
+                values[key] = command
+            continue
         ok, value = _coerce(hints[key], raw)
         if not ok:
             shown = "the value" if is_secret_name(key) else repr(raw)  # [status] token

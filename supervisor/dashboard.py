@@ -53,6 +53,17 @@ def _env_rows(env: dict[str, dict[str, Any]]) -> str:
     return "\n".join(rows) or '<tr><td colspan="3" class="muted">none</td></tr>'
 
 
+def _links(doc: dict[str, Any]) -> str:
+    # The app's own /metrics (the bundled webapp's pool figures) come from whichever worker
+    # answers; the supervisor's are on this server.
+    app = escape(str(doc.get("url") or ""))
+    if not app:
+        return ""
+    return (f'<p id="links">app: <a href="{app}/">{app}</a> &middot; '
+            f'<a id="app-metrics" href="{app}/metrics">app metrics</a> (one worker\'s) &middot; '
+            '<a href="/metrics">supervisor metrics</a></p>')
+
+
 def render_dashboard(doc: dict[str, Any]) -> str:
     sup = doc["supervisor"]
     headers = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)
@@ -67,6 +78,7 @@ def render_dashboard(doc: dict[str, Any]) -> str:
 <p id="summary">{escape(summary_line(doc))}</p>
 <p class="muted">version {escape(str(sup['version']))}, pid {int(sup['pid'])}, started {duration(sup['uptime'])} ago;
 refreshes every {REFRESH_SECONDS}s</p>
+{_links(doc)}
 <h2>Workers</h2>
 <table id="workers"><thead><tr>{headers}</tr></thead><tbody>
 {_worker_rows(doc)}

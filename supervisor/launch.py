@@ -11,6 +11,7 @@ from supervisor.activation import activated_listener
 from supervisor.contract import Plugin
 from supervisor.dbwatch import DatabaseWatch
 from supervisor.livereload_hub import install_livereload, livereload_url
+from supervisor.migrate import migrate_plugin
 from supervisor.ports import bind_port
 from supervisor.reaper import reaper_plugin
 from supervisor.reload import Reloader
@@ -56,6 +57,7 @@ def build(settings: Settings, resolve: Callable[[], Settings] | None, redactor: 
         api.plugin() if api is not None else None,
         reaper_plugin(runner),
         DatabaseWatch(runner).plugin(),
+        migrate_plugin(runner),  # after the database answers, before the first worker
         install_sd_notify(runner, settings.environ),
     ]
     return Launch(runner, [plugin for plugin in plugins if plugin is not None])

@@ -113,8 +113,11 @@ async def reap_orphans(managed: Callable[[], Collection[int]], interval: float =
         while True:
             wake.clear()
             sweep(managed())
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(wake.wait(), interval)
+            # asyncio.timeout, not wait_for: on 3.11, wait_for swallows a cancellation that arrives
+            # as the event is set (a SIGCHLD at stop time), and this loop would never end.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await wake.wait()
     finally:
         loop.remove_signal_handler(signal.SIGCHLD)
 

@@ -99,6 +99,15 @@ class PgServer:
                           "-U", "postgres", "-d", database, "-v", "ON_ERROR_STOP=1", "-qAt",
                           "-c", statement])
 
+    def session(self, database: str) -> subprocess.Popen[str]:
+        """An interactive psql as the superuser: write statements to its stdin, read its stdout;
+        closing stdin ends it (and commits nothing left open). For holding a lock during a test."""
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        return subprocess.Popen([*prefix, str(self.bin / "psql"), "-h", str(self.sockets), "-p", str(self.port),
+                                 "-U", "postgres", "-d", database, "-v", "ON_ERROR_STOP=1", "-qAt"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, bufsize=1, cwd=self.root)
+
     def create_app_user(self) -> None:
         self.sql(f"CREATE ROLE {APP_USER} LOGIN PASSWORD '{APP_PASSWORD}'")
 

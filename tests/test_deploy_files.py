@@ -1,4 +1,4 @@
-"""The Dockerfile and Kubernetes manifests agree with the supervisor's configuration and defaults.
+"""The Dockerfile, docker-compose.yml and Kubernetes manifests agree with the supervisor's configuration and defaults.
 
 Ports, probe paths, the config path, the runtime directory and the stop deadline appear in several
 files; each is checked against the one source it must match (``config.py`` defaults, the
@@ -10,13 +10,18 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from pathlib import PurePosixPath
+import subprocess
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from dotenv import dotenv_values
 
 from supervisor.config import Config, ServerSection, StatusSection, load_config, parse_config
+from supervisor.dburl import normalize_database_url
+from supervisor.settings import resolve_settings
 from supervisor.status_api import PROBES
 from tests.support import REPO
 
@@ -90,7 +95,9 @@ def test_container_config_uses_the_default_ports_on_every_interface(cfg: Config)
 def test_container_config_declares_the_projects_variables(cfg: Config) -> None:
     project = load_config(REPO / "supervisor.toml")
     assert set(cfg.env) == set(project.env)
-    assert all(spec.required for spec in cfg.env.values())  # no development defaults in production
+    # No development defaults in production: what the app needs is required, the rest optional.
+    assert all(spec.default is None for spec in cfg.env.values())
+    assert cfg.env["DATABASE_URL"].required and cfg.env["BETTER_AUTH_SECRET"].required
 
 
 def test_container_ports_match_the_config(container: dict[str, Any], cfg: Config) -> None:
@@ -105,9 +112,11 @@ def test_probes_use_the_status_api_paths_on_the_status_port(container: dict[str,
     assert {"/livez", "/readyz"} <= set(PROBES)
 
 
-def test_startup_probe_outlasts_the_database_wait(container: dict[str, Any], cfg: Config) -> None:
+def test_startup_probe_outlasts_the_database_wait_and_the_migrations(container: dict[str, Any],
+                                                                     cfg: Config) -> None:
     probe = container["startupProbe"]
-    assert probe["periodSeconds"] * probe["failureThreshold"] > cfg.database.deadline
+    assert cfg.database.migrate  # the image's schema is made at start
+    assert probe["periodSeconds"] * probe["failureThreshold"] > cfg.database.deadline + cfg.database.migrate_timeout
 
 
 def test_grace_period_outlasts_prestop_and_the_stop_deadline(k8s: dict[str, dict[str, Any]],
@@ -169,3 +178,72 @@ def test_deployment_runs_as_the_dockerfile_user(container: dict[str, Any],
                                                 k8s: dict[str, dict[str, Any]]) -> None:
     pod = k8s["Deployment"]["spec"]["template"]["spec"]
     assert str(pod["securityContext"]["runAsUser"]) == dockerfile()["USER"][-1]
+
+
+# ----- docker-compose.yml --------------------------------------------------------------------
+
+COMPOSE = REPO / "docker-compose.yml"
+COMPOSE_ENV_EXAMPLE = REPO / "compose.env.example"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    parsed = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(parsed, dict)
+    return parsed
+
+
+def example_env() -> dict[str, str]:
+    values = dotenv_values(COMPOSE_ENV_EXAMPLE)
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def test_compose_runs_postgres_15_with_a_healthcheck_the_app_waits_for(compose: dict[str, Any]) -> None:
+    db, app = compose["services"]["db"], compose["services"]["app"]
+    assert db["image"] == "postgres:15"
+    check = db["healthcheck"]
+    assert check["test"][0] == "CMD-SHELL" and "pg_isready" in check["test"][1]
+    assert all(key in check for key in ("interval", "timeout", "retries"))
+    assert app["depends_on"] == {"db": {"condition": "service_healthy"}}
+    assert app["build"] == "." and (REPO / "Dockerfile").exists()
+
+
+def test_compose_publishes_the_container_configs_ports(compose: dict[str, Any], cfg: Config) -> None:
+    published = {int(spec.rsplit(":", 1)[1]) for spec in compose["services"]["app"]["ports"]}
+    assert published == {cfg.server.port, cfg.status.port}
+    assert all(spec.startswith("127.0.0.1:") for spec in compose["services"]["app"]["ports"])
+
+
+def test_compose_stop_grace_outlasts_the_stop_deadline(compose: dict[str, Any], cfg: Config) -> None:
+    grace = compose["services"]["app"]["stop_grace_period"]
+    assert grace.endswith("s") and float(grace[:-1]) >= cfg.supervisor.stop_timeout + SHUTDOWN_MARGIN
+
+
+def test_compose_runtime_directory_is_writable_on_a_read_only_root(compose: dict[str, Any], cfg: Config) -> None:
+    app = compose["services"]["app"]
+    assert app["read_only"] is True
+    assert str(PROJECT_DIR / cfg.supervisor.runtime_dir) in app["tmpfs"]
+
+
+def test_compose_secrets_come_from_an_env_file_that_is_never_committed(compose: dict[str, Any]) -> None:
+    files = {compose["services"][name]["env_file"] for name in ("db", "app")}
+    assert files == {"compose.env"}
+    ignored = subprocess.run(["git", "check-ignore", "-q", "compose.env"], cwd=REPO)
+    assert ignored.returncode == 0, "compose.env must be in .gitignore"
+    assert "compose.env" in (REPO / ".dockerignore").read_text().split()
+    tracked = subprocess.run(["git", "ls-files", "compose.env"], cwd=REPO, capture_output=True, text=True)
+    assert tracked.stdout == ""
+    assert "compose.env.example" in COMPOSE.read_text()
+
+
+def test_compose_example_env_is_valid_for_the_container_config(tmp_path: Path) -> None:
+    # The example, as the app's environment, passes the same checks `up` makes in the container.
+    env = example_env()
+    settings = resolve_settings(tmp_path, env, config_path=CONTAINER_TOML)
+    assert settings.production and settings.config.database.migrate
+    assert set(settings.config.env) <= set(env) | {n for n, s in settings.config.env.items() if not s.required}
+    url = normalize_database_url(env["DATABASE_URL"])
+    parts = urlsplit(env["DATABASE_URL"])
+    assert (parts.hostname, parts.port, parts.username, parts.password, parts.path.lstrip("/")) == (
+        "db", 5432, env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], env["POSTGRES_DB"])
+    assert url.backend == "postgresql"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -368,7 +369,10 @@ def test_dashboard_shows_workers_refreshes_itself_and_loads_nothing_external(sup
     assert 'id="worker-0" data-pid="4000" data-state="running"' in html
     assert 'id="worker-1" data-pid="-" data-state="fatal"' in html
     assert "<script>" not in html and "&lt;script&gt;" in html
-    assert "src=" not in html and "href=" not in html and "http://cdn" not in html
+    assert "src=" not in html and "<link" not in html and "http://cdn" not in html
+    # Links, not loads: the app, its own /metrics (the webapp's pool figures) and the supervisor's.
+    hrefs = re.findall(r'href="([^"]*)"', html)
+    assert hrefs == [f"{sup.url}/", f"{sup.url}/metrics", "/metrics"]
     assert "hi-from-env" in html and "(hidden)" in html
 
 

@@ -25,6 +25,7 @@ from supervisor.ports import bind_listener, bind_port
 from supervisor.process import LineSink, WorkerProcess, WorkerSpec, spawn_worker
 from supervisor.runner import Runner
 from supervisor.settings import resolve_settings
+from tests.dbsupport import alembic
 from tests.support import (
     Running,
     app_project,
@@ -281,8 +282,9 @@ def test_worker_connections_have_tcp_nodelay(tmp_path: Path) -> None:
 @pytest.mark.timeout(60)
 def test_handler_exception_is_a_500_json_response_and_the_worker_stays(tmp_path: Path) -> None:
     # The webapp's own variables; its SQLite file goes to the test's directory.
-    dotenv = (f"BETTER_AUTH_SECRET={'x' * 40}\n"
-              f"DATABASE_URL=sqlite+aiosqlite:///{tmp_path / 'app.db'}\n")
+    database = f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"
+    dotenv = f"BETTER_AUTH_SECRET={'x' * 40}\nDATABASE_URL={database}\n"
+    alembic("upgrade", "head", url=database)  # the schema, so /health says ok
     with supervisor(UP, app_project(tmp_path, app="failingwebapp:app", dotenv=dotenv)) as run:
         url = run.wait_url()
         before = http_json(url + "/health")[1]["pid"]

@@ -50,6 +50,11 @@ def test_health_reports_the_database_ok(http: httpx.Client, served: tuple[str, s
     assert body["database"]["backend"] == backend
     # The development default is a file in the runtime directory (ignored by git).
     assert (root / ".supervisor" / "webapp.sqlite3").exists() == (backend == "sqlite")
+    # Migrated by `up` before the worker started; the auth state without the secret.
+    assert body["database"]["schema"] == {"status": "current", "revision": "0002", "expected": "0002"}
+    assert body["auth"] == {"status": "ok", "algorithm": "HS256", "audience_checked": False, "issuer_checked": False,
+                            "secret": {"present": True, "min_length": 32, "long_enough": True}}
+    assert SECRET not in response.text and body["version"] == "0.1.0"
 
 
 @pytest.mark.timeout(60)
@@ -58,7 +63,8 @@ def test_notes_round_trip_create_fetch_list_delete(http: httpx.Client) -> None:
     created = http.post("/notes", json={"title": "  Buy milk ", "body": "2 litres"}, headers=user)
     assert created.status_code == 201, created.text
     note = created.json()
-    assert (note["title"], note["body"], note["owner"]) == ("Buy milk", "2 litres", "round-trip-user")
+    assert (note["title"], note["body"], note["owner"], note["pinned"]) == ("Buy milk", "2 litres",
+                                                                           "round-trip-user", False)
     assert note["created_at"].endswith("Z") and created.headers["location"] == f"/notes/{note['id']}"
     assert http.get(f"/notes/{note['id']}", headers=user).json() == note
     assert http.get("/notes", headers=user).json()["items"] == [note]
@@ -78,13 +84,42 @@ def test_users_never_see_or_delete_each_others_notes(http: httpx.Client) -> None
 
 
 @pytest.mark.timeout(60)
-def test_list_is_paginated_newest_first(http: httpx.Client) -> None:
+def test_list_is_paged_newest_first_by_cursor(http: httpx.Client) -> None:
     user = auth("pager")
     ids = [http.post("/notes", json={"title": f"n{i}"}, headers=user).json()["id"] for i in range(5)]
     first = http.get("/notes", params={"limit": 2}, headers=user).json()
-    assert [n["id"] for n in first["items"]] == ids[::-1][:2] and first["next_offset"] == 2
-    last = http.get("/notes", params={"limit": 2, "offset": 4}, headers=user).json()
-    assert [n["id"] for n in last["items"]] == [ids[0]] and last["next_offset"] is None
+    assert [n["id"] for n in first["items"]] == ids[::-1][:2] and first["next_cursor"]
+    # A note created between pages is not seen again and shifts nothing (an offset would repeat n2).
+    http.post("/notes", json={"title": "newer"}, headers=user)
+    second = http.get("/notes", params={"limit": 2, "cursor": first["next_cursor"]}, headers=user).json()
+    assert [n["id"] for n in second["items"]] == ids[::-1][2:4]
+    last = http.get("/notes", params={"limit": 2, "cursor": second["next_cursor"]}, headers=user).json()
+    assert [n["id"] for n in last["items"]] == [ids[0]] and last["next_cursor"] is None
+
+
+@pytest.mark.timeout(60)
+def test_notes_created_in_the_same_instant_are_paged_by_id(http: httpx.Client,
+                                                           served: tuple[str, str, Path]) -> None:
+    # Equal created_at values are ordered by id, so a page boundary between them loses nothing.
+    user = auth("same-instant")
+    for i in range(3):
+        http.post("/notes", json={"title": f"s{i}"}, headers=user)
+    seen: list[int] = []
+    cursor = None
+    while True:
+        params: dict[str, str | int] = {"limit": 1, **({"cursor": cursor} if cursor else {})}
+        page = http.get("/notes", params=params, headers=user).json()
+        seen += [n["id"] for n in page["items"]]
+        if not (cursor := page["next_cursor"]):
+            break
+    assert seen == sorted(seen, reverse=True) and len(seen) == 3
+
+
+@pytest.mark.timeout(60)
+def test_a_pinned_note_keeps_its_flag(http: httpx.Client) -> None:
+    user = auth("pinner")
+    note = http.post("/notes", json={"title": "keep", "pinned": True}, headers=user).json()
+    assert note["pinned"] is True and http.get(f"/notes/{note['id']}", headers=user).json()["pinned"] is True
 
 
 @pytest.mark.timeout(60)
@@ -92,7 +127,9 @@ def test_list_is_paginated_newest_first(http: httpx.Client) -> None:
     ({}, {"title": "required: a non-empty string"}),
     ({"title": "x" * 201, "body": 5}, {"title": "too long: 201 characters; expected at most 200",
                                        "body": "expected a string"}),
-    ({"title": "ok", "colour": "red"}, {"colour": "unknown field; expected title and body"}),
+    ({"title": "ok", "colour": "red"}, {"colour": "unknown field; expected title, body, pinned"}),
+    ({"title": "ok", "body": "b" * 10_001, "pinned": "yes"},
+     {"body": "too long: 10001 characters; expected at most 10000", "pinned": "expected true or false"}),
     ([1, 2], {"$": "expected a JSON object"}),
 ])
 def test_invalid_note_input_is_422_with_every_field_error(http: httpx.Client, payload: object,
@@ -107,10 +144,15 @@ def test_invalid_json_and_bad_page_parameters_are_422(http: httpx.Client) -> Non
     user = auth("validator")
     bad_json = http.post("/notes", content=b"{not json", headers=user)
     assert bad_json.status_code == 422 and bad_json.json()["fields"] == {"$": "the request body is not valid JSON"}
-    page = http.get("/notes", params={"limit": 0, "offset": "x"}, headers=user)
+    page = http.get("/notes", params={"limit": 0, "cursor": "bm90IGEgY3Vyc29y"}, headers=user)
     assert page.status_code == 422
-    assert page.json()["fields"] == {"limit": "0 is out of range; expected 1 to 100",
-                                     "offset": "'x' is not an integer"}
+    assert page.json()["fields"] == {
+        "limit": "0 is out of range; expected 1 to 100",
+        "cursor": "not a cursor from this API; expected the next_cursor of a previous page"}
+    assert http.get("/notes", params={"limit": 101}, headers=user).json()["fields"] == {
+        "limit": "101 is out of range; expected 1 to 100"}
+    assert http.get("/notes", params={"offset": 40}, headers=user).json()["fields"] == {
+        "offset": "not supported; pages follow next_cursor (pass it as cursor)"}
 
 
 @pytest.mark.timeout(60)

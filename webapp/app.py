@@ -2,74 +2,53 @@
 
 Settings are read and the engine created in the lifespan, not at import: a bad variable fails the
 worker's startup with one clear line, and importing the module does nothing but build routes.
+The tables are not created here: the Alembic migrations make them (``[database] migrate`` in
+``supervisor.toml`` runs them before the first worker). Without them the app still starts;
+``/health`` says the schema is missing and notes requests answer 500.
+
+Each concern brings its own ``routes`` list; :data:`ROUTE_GROUPS` is the one place to add one.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from supervisor.dbprobe import classify
-from webapp import __version__
+from webapp import __version__, health, live, metrics, notes
 from webapp.config import load_web_settings
-from webapp.db import Database, DatabaseDown
-from webapp.live import routes as live_routes
-from webapp.notes import Invalid
-from webapp.notes import routes as note_routes
+from webapp.cors import SettingsCORS
+from webapp.db import Database
+from webapp.errors import HANDLERS
+from webapp.limits import BodyLimit
+from webapp.metrics import PoolMetrics
+from webapp.schema import load_revisions
 
 logger = logging.getLogger("webapp")
-RETRY_AFTER_SECONDS = "5"
-
-
-async def health(request: Request) -> JSONResponse:
-    """200 when the database answers, 503 when it does not; the app itself is up either way."""
-    result = await request.app.state.db.check()
-    return JSONResponse({
-        "status": "ok" if result.ok else "degraded",
-        "database": {"status": "ok" if result.ok else "unavailable", "latency_ms": result.latency_ms,
-                     "error": result.error, "backend": request.app.state.settings.database.backend},
-        "environment": request.app.state.settings.mode,
-        "version": __version__,
-        "pid": os.getpid(),
-    }, status_code=200 if result.ok else 503)
 
 
 async def index(request: Request) -> JSONResponse:
     """What this service offers; needs no database, so it answers during an outage too."""
+    endpoints = [f"{' '.join(sorted(r.methods - {'HEAD'}))} {r.path}"
+                 for r in request.app.routes if isinstance(r, Route) and r.methods]
     return JSONResponse({"name": "webapp", "version": __version__, "pid": os.getpid(),
-                         "endpoints": ["GET /health", "POST /notes", "GET /notes", "GET /notes/{id}",
-                                       "DELETE /notes/{id}"]})
+                         "endpoints": endpoints})
 
 
-async def server_error(request: Request, exc: Exception) -> JSONResponse:
-    # The traceback goes to the log (relayed by the supervisor); the client gets JSON, and the
-    # worker keeps serving.
-    logger.exception("unhandled error in %s %s", request.method, request.url.path)
-    return JSONResponse({"error": "internal server error"}, status_code=500)
-
-
-async def database_down(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, DatabaseDown)
-    return JSONResponse({"error": "database unavailable", "reason": exc.reason}, status_code=503,
-                        headers={"Retry-After": RETRY_AFTER_SECONDS})
-
-
-async def http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, HTTPException)
-    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-
-
-async def invalid_input(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, Invalid)
-    return JSONResponse({"error": "invalid input", "fields": exc.fields}, status_code=422)
+ROUTE_GROUPS: list[Sequence[BaseRoute]] = [
+    [Route("/", index, methods=["GET"])],
+    health.routes,
+    metrics.routes,
+    notes.routes,
+    live.routes,  # an event stream and a WebSocket echo, which reloads move to the new worker
+]
 
 
 def create_app(environ: Mapping[str, str] | None = None) -> Starlette:
@@ -83,21 +62,19 @@ def create_app(environ: Mapping[str, str] | None = None) -> Starlette:
             logger.warning("webapp: no database URL is set; using the SQLite file %s",
                            settings.database.sqlite_path)
         app.state.settings = settings
-        app.state.db = Database(settings)
-        try:
-            await app.state.db.ensure_schema()
-        except Exception as exc:  # the database may be down now; the first request tries again
-            logger.warning("webapp: tables not checked at startup (%s); retrying on first use",
-                           classify(exc, app.state.db.mask))
+        app.state.metrics = PoolMetrics()
+        app.state.db = Database(settings, app.state.metrics)
+        app.state.revisions = load_revisions()
         try:
             yield
         finally:
             await app.state.db.close()
 
     return Starlette(
-        routes=[Route("/", index), Route("/health", health), *note_routes, *live_routes],
-        exception_handlers={500: server_error, HTTPException: http_error, DatabaseDown: database_down,
-                            Invalid: invalid_input},
+        routes=[route for group in ROUTE_GROUPS for route in group],
+        # Outermost first: CORS answers preflights before the body cap looks at anything.
+        middleware=[Middleware(SettingsCORS), Middleware(BodyLimit)],
+        exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
 

@@ -1,38 +1,28 @@
-"""Bearer tokens: HS256 JWTs signed with ``BETTER_AUTH_SECRET``; the ``sub`` claim is the user.
+"""The caller of a request: the ``sub`` of its bearer token (see :mod:`webapp.tokens`).
 
-No token, a bad signature, an expired token or one without ``sub``: 401 with a
-``WWW-Authenticate`` header, before anything touches the database.
+No token or a bad one is a 401 with a ``WWW-Authenticate`` header, before anything touches the
+database. The body says what is wrong in plain words and never repeats the token.
 """
 
 from __future__ import annotations
 
-import jwt
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from webapp.models import OWNER_MAX
+from webapp.config import WebSettings
+from webapp.tokens import TokenPolicy, TokenRejected, verify_token
 
-ALGORITHM = "HS256"
+
+def token_policy(settings: WebSettings) -> TokenPolicy:
+    return TokenPolicy(secret=settings.auth_secret, audience=settings.auth_audience,
+                       issuer=settings.auth_issuer, leeway=settings.auth_leeway)
 
 
 def _unauthorized(description: str) -> HTTPException:
+    # The description is ours (TokenRejected's fixed texts), so it is safe in a quoted header value.
     return HTTPException(401, description,
                          headers={"WWW-Authenticate": f'Bearer error="invalid_token", '
                                                       f'error_description="{description}"'})
-
-
-def user_from_token(token: str, secret: str) -> str:
-    """The token's ``sub``; raises a 401 :class:`HTTPException` for any bad token."""
-    try:
-        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["sub"]})
-    except jwt.ExpiredSignatureError:
-        raise _unauthorized("token expired") from None
-    except jwt.InvalidTokenError:
-        raise _unauthorized("invalid token") from None
-    sub = claims.get("sub")
-    if not isinstance(sub, str) or not sub or len(sub) > OWNER_MAX:
-        raise _unauthorized("invalid token")
-    return sub
 
 
 def current_user(request: Request) -> str:
@@ -40,4 +30,7 @@ def current_user(request: Request) -> str:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-    return user_from_token(token.strip(), request.app.state.settings.auth_secret)
+    try:
+        return verify_token(token.strip(), token_policy(request.app.state.settings))
+    except TokenRejected as exc:
+        raise _unauthorized(str(exc)) from None

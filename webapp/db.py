@@ -1,9 +1,11 @@
-"""The data layer: one async engine per worker, sessions, the schema, and what "unavailable" means.
+"""The data layer: one async engine per worker, sessions, and what a failure means to the client.
 
-The engine is created in the app's lifespan and disposed at shutdown. When the database goes
-away, :meth:`Database.session` turns connection-level failures into :class:`DatabaseDown`, which
-the app answers with 503; nothing is cached about the outage, so the first request after the
-database returns simply works (``pool_pre_ping`` throws away connections that died with it).
+The engine is created in the app's lifespan and disposed at shutdown; the tables come from the
+Alembic migrations (``webapp/migrations``), never from the app. :meth:`Database.session` turns a
+failure into :class:`DatabaseFailure` of a kind (see :mod:`webapp.dberrors`): when the database
+goes away that is "unavailable", answered 503, and nothing is cached about the outage, so the
+first request after the database returns simply works (``pool_pre_ping`` throws away
+connections that died with it).
 """
 
 from __future__ import annotations
@@ -18,41 +20,32 @@ from dataclasses import dataclass
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.schema import CreateIndex, CreateTable
 
-from supervisor.dbprobe import classify, exception_chain
+from supervisor.dbprobe import classify
 from supervisor.dburl import POSTGRESQL, connect_args
 from supervisor.secrets import Redactor, mask_url, url_passwords
 from webapp.config import WebSettings
-from webapp.models import Base
+from webapp.dberrors import STATUS, UNAVAILABLE, classify_db_error, is_unavailable
+from webapp.metrics import PoolMetrics, TimedPool
+from webapp.schema import database_revision
+
+__all__ = ["Database", "DatabaseFailure", "HealthResult", "build_engine", "is_unavailable", "settings_mask"]
 
 logger = logging.getLogger("webapp")
 
-# SQLSTATE classes that mean "the server or the connection", not "your query": connection
-# exceptions, operator intervention (shutdown, starting up), insufficient resources.
-_UNAVAILABLE_SQLSTATE = ("08", "57P", "53")
 
+class DatabaseFailure(Exception):
+    """A failed database operation: ``kind`` from :mod:`webapp.dberrors`, ``status`` the HTTP code,
+    ``reason`` in plain words (no password). The driver's exception is the ``__cause__``."""
 
-class DatabaseDown(Exception):
-    """The database cannot be reached now; ``reason`` is in plain words (no password)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(f"{kind}: {reason}")
+        self.kind = kind
         self.reason = reason
 
-
-def is_unavailable(exc: BaseException) -> bool:
-    """True for failures that are about reaching the database, not about the statement."""
-    for current in exception_chain(exc):
-        if isinstance(current, (OSError, TimeoutError, sa_exc.TimeoutError, sa_exc.InterfaceError,
-                                sa_exc.OperationalError)):
-            return True
-        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
-            return True
-        sqlstate = getattr(current, "sqlstate", None)
-        if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATE):
-            return True
-    return False
+    @property
+    def status(self) -> int:
+        return STATUS[self.kind]
 
 
 def settings_mask(settings: WebSettings) -> Callable[[str], str]:
@@ -67,9 +60,10 @@ class HealthResult:
     ok: bool
     latency_ms: float | None
     error: str | None
+    revision: str | None = None  # the migrations' revision; None: not migrated (or no answer)
 
 
-def build_engine(settings: WebSettings) -> AsyncEngine:
+def build_engine(settings: WebSettings, metrics: PoolMetrics | None = None) -> AsyncEngine:
     db = settings.database
     if db.backend == POSTGRESQL:
         args = connect_args(db, settings.connect_timeout,
@@ -78,72 +72,66 @@ def build_engine(settings: WebSettings) -> AsyncEngine:
         args = {"timeout": settings.connect_timeout}  # SQLite: how long to wait for a locked file
         if db.sqlite_path is not None:
             db.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-    return create_async_engine(
-        db.url, pool_pre_ping=True, pool_size=settings.pool_size, max_overflow=settings.max_overflow,
-        pool_timeout=settings.pool_timeout, pool_recycle=settings.pool_recycle, connect_args=args)
+    engine = create_async_engine(
+        db.url, poolclass=TimedPool, pool_pre_ping=True, pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow, pool_timeout=settings.pool_timeout,
+        pool_recycle=settings.pool_recycle, connect_args=args)
+    pool = engine.sync_engine.pool
+    if metrics is not None and isinstance(pool, TimedPool):
+        pool.metrics = metrics
+        metrics.pool = pool
+    return engine
 
 
 class Database:
-    def __init__(self, settings: WebSettings) -> None:
+    def __init__(self, settings: WebSettings, metrics: PoolMetrics | None = None) -> None:
         self.settings = settings
-        self.engine = build_engine(settings)
+        self.metrics = metrics or PoolMetrics()
+        self.engine = build_engine(settings, self.metrics)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._schema_ready = False
-        self._schema_lock = asyncio.Lock()
         self._down_since: float | None = None
         self.mask = settings_mask(settings)
 
-    async def ensure_schema(self) -> None:
-        """Create missing tables, once per worker; retried on the next request if the database was down."""
-        if self._schema_ready:
-            return
-        async with self._schema_lock:
-            if self._schema_ready:
-                return
-            async with self.engine.begin() as conn:
-                if self.settings.database.backend == POSTGRESQL:
-                    # Two workers starting together must not both create the same table.
-                    await conn.execute(text("SELECT pg_advisory_xact_lock(743201)"))
-                for table in Base.metadata.sorted_tables:
-                    await conn.execute(CreateTable(table, if_not_exists=True))
-                    for index in table.indexes:
-                        await conn.execute(CreateIndex(index, if_not_exists=True))
-            self._schema_ready = True
-
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session for one request; connection failures become :class:`DatabaseDown`."""
+        """A session for one request; any database error becomes :class:`DatabaseFailure`."""
         try:
-            await self.ensure_schema()
             async with self.sessions() as session:
                 yield session
-        except Exception as exc:
-            if not is_unavailable(exc):
-                raise
-            raise self._down(exc) from exc
+        except (sa_exc.SQLAlchemyError, OSError) as exc:
+            raise self.failure(exc) from exc
         self._up()
 
+    def failure(self, exc: BaseException) -> DatabaseFailure:
+        """Classify ``exc``, count it, and note an outage's start."""
+        kind = classify_db_error(exc)
+        self.metrics.errors.labels(kind).inc()
+        if kind == UNAVAILABLE:
+            return self._down(exc)
+        return DatabaseFailure(kind, str(classify(exc, self.mask)))
+
     async def check(self) -> HealthResult:
-        """``SELECT 1`` through the pool, bounded by the health timeout."""
+        """``SELECT 1`` through the pool, bounded by the health timeout, then the schema revision."""
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.settings.health_timeout):
                 async with self.engine.connect() as conn:
                     await conn.execute(text("SELECT 1"))
-        except Exception as exc:
-            if not is_unavailable(exc) and not isinstance(exc, sa_exc.SQLAlchemyError):
-                raise
-            return HealthResult(False, None, self._down(exc).reason)
+                    latency = round((time.perf_counter() - started) * 1000.0, 2)
+                    revision = await database_revision(conn)
+        except (sa_exc.SQLAlchemyError, OSError) as exc:  # TimeoutError is an OSError
+            failure = self.failure(exc)
+            return HealthResult(False, None, failure.reason)
         self._up()
-        return HealthResult(True, round((time.perf_counter() - started) * 1000.0, 2), None)
+        return HealthResult(True, latency, None, revision)
 
-    def _down(self, exc: BaseException) -> DatabaseDown:
+    def _down(self, exc: BaseException) -> DatabaseFailure:
         reason = str(classify(exc, self.mask))
         if self._down_since is None:
             self._down_since = time.monotonic()
             logger.warning("database unavailable: %s; database routes answer 503 until it is back",
                            reason)
-        return DatabaseDown(reason)
+        return DatabaseFailure(UNAVAILABLE, reason)
 
     def _up(self) -> None:
         if self._down_since is not None:
