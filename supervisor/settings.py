@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from supervisor.config import Config, load_config
+from supervisor.config import Config, load_config, missing_config
 from supervisor.dotenvfile import DotEnv, load_dotenv_file
 from supervisor.envrules import apply_environment_rules
 from supervisor.envschema import VarSpec, validate_environ
@@ -92,8 +92,11 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
     environment together, so one run of ``check`` shows all there is to fix.
     """
     project_dir = project_dir.resolve()
-    config_path = config_path or project_dir / "supervisor.toml"
     problems: list[Problem] = []
+    if config_path is not None and not config_path.exists():
+        # Named on purpose: running on silent defaults instead would hide a typo.
+        problems.append(missing_config(config_path))
+    config_path = config_path or project_dir / "supervisor.toml"
     if not project_dir.is_dir():
         problems.append(Problem("--project-dir", f"{str(project_dir)!r} is not a directory; expected "
                                                  "the directory holding supervisor.toml"))
@@ -105,7 +108,7 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
         config = Config(path=str(config_path))
 
     env_file = Path(config.supervisor.env_file)
-    dotenv = load_dotenv_file(env_file if env_file.is_absolute() else project_dir / env_file)
+    dotenv = load_dotenv_file(env_file if env_file.is_absolute() else project_dir / env_file, environ)
     problems.extend(dotenv.problems)
     merged, sources = _merge_environ(environ, dotenv)
 
@@ -182,7 +185,7 @@ def problem_redactor(project_dir: Path, environ: Mapping[str, str],
     except ConfigError:
         config = Config()
     env_file = Path(config.supervisor.env_file)
-    dotenv = load_dotenv_file(env_file if env_file.is_absolute() else project_dir / env_file)
+    dotenv = load_dotenv_file(env_file if env_file.is_absolute() else project_dir / env_file, environ)
     merged, _ = _merge_environ(environ, dotenv)
     return Redactor(secret_values(merged, {n for n, s in config.env.items() if s.is_secret}))
 

@@ -18,7 +18,7 @@ import psutil
 
 from supervisor import __version__
 from supervisor import state as S
-from supervisor.secrets import mask_url
+from supervisor.secrets import mask_url_value
 from supervisor.state import DatabaseStatus, ExitInfo, ReloadStatus, SlotStatus
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ def env_entries(settings: Settings) -> dict[str, dict[str, Any]]:
             "declared": spec is not None,
         }
         if spec is not None and not spec.is_secret and name in settings.environ:
-            entry["value"] = mask_url(settings.environ[name])
+            entry["value"] = mask_url_value(settings.environ[name])
         entries[name] = entry
     return entries
 

@@ -11,8 +11,9 @@ Routes:
   (or, with ``session``, in a session of its own; with ``inherit``, keeping every inheritable
   descriptor, as ``os.system`` does) and returns its pid
 
-At startup it prints the value of the variable named by ``RAWAPP_PRINT_VAR`` (to prove the
-supervisor redacts secrets in relayed output).
+At startup it prints the value of the variable named by ``RAWAPP_PRINT_VAR``, and of those named
+by the comma-separated ``RAWAPP_PRINT_FORMS`` in every form a careless app prints a secret in (to
+prove the supervisor redacts secrets in relayed output).
 """
 
 from __future__ import annotations
@@ -57,10 +58,24 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             name = os.environ.get("RAWAPP_PRINT_VAR")
             if name:
                 print(f"rawapp: {name} is {os.environ.get(name)}", flush=True)
+            for name in filter(None, os.environ.get("RAWAPP_PRINT_FORMS", "").split(",")):
+                _print_forms(name, os.environ.get(name, ""))
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+def _print_forms(name: str, value: str) -> None:
+    """Every way a careless app prints a secret: as is (line by line if it has several), repr,
+    JSON, bytes, inside a dict, and split in two across lines."""
+    half = len(value) // 2
+    print(f"rawapp: {name} plain {value}", flush=True)
+    print(f"rawapp: {name} repr {value!r} dict {({name: value})}", flush=True)
+    print(f"rawapp: {name} json {json.dumps(value)} {json.dumps({name: value}, ensure_ascii=False)}", flush=True)
+    print(f"rawapp: {name} bytes {value.encode()!r}", flush=True)
+    print(f"rawapp: {name} split {value[:half]}\n{value[half:]}", flush=True)
+    print(f"rawapp: {name} printed", flush=True)
 
 
 async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
