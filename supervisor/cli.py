@@ -12,8 +12,9 @@ from pathlib import Path
 from supervisor import __version__, control, unitfile
 from supervisor.errors import EXIT_CONFIG, EXIT_OK, ConfigError, SupervisorError
 from supervisor.output import logger, setup_logging
+from supervisor.runtimedir import ensure_runtime_dir
 from supervisor.secrets import Redactor
-from supervisor.settings import Overrides, Settings, problem_redactor, resolve_settings
+from supervisor.settings import Overrides, Settings, problem_redactor, resolve_settings, runtime_dir_where
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -48,6 +49,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from supervisor.launch import build_supervisor  # heavy imports only for `up`
 
     settings = _settings(args)
+    ensure_runtime_dir(settings.runtime_dir, runtime_dir_where(settings.config),
+                       settings.config.supervisor.allow_runtime_dir_symlink)
     redact = Redactor(settings.secrets)
     setup_logging(redact, settings.config.supervisor.log_level)
     supervisor = build_supervisor(settings, resolve=lambda: _settings(args), redactor=redact)

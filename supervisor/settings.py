@@ -24,6 +24,7 @@ from supervisor.dotenvfile import DotEnv, load_dotenv_file
 from supervisor.envrules import apply_environment_rules
 from supervisor.envschema import VarSpec, validate_environ
 from supervisor.errors import ConfigError, Problem
+from supervisor.runtimedir import runtime_dir_problem
 from supervisor.secrets import Redactor, secret_values
 
 # Variables the supervisor itself reads; checked even when supervisor.toml declares nothing.
@@ -138,6 +139,9 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
 
     runtime_dir = Path(config.supervisor.runtime_dir)
     runtime_dir = runtime_dir if runtime_dir.is_absolute() else project_dir / runtime_dir
+    unsafe = runtime_dir_problem(runtime_dir, config.supervisor.allow_runtime_dir_symlink)
+    if unsafe:
+        problems.append(Problem(runtime_dir_where(config), f"{runtime_dir} {unsafe}"))
     problems.extend(apply_environment_rules(config, mode, merged, sources, values, runtime_dir))
     app_dir = project_dir / config.app.app_dir
     if project_dir.is_dir() and not app_dir.is_dir():
@@ -188,6 +192,10 @@ def problem_redactor(project_dir: Path, environ: Mapping[str, str],
     dotenv = load_dotenv_file(env_file if env_file.is_absolute() else project_dir / env_file, environ)
     merged, _ = _merge_environ(environ, dotenv)
     return Redactor(secret_values(merged, {n for n, s in config.env.items() if s.is_secret}))
+
+
+def runtime_dir_where(config: Config) -> str:
+    return f"{config.path} [supervisor] runtime_dir"
 
 
 def needs_restart(old: Settings, new: Settings) -> list[str]:

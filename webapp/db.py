@@ -22,6 +22,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from supervisor.dbprobe import classify, exception_chain
 from supervisor.dburl import POSTGRESQL, connect_args
+from supervisor.runtimedir import create_private_file
 from supervisor.secrets import Redactor, mask_url, url_passwords
 from webapp.config import WebSettings
 from webapp.models import Base
@@ -77,7 +78,10 @@ def build_engine(settings: WebSettings) -> AsyncEngine:
     else:
         args = {"timeout": settings.connect_timeout}  # SQLite: how long to wait for a locked file
         if db.sqlite_path is not None:
-            db.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+            # Every user's notes: readable by the owner only (SQLite would create it 0644, and
+            # its journal files take the database file's mode).
+            db.sqlite_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            create_private_file(db.sqlite_path)
     return create_async_engine(
         db.url, pool_pre_ping=True, pool_size=settings.pool_size, max_overflow=settings.max_overflow,
         pool_timeout=settings.pool_timeout, pool_recycle=settings.pool_recycle, connect_args=args)
