@@ -50,6 +50,7 @@ from supervisor.errors import PortError
 from supervisor.metrics import SupervisorMetrics
 from supervisor.ports import bind_listener, describe_holder, display_url, is_loopback, permission_denied
 from supervisor.statefile import TOKEN_NAME, StateRecord, claim, generate_token, release
+from supervisor.status_limits import bounded
 from supervisor.statusdoc import ProcessSampler, readiness, status_document
 
 if TYPE_CHECKING:
@@ -238,8 +239,12 @@ class StatusAPI:
                 logger.warning("status: %s", note)
             where = f"token in {record.token_file}"
         logger.info("status: API and dashboard on %s (%s)", self.url, where)
+        cfg = self.sup.settings.config.status
+        # Bounded connections (see supervisor.status_limits); backlog: how many connections one
+        # wake-up of asyncio's accept loop takes, and so how many errors one wake-up can log.
         config = uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=1)
+                                timeout_graceful_shutdown=1, backlog=64,
+                                http=bounded(cfg.max_connections, cfg.header_timeout))
         server = _EmbeddedServer(config)
         task = asyncio.ensure_future(server.serve(sockets=[self.sock]))
         try:
