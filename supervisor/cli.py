@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor import __version__, control, unitfile
+from supervisor.descendants import release_base
 from supervisor.errors import EXIT_CONFIG, EXIT_OK, ConfigError, SupervisorError
 from supervisor.limits import AcceptErrorLog, raise_open_file_limit
 from supervisor.output import logger, setup_logging
@@ -60,7 +61,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     if raised:
         logger.debug("supervisor: raised the open-file limit from %d to %d", *raised)
     supervisor = build_supervisor(settings, resolve=lambda: _settings(args), redactor=redact)
-    return asyncio.run(_serve(supervisor.run()))
+    try:
+        return asyncio.run(_serve(supervisor.run()))
+    finally:
+        release_base()  # the workers' cgroups, if any were used
 
 
 async def _serve(run: Coroutine[Any, Any, int]) -> int:

@@ -7,6 +7,7 @@ status API and database wait are switched off so each test exercises only the co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -363,7 +364,8 @@ def test_crash_is_restarted_even_while_a_daemon_child_holds_the_worker_output(tm
             assert http_json(url + "/pid") == (200, {"pid": new})
             assert run.stop() == 0
         finally:
-            psutil.Process(daemon).kill()
+            with contextlib.suppress(psutil.NoSuchProcess):  # normally killed with its worker
+                psutil.Process(daemon).kill()
 
 
 def in_process_supervisor(root: Path, **kwargs: object) -> Supervisor:
