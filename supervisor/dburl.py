@@ -192,15 +192,17 @@ def _translate_query(pairs: list[tuple[str, str]], masked: str,
     settings: dict[str, str] = {}
     tls_mode: str | None = None
     files: dict[str, str] = {}
+    # Before any other parameter is named: an unencoded '&' in the password makes its tail a "key".
+    secret = next((key for key, _ in pairs if key.lower() in QUERY_SECRETS), None)
+    if secret is not None:
+        raise DatabaseURLError(f"{masked}: query parameter {secret} (value not shown) is not understood by "
+                               "asyncpg; expected the password in the URL itself: "
+                               "postgresql://user:password@host:5432/dbname")
     for key, value in pairs:
         where = f"{masked}: query parameter {key}={value!r}"
         if key not in _UNDERSTOOD:
             # Never echo a value we do not know the meaning of: it may be a password.
             where = f"{masked}: query parameter {key}"
-            if key.lower() in QUERY_SECRETS:
-                raise DatabaseURLError(f"{where} (value not shown) is not understood by asyncpg; "
-                                       "expected the password in the URL itself: "
-                                       "postgresql://user:password@host:5432/dbname")
         if key == "sslmode":
             if value not in _SSL_MODES:
                 raise DatabaseURLError(f"{where} is not an sslmode; expected one of {', '.join(_SSL_MODES)}")

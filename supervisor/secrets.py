@@ -25,8 +25,9 @@ QUERY_SECRETS = frozenset({"password", "sslpassword"})
 _URL_START = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://")
 # Where a URL ends inside a longer text: whitespace, or a quote or bracket around it.
 _URL_END = re.compile(r"[\s'\"<>`]")
-_QUERY_PASSWORD = re.compile(  # the keys of QUERY_SECRETS
-    r"([?&](?:password|sslpassword)=)[^&#\s'\"]*", re.IGNORECASE)
+# The keys of QUERY_SECRETS, and everything after them in the URL: an unencoded '&' or '#' may be
+# part of the password, so the rest of the query is hidden with it.
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|sslpassword)=)[^\s'\"]*", re.IGNORECASE)
 # What may come right before the second half of a secret split across two lines.
 _BOUNDARY = frozenset(" \t|=:'\"([{<,;")
 
@@ -78,7 +79,9 @@ def url_passwords(value: str) -> list[str]:
     except ValueError:
         query = value.partition("?")[2]
     found += [v for k, v in parse_qsl(query, keep_blank_values=True) if k.lower() in QUERY_SECRETS]
-    found += [v for k, _, v in (p.partition("=") for p in query.split("&")) if k.lower() in QUERY_SECRETS]
+    # As written, an unencoded '#' included: urlsplit would have cut it off as a fragment.
+    raw_query = value.partition("?")[2]
+    found += [v for k, _, v in (p.partition("=") for p in raw_query.split("&")) if k.lower() in QUERY_SECRETS]
     found += [unquote(p) for p in found]
     return list(dict.fromkeys(p for p in found if p))
 
@@ -95,10 +98,12 @@ def mask_url_value(url: str) -> str:
     >>> mask_url_value("postgresql://app:Pw#x@db/app?password=pw")
     'postgresql://app:***@db/app?password=***'
     """
+    # The query first: a query password may hold an '@', which would move "the last '@'".
+    url = _QUERY_PASSWORD.sub(rf"\g<1>{MASK}", url)
     span = split_userinfo(url)
     if span is not None:
         url = url[:span[0]] + MASK + url[span[1]:]
-    return _QUERY_PASSWORD.sub(rf"\g<1>{MASK}", url)
+    return url
 
 
 def mask_url(text: str) -> str:
