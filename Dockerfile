@@ -15,8 +15,8 @@ WORKDIR /app
 COPY . /app
 RUN pip install . \
     && useradd --system --uid 10001 --user-group --no-create-home --home-dir /app webapp \
-    && mkdir -p /app/.supervisor \
-    && chown webapp:webapp /app/.supervisor
+    && mkdir -p -m 0700 /app/.supervisor/run \
+    && chown -R webapp:webapp /app/.supervisor
 # Production settings (listen on 0.0.0.0, status API for probes); Kubernetes mounts its
 # ConfigMap over /etc/webapp.
 COPY deploy/container/supervisor.toml /etc/webapp/supervisor.toml

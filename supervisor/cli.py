@@ -6,14 +6,18 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from supervisor import __version__, control, unitfile, why
+from supervisor.descendants import release_base
 from supervisor.errors import EXIT_CONFIG, EXIT_OK, ConfigError, SupervisorError
+from supervisor.limits import AcceptErrorLog, raise_open_file_limit
 from supervisor.output import logger, setup_logging
+from supervisor.runtimedir import ensure_runtime_dir
 from supervisor.secrets import Redactor
-from supervisor.settings import Overrides, Settings, problem_redactor, resolve_settings
+from supervisor.settings import Overrides, Settings, problem_redactor, resolve_settings, runtime_dir_where
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -47,11 +51,26 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from supervisor.launch import build  # heavy imports only for `up`
 
+    # First: nothing the supervisor opens may count against the low default (see supervisor.limits).
+    raised = raise_open_file_limit()
     settings = _settings(args)
+    ensure_runtime_dir(settings.runtime_dir, runtime_dir_where(settings.config),
+                       settings.config.supervisor.allow_runtime_dir_symlink)
     redact = Redactor(settings.secrets)
     setup_logging(redact, args.log_level or settings.config.supervisor.log_level)
+    if raised:
+        logger.debug("supervisor: raised the open-file limit from %d to %d", *raised)
     launch = build(settings, resolve=lambda: _settings(args), redactor=redact)
-    return asyncio.run(launch.run())
+    try:
+        return asyncio.run(_serve(launch.run()))
+    finally:
+        release_base()  # the workers' cgroups, if any were used
+
+
+async def _serve(run: Coroutine[Any, Any, int]) -> int:
+    """Run the supervisor with accept errors (descriptors exhausted) logged once per interval."""
+    asyncio.get_running_loop().set_exception_handler(AcceptErrorLog())
+    return await run
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:

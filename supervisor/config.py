@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import re
 import shlex
 import tomllib
@@ -45,6 +46,9 @@ class SupervisorSection:
     mode: str = _opt("development", choices=("development", "production"))
     env_file: str = _opt(".env")
     runtime_dir: str = _opt(".supervisor")
+    # A symlinked runtime directory is refused unless this says it is meant (a cloned repository
+    # could point .supervisor at a directory others can write).
+    allow_runtime_dir_symlink: bool = _opt(False)
     stop_timeout: float = _opt(10.0, lo=0.1, hi=3600)
     log_level: str = _opt("info", choices=("debug", "info", "warning", "error"))
 
@@ -115,6 +119,11 @@ class StatusSection:
     host: str = _opt("127.0.0.1")
     port: int = _opt(8787, lo=0, hi=65535)
     token: str = _opt("")
+    # Anyone who can connect may hold connections open: cap them and bound how long a connection
+    # may take to send a request (from its start or the previous response), so idle and
+    # slow-loris connections cannot exhaust the supervisor's descriptors.
+    max_connections: int = _opt(64, lo=2, hi=10000)
+    header_timeout: float = _opt(10.0, lo=0.1, hi=300)
 
 
 @dataclass(frozen=True)
@@ -222,10 +231,37 @@ def _command(raw: Any) -> list[str] | str:
     return list(raw)
 
 
+def _kind(value: Any) -> str:
+    """The TOML type of ``value`` in words, for messages that must not quote it."""
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
+             dict: "a table"}
+    return next((name for tp, name in names.items() if type(value) is tp), "a date or time")
+
+
+def _value_problem(key: str, value: Any, lo: float | None, hi: float | None) -> str | None:
+    """What makes an already type-checked value unusable whatever its range: non-finite numbers
+    (``nan`` passes every comparison), NUL bytes (no path, argument or environment can hold one),
+    an unusable token."""
+    if isinstance(value, float) and not math.isfinite(value):
+        bounds = f" from {lo:g} to {hi:g}" if lo is not None and hi is not None else ""
+        return f"{value!r} is not a finite number; expected a number{bounds}"
+    texts = value if isinstance(value, list) else [value] if isinstance(value, str) else []
+    if any("\x00" in t for t in texts):
+        return "the value holds a NUL byte (\\u0000); expected text without one"
+    if key == "token" and value and not TOKEN_FORM.fullmatch(value):
+        return ("the value is not usable as a token; expected 16 to 256 visible ASCII characters "
+                "without spaces, or \"\" for a new random token at each start")
+    return None
+
+
+# A bearer token travels in an HTTP header and sits alone on the token file's one line.
+TOKEN_FORM = re.compile(r"[\x21-\x7e]{16,256}")
+
+
 def _read_section(cls: type, data: Any, table: str, path: str, locator: _Locator,
                   problems: list[Problem]) -> Any:
     if not isinstance(data, dict):
-        problems.append(Problem(_where(path, locator, table), f"expected a table, got {data!r}"))
+        problems.append(Problem(_where(path, locator, table), f"expected a table, got {_kind(data)}"))
         return cls()
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in fields(cls)}
@@ -254,6 +290,10 @@ def _read_section(cls: type, data: Any, table: str, path: str, locator: _Locator
                                     f"{shown} is not {_type_name(hints[key])}"))
             continue
         meta = f.metadata
+        problem = _value_problem(key, value, meta.get("lo"), meta.get("hi"))
+        if problem:
+            problems.append(Problem(_where(path, locator, table, key), problem))
+            continue
         if meta.get("choices") and value not in meta["choices"]:
             expected = " or ".join(repr(c) for c in meta["choices"])
             problems.append(Problem(_where(path, locator, table, key),
@@ -328,12 +368,20 @@ def parse_config(text: str, path: str = "supervisor.toml") -> Config:
     return cfg
 
 
-def load_config(path: Path) -> Config:
-    """Read ``path``; a missing file means all defaults (the embedded default needs no file)."""
+def load_config(path: Path, required: bool = False) -> Config:
+    """Read ``path``; a missing file means all defaults (the embedded default needs no file),
+    unless ``required``: a file named with ``--config`` must exist."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
+        if required:
+            raise ConfigError([missing_config(path)]) from None
         return Config(path=str(path))
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(str(path), f"cannot be read: {exc}")]) from None
     return parse_config(text, str(path))
+
+
+def missing_config(path: Path) -> Problem:
+    return Problem("--config", f"{str(path)!r} does not exist; expected the path of a supervisor.toml "
+                               "(without --config, the project's own is used)")

@@ -1,14 +1,23 @@
 """``python -m supervisor status | restart | stop``: talk to a running supervisor's status API.
 
-The supervisor is found through ``<runtime dir>/state.json`` (a stale file is reported, never
-trusted) or ``--url``. Exit codes of ``status`` follow ``systemctl status``:
+The supervisor is found through ``<runtime dir>/state.json`` or ``--url``. The state file is
+trusted only as far as it can be: the runtime directory must be owned by the user and writable
+by nobody else (root may read another user's), its pid must be a running supervisor that started
+before the file was written (a stale or corrupt file is reported, never used), and the status URL
+it names must be loopback or the ``[status] host`` of the configuration. The token is read only
+from ``<runtime dir>/status.token`` (same rules, one line), ``--token-file`` or
+``SUPERVISOR_STATUS_TOKEN``, never from a path the state file names, and it is sent only where it
+is needed: with ``restart`` and ``stop``, and with reads beyond loopback.
+
+Exit codes of ``status`` follow ``systemctl status``:
 
 * 0: running and ready
 * 1: running but not ready (or the API refused or failed the request)
+* 2: a file the CLI needs cannot be trusted or read (the runtime directory, the token file, a
+  missing ``--config``); the message names the file and what is wrong with it
 * 3: no supervisor is running (or what answers at ``--url`` is not a supervisor's status API)
 
-``restart`` and ``stop`` send the bearer token from the token file named in the state file, from
-``--token-file`` or from ``SUPERVISOR_STATUS_TOKEN``, and wait for the effect unless ``--no-wait``.
+``restart`` and ``stop`` wait for the effect unless ``--no-wait``.
 """
 
 from __future__ import annotations
@@ -24,14 +33,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from supervisor.config import SupervisorSection, load_config
+from supervisor.config import Config, load_config, missing_config
 from supervisor.display import render_text
-from supervisor.errors import ConfigError
-from supervisor.statefile import StateRecord, is_alive, live_state, read_token
+from supervisor.errors import EXIT_CONFIG, ConfigError
+from supervisor.ports import display_url, is_loopback
+from supervisor.runtimedir import owner_problem, runtime_dir_problem
+from supervisor.statefile import TOKEN_NAME, StateFileError, StateRecord, is_alive, live_state, read_token
 
 STATUS_READY = 0
 STATUS_NOT_READY = 1
+STATUS_UNTRUSTED = EXIT_CONFIG
 STATUS_NOT_RUNNING = 3
 FAILED = 1
 _POLL = 0.1
@@ -40,8 +53,12 @@ _POLL = 0.1
 @dataclass(frozen=True)
 class Target:
     status_url: str
-    token: str | None
+    token: Callable[[], str | None]  # read when a request needs it, not before
     record: StateRecord | None  # known when found through the state file
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(urlsplit(self.status_url).hostname or "")
 
 
 class NotRunning(Exception):
@@ -56,40 +73,83 @@ class NotStatusAPI(Exception):
     """Something answered, but not a supervisor's status API (a wrong ``--url``)."""
 
 
+class Untrusted(Exception):
+    """A file or address the CLI will not use; the message names it and says why."""
+
+
 def _not_status_api(target: Target, path: str, what: str) -> NotStatusAPI:
     return NotStatusAPI(f"{target.status_url} is not a supervisor status API: {path} answered {what}; "
                         "pass --url the address `up` logs as \"status: API and dashboard on "
                         "http://HOST:PORT\" (default http://127.0.0.1:8787)")
 
 
-def runtime_dir(project_dir: Path, config: str | None) -> Path:
-    """``[supervisor] runtime_dir`` of the project; the default if supervisor.toml is broken,
-    since a half-edited file must not stop ``status`` from finding the running supervisor."""
+def project_config(project_dir: Path, config: str | None) -> Config:
+    """The project's configuration; the defaults if supervisor.toml is broken, since a half-edited
+    file must not stop ``status`` from finding the running supervisor. A ``--config`` that does not
+    exist is an error (exit 2), as for ``up`` and ``check``."""
     path = Path(config) if config else project_dir / "supervisor.toml"
+    if config and not path.exists():
+        raise ConfigError([missing_config(path)])
     try:
-        configured = load_config(path).supervisor.runtime_dir
+        return load_config(path)
     except ConfigError:
-        configured = SupervisorSection().runtime_dir
-    rd = Path(configured)
+        return Config(path=str(path))
+
+
+def runtime_dir(project_dir: Path, config: str | None) -> Path:
+    """``[supervisor] runtime_dir`` of the project (see :func:`project_config`)."""
+    rd = Path(project_config(project_dir, config).supervisor.runtime_dir)
     return rd if rd.is_absolute() else project_dir.resolve() / rd
 
 
-def _token(args: argparse.Namespace, default_file: str | None) -> str | None:
-    if args.token_file:
-        return read_token(Path(args.token_file))
-    if os.environ.get("SUPERVISOR_STATUS_TOKEN"):
-        return os.environ["SUPERVISOR_STATUS_TOKEN"]
-    return read_token(Path(default_file)) if default_file else None
+def _token_reader(args: argparse.Namespace, rd: Path | None) -> Callable[[], str | None]:
+    """Where the token comes from: ``--token-file``, ``SUPERVISOR_STATUS_TOKEN``, or the runtime
+    directory's ``status.token`` (owned by the user, writable by nobody else)."""
+    def read() -> str | None:
+        try:
+            if args.token_file:
+                return read_token(Path(args.token_file))
+            if os.environ.get("SUPERVISOR_STATUS_TOKEN"):
+                return os.environ["SUPERVISOR_STATUS_TOKEN"].strip()
+            if rd is None:
+                return None
+            uid = os.geteuid()
+            return read_token(rd / TOKEN_NAME, lambda st: owner_problem(st, uid, any_owner=uid == 0))
+        except StateFileError as exc:
+            raise Untrusted(f"{exc}; the token is not used") from None
+    return read
+
+
+def trusted_status_url(record: StateRecord, config: Config, state_file: Path) -> str:
+    """The state file's status URL, rebuilt from its host and port, if it is loopback or the
+    configured ``[status] host``; a planted file must not send requests (or the token) elsewhere."""
+    try:
+        parts = urlsplit(record.status_url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        host, port = "", None
+    allowed = is_loopback(host) or (host == config.status.host.strip("[]") and host not in ("", "0.0.0.0", "::"))
+    if parts.scheme != "http" or port is None or not allowed:
+        raise Untrusted(f"{state_file} names a status URL that is neither loopback nor [status] host "
+                        f"({config.status.host}); not using it (pass --url to choose one)")
+    return display_url(host, port)
 
 
 def find_target(args: argparse.Namespace) -> Target:
     if args.url:
-        return Target(args.url.rstrip("/"), _token(args, None), None)
-    rd = runtime_dir(Path(args.project_dir), args.config)
+        return Target(args.url.rstrip("/"), _token_reader(args, None), None)
+    project_dir = Path(args.project_dir)
+    config = project_config(project_dir, args.config)
+    rd = runtime_dir(project_dir, args.config)
+    uid = os.geteuid()
+    problem = runtime_dir_problem(rd, config.supervisor.allow_runtime_dir_symlink, uid, any_owner=uid == 0)
+    if problem:
+        raise Untrusted(f"runtime directory {rd} {problem}")
     record, why = live_state(rd)
     if record is None:
         raise NotRunning(f"no supervisor is running ({why})")
-    return Target(record.status_url.rstrip("/"), _token(args, record.token_file), record)
+    url = trusted_status_url(record, config, rd / "state.json")
+    return Target(url, _token_reader(args, rd), record)
 
 
 def request(target: Target, method: str, path: str, timeout: float = 5.0) -> tuple[int, Any]:
@@ -97,7 +157,9 @@ def request(target: Target, method: str, path: str, timeout: float = 5.0) -> tup
 
     Raises NotRunning when nothing answers, NotStatusAPI when a success is not JSON.
     """
-    headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
+    # Reads on loopback need no token: it is not sent where it is not needed.
+    token = target.token() if method == "POST" or not target.loopback else None
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     req = urllib.request.Request(target.status_url + path, method=method, headers=headers,
                                  data=b"" if method == "POST" else None)
     try:
@@ -200,6 +262,9 @@ def _guarded(body: Callable[[], int]) -> int:
     except (Refused, Failed) as exc:
         _error(str(exc))
         return FAILED
+    except Untrusted as exc:
+        _error(str(exc))
+        return STATUS_UNTRUSTED
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -282,13 +347,13 @@ def _add_target_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--project-dir", default=".", help="directory holding supervisor.toml (and the runtime dir)")
     p.add_argument("--config", help="path of supervisor.toml (default: in the project directory)")
     p.add_argument("--url", help="the status API's URL, instead of finding it through the state file")
-    p.add_argument("--token-file", help="file holding the API token (default: the one the state file names)")
+    p.add_argument("--token-file", help="file holding the API token (default: <runtime dir>/status.token)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     status = sub.add_parser("status", help="show the running supervisor's workers, database and reloads",
                             description="Exit code: 0 running and ready, 1 running but not ready, "
-                                        "3 no supervisor running.")
+                                        "2 a file it needs cannot be trusted, 3 no supervisor running.")
     _add_target_options(status)
     status.add_argument("--json", action="store_true", help="print the /status document")
     status.set_defaults(func=cmd_status)

@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
@@ -26,6 +27,7 @@ from tenacity.wait import wait_base
 from supervisor.config import DatabaseSection
 from supervisor.dburl import DatabaseURL, connect_args
 from supervisor.policy import backoff_delay
+from supervisor.runtimedir import create_private_file
 
 # Plain-words reasons.
 REFUSED = "connection refused"
@@ -37,6 +39,7 @@ SHUTTING_DOWN = "shutting down"
 HOST_UNKNOWN = "host not found"
 MALFORMED = "malformed URL"
 OTHER = "error"
+SQLITE_UNUSABLE = "cannot open the SQLite file"
 
 # SQLSTATE -> (reason, retryable). https://www.postgresql.org/docs/current/errcodes-appendix.html
 _SQLSTATES = {
@@ -54,6 +57,7 @@ _HINTS = {
     HOST_UNKNOWN: "check the host name in the database URL",
     STARTING_UP: "the server is still starting; raise [database] deadline if it takes longer",
     SHUTTING_DOWN: "the server is shutting down; it answers again once it has been started",
+    SQLITE_UNUSABLE: "check the path in the database URL and that its directory can be written",
 }
 
 
@@ -103,8 +107,25 @@ def classify(exc: BaseException, mask: Callable[[str], str] = lambda s: s) -> Pr
             return ProbeFailure(HOST_UNKNOWN, mask(str(item)), True)
         if type(item).__name__ == "ArgumentError":  # sqlalchemy.exc.ArgumentError: a bad URL
             return ProbeFailure(MALFORMED, mask(str(item)), False)
+        if type(item).__module__ == "sqlite3" and "unable to open" in str(item):
+            return ProbeFailure(SQLITE_UNUSABLE, mask(str(item)), False)
     message = str(chain[-1]).splitlines()[0] if str(chain[-1]) else type(chain[-1]).__name__
     return ProbeFailure(OTHER, mask(message), True)
+
+
+def prepare_sqlite_file(path: Path) -> None:
+    """Create the SQLite file (and its directory) private to the user, or fail for good: a path
+    that cannot be created will not become creatable by waiting for the deadline."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except FileExistsError:  # some parent is a file
+        raise ProbeFailure(SQLITE_UNUSABLE, f"{path}: a parent directory is a file", False) from None
+    except OSError as exc:
+        raise ProbeFailure(SQLITE_UNUSABLE, f"{path.parent}: {exc.strerror}", False) from None
+    try:
+        create_private_file(path)
+    except OSError as exc:
+        raise ProbeFailure(SQLITE_UNUSABLE, f"{path}: {exc.strerror}", False) from None
 
 
 Probe = Callable[[float], Awaitable[float]]  # timeout -> latency in ms; raises ProbeFailure
@@ -129,7 +150,7 @@ class EngineProbe:
             from sqlalchemy.pool import NullPool
 
             if self.db.sqlite_path is not None:
-                self.db.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+                prepare_sqlite_file(self.db.sqlite_path)
             self._engine = create_async_engine(
                 self.db.url, poolclass=NullPool,
                 connect_args=connect_args(self.db, self.connect_timeout))

@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from supervisor.envschema import FALSE_WORDS, TRUE_WORDS, parse_number
-from supervisor.secrets import MASK, QUERY_SECRETS, mask_url
+from supervisor.secrets import MASK, QUERY_SECRETS, mask_url_value, split_userinfo
 
 POSTGRESQL = "postgresql"
 SQLITE = "sqlite"
@@ -49,6 +49,8 @@ _INTEGERS = {"port", "statement_cache_size", "prepared_statement_cache_size",
 _FLOATS = {"timeout", "command_timeout"}
 _STRINGS = {"host", "target_session_attrs"}
 _TLS_FILES = {"sslrootcert", "sslcert", "sslkey"}
+_ENCODE_HINT = ("percent-encode special characters in the password ('#' as %23, '/' as %2F, '?' as %3F, "
+                "'@' as %40, ':' as %3A) and an '@' in a query value as %40")
 _UNDERSTOOD = sorted({"sslmode", "ssl", "connect_timeout", "application_name", "options",
                       *_TLS_FILES, *_DROPPED, *_INTEGERS, *_FLOATS, *_STRINGS})
 
@@ -109,13 +111,19 @@ def embedded_default_url(directory: Path) -> str:
 
 def normalize_database_url(raw: str) -> DatabaseURL:
     """Return the async-driver form of ``raw``; raise :class:`DatabaseURLError` if it cannot work."""
-    masked = _mask(raw.strip())
+    raw = raw.strip()
+    masked = _mask(raw)
+    if raw.partition(":")[0].lower() in _PG_SCHEMES:
+        _check_userinfo(raw, masked)
     try:
-        parts = urlsplit(raw.strip())
+        parts = urlsplit(raw)
         parts.port  # noqa: B018 - raises ValueError on a non-numeric port
     except ValueError as exc:
-        raise DatabaseURLError(f"{masked} is not a valid URL ({exc}); expected "
-                               "postgresql://user:password@host:5432/dbname") from None
+        # Never urlsplit's message: it quotes the netloc, and with it any password it misread.
+        what = "its port is not a number from 0 to 65535" if "port" in str(exc).lower() else \
+            "its host cannot be read"
+        raise DatabaseURLError(f"{masked} is not a valid URL ({what}); expected "
+                               f"postgresql://user:password@host:5432/dbname; {_ENCODE_HINT}") from None
     scheme = parts.scheme.lower()
     if scheme in _PG_SCHEMES:
         return _postgresql(parts, scheme, masked)
@@ -132,10 +140,23 @@ def normalize_database_url(raw: str) -> DatabaseURL:
     raise DatabaseURLError(f"{masked} has scheme {scheme or '(none)'!r}; expected {expected}")
 
 
+def _check_userinfo(raw: str, masked: str) -> None:
+    """Refuse a password that urlsplit and SQLAlchemy would read differently from libpq.
+
+    ``postgresql://app:Pw#x@db/app`` ends the authority at ``#``: the host would be ``app`` and
+    the password part of a fragment that is shown as a target. Everything between ``user:`` and
+    the last ``@`` is taken as the password, and it must not hold ``@ / ? #`` unencoded.
+    """
+    span = split_userinfo(raw)
+    if span is not None and any(c in raw[span[0]:span[1]] for c in "@/?#"):
+        raise DatabaseURLError(f"{masked} cannot be read unambiguously: the text between 'user:' and the "
+                               f"last '@' holds '@', '/', '?' or '#'; {_ENCODE_HINT}")
+
+
 def _mask(raw: str) -> str:
     """The URL for messages: no password, and no value of a query parameter we do not know
     (``?api_key=...`` may be a secret too)."""
-    masked = mask_url(raw)
+    masked = mask_url_value(raw)
     base, sep, query = masked.partition("?")
     if not sep:
         return masked
@@ -152,7 +173,7 @@ def _postgresql(parts: Any, scheme: str, masked: str) -> DatabaseURL:
     changes = [] if scheme == ASYNCPG_SCHEME else [f"{scheme}:// -> {ASYNCPG_SCHEME}://"]
     args, tls = _translate_query(parse_qsl(parts.query, keep_blank_values=True), masked, changes)
     url = f"{ASYNCPG_SCHEME}://{parts.netloc}{parts.path}"
-    return DatabaseURL(url=url, backend=POSTGRESQL, masked=mask_url(url), connect_args=args, tls=tls,
+    return DatabaseURL(url=url, backend=POSTGRESQL, masked=mask_url_value(url), connect_args=args, tls=tls,
                        changes=tuple(changes))
 
 
@@ -161,7 +182,7 @@ def _sqlite(parts: Any, scheme: str, masked: str) -> DatabaseURL:
         raise DatabaseURLError(f"{masked}: query parameters are not supported for SQLite")
     changes = [] if scheme == AIOSQLITE_SCHEME else [f"{scheme}:// -> {AIOSQLITE_SCHEME}://"]
     url = f"{AIOSQLITE_SCHEME}://{parts.netloc}{parts.path}"
-    return DatabaseURL(url=url, backend=SQLITE, masked=url, changes=tuple(changes))
+    return DatabaseURL(url=url, backend=SQLITE, masked=mask_url_value(url), changes=tuple(changes))
 
 
 def _translate_query(pairs: list[tuple[str, str]], masked: str,
@@ -171,15 +192,17 @@ def _translate_query(pairs: list[tuple[str, str]], masked: str,
     settings: dict[str, str] = {}
     tls_mode: str | None = None
     files: dict[str, str] = {}
+    # Before any other parameter is named: an unencoded '&' in the password makes its tail a "key".
+    secret = next((key for key, _ in pairs if key.lower() in QUERY_SECRETS), None)
+    if secret is not None:
+        raise DatabaseURLError(f"{masked}: query parameter {secret} (value not shown) is not understood by "
+                               "asyncpg; expected the password in the URL itself: "
+                               "postgresql://user:password@host:5432/dbname")
     for key, value in pairs:
         where = f"{masked}: query parameter {key}={value!r}"
         if key not in _UNDERSTOOD:
             # Never echo a value we do not know the meaning of: it may be a password.
             where = f"{masked}: query parameter {key}"
-            if key.lower() in QUERY_SECRETS:
-                raise DatabaseURLError(f"{where} (value not shown) is not understood by asyncpg; "
-                                       "expected the password in the URL itself: "
-                                       "postgresql://user:password@host:5432/dbname")
         if key == "sslmode":
             if value not in _SSL_MODES:
                 raise DatabaseURLError(f"{where} is not an sslmode; expected one of {', '.join(_SSL_MODES)}")

@@ -1,16 +1,35 @@
-"""Reading ``.env`` with python-dotenv, keeping line numbers for values and errors."""
+"""Reading ``.env`` with python-dotenv's parser, keeping line numbers for values and errors.
+
+Values follow python-dotenv's rules (quotes, escapes, ``${VAR}`` and ``${VAR:-default}``
+interpolation from earlier lines and the environment), with limits python-dotenv does not have:
+
+* a malformed line, or a line without ``=``, is reported by its number, never quoted (a pasted
+  bare secret would be printed);
+* a value holding a NUL byte or a lone surrogate (``"\\x00"``, ``"\\ud800"``) is refused: no
+  process can be started with it in its environment;
+* interpolation is capped: ``B=${A}${A}``, ``C=${B}${B}``... would otherwise grow exponentially.
+  A value longer than :data:`MAX_VALUE_LENGTH` or a file expanding beyond
+  :data:`MAX_TOTAL_LENGTH` is refused, with its line.
+"""
 
 from __future__ import annotations
 
 import io
-import logging
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dotenv import dotenv_values
 from dotenv.parser import parse_stream
+from dotenv.variables import parse_variables
 
 from supervisor.errors import Problem
+
+# Linux refuses a single environment string over 128 KiB (MAX_ARG_STRLEN), the whole environment
+# well before a few MiB: what would fail at the first worker start fails here instead.
+MAX_VALUE_LENGTH = 65536
+MAX_TOTAL_LENGTH = 1 << 20
+_EXPECTED = "expected NAME=value (a name of letters, digits and _, optionally quoted value)"
 
 
 @dataclass(frozen=True)
@@ -26,46 +45,103 @@ class DotEnv:
         return f"{self.path}:{self.lines[name]}" if name in self.lines else self.path
 
 
-def parse_dotenv(text: str, path: str = ".env") -> DotEnv:
+def unusable(text: str) -> str | None:
+    """Why ``text`` cannot be part of a process environment, or None."""
+    if "\x00" in text:
+        return "holds a NUL byte"
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError:
+        return "holds a character that cannot be encoded (a lone surrogate such as \\ud800)"
+    return None
+
+
+def _name_problem(name: str) -> str | None:
+    if "=" in name:
+        return "has a name with '=' in it"
+    if why := unusable(name):
+        return f"has a name that {why}"
+    return None
+
+
+def parse_dotenv(text: str, path: str = ".env", environ: Mapping[str, str] | None = None) -> DotEnv:
     """Parse the text of a ``.env`` file. Malformed lines become problems with their line number.
 
-    Values are taken from python-dotenv (quotes, escapes, ``${VAR}`` interpolation); a malformed
-    line is reported, never quoted, since it may hold a secret.
+    ``environ`` (default ``os.environ``) is what ``${VAR}`` reads for names the file has not set.
+    Neither a problem nor this function's exceptions ever contain a value or a line's text.
     """
+    env = os.environ if environ is None else environ
     problems: list[tuple[int, Problem]] = []
+    values: dict[str, str] = {}
     lines: dict[str, int] = {}
+    total = 0
+
+    def report(line: int, message: str) -> None:
+        problems.append((line, Problem(f"{path}:{line}", message)))
+
     for binding in parse_stream(io.StringIO(text)):
         line = binding.original.line
         if binding.error:
-            problems.append((line, Problem(
-                f"{path}:{line}",
-                "cannot be parsed; expected NAME=value (a name of letters, digits and _, "
-                "optionally quoted value)")))
-        elif binding.key is not None:
-            lines[binding.key] = line
-    # python-dotenv logs each malformed line itself (quoting nothing, but unasked); we report them.
-    dotenv_logger = logging.getLogger("dotenv.main")
-    was_disabled, dotenv_logger.disabled = dotenv_logger.disabled, True
-    try:
-        raw = dotenv_values(stream=io.StringIO(text), interpolate=True)
-    finally:
-        dotenv_logger.disabled = was_disabled
-    values = {k: v for k, v in raw.items() if v is not None}
-    # `NAME` with no `=` parses to None: python-dotenv's "declared but unset"; report it.
-    for name, value in raw.items():
-        if value is None:
-            line = lines.get(name, 0)
-            problems.append((line, Problem(f"{path}:{line} {name}", "has no value; expected NAME=value")))
+            report(line, f"cannot be parsed; {_EXPECTED}")
+            continue
+        if binding.key is None:
+            continue  # a blank line or a comment
+        if binding.value is None:
+            # python-dotenv's "declared but unset" `NAME`; the text may be a pasted secret.
+            report(line, "has no '='; expected NAME=value (the line is not shown: it may hold a secret)")
+            continue
+        if why := _name_problem(binding.key):
+            report(line, f"{why}; {_EXPECTED}")
+            continue
+        value, too_long = _interpolate(binding.value, values, env, MAX_VALUE_LENGTH)
+        if too_long:
+            report(line, f"expands to more than {MAX_VALUE_LENGTH} characters (through ${{...}} "
+                         f"interpolation or as written); expected at most {MAX_VALUE_LENGTH}")
+            continue
+        if why := unusable(value):
+            report(line, f"{why}; expected a value a process environment can hold")
+            continue
+        total += len(value)
+        if total > MAX_TOTAL_LENGTH:
+            report(line, f"makes the file's values longer than {MAX_TOTAL_LENGTH} characters in all "
+                         "(through ${...} interpolation?); expected a smaller environment")
+            break
+        values[binding.key] = value
+        lines[binding.key] = line
     ordered = tuple(p for _, p in sorted(problems, key=lambda lp: lp[0]))
     return DotEnv(path=path, values=values, lines=lines, problems=ordered, exists=True)
 
 
-def load_dotenv_file(path: Path) -> DotEnv:
+def _interpolate(raw: str, earlier: Mapping[str, str], environ: Mapping[str, str],
+                 limit: int) -> tuple[str, bool]:
+    """python-dotenv's interpolation (earlier lines win over the environment), stopping at
+    ``limit`` characters instead of building the whole string: (value, too long)."""
+    pieces: list[str] = []
+    size = 0
+    for atom in parse_variables(raw):
+        name = getattr(atom, "name", None)
+        if name is None:
+            piece = atom.resolve({})
+        else:
+            found = earlier.get(name, environ.get(name))
+            default = getattr(atom, "default", None)
+            piece = found if found is not None else (default or "")
+        size += len(piece)
+        if size > limit:
+            return "", True
+        pieces.append(piece)
+    return "".join(pieces), False
+
+
+def load_dotenv_file(path: Path, environ: Mapping[str, str] | None = None) -> DotEnv:
     """Read ``path`` if it exists; a missing ``.env`` is not an error."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return DotEnv(path=str(path))
-    except (OSError, UnicodeDecodeError) as exc:
-        return DotEnv(path=str(path), problems=(Problem(str(path), f"cannot be read: {exc}"),))
-    return parse_dotenv(text, str(path))
+    except UnicodeDecodeError as exc:
+        return DotEnv(path=str(path), problems=(Problem(str(path), f"cannot be read: byte {exc.start} "
+                                                                   "is not UTF-8; expected a UTF-8 text file"),))
+    except OSError as exc:
+        return DotEnv(path=str(path), problems=(Problem(str(path), f"cannot be read: {exc.strerror}"),))
+    return parse_dotenv(text, str(path), environ)

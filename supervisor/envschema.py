@@ -17,13 +17,14 @@ Example ``supervisor.toml``::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from supervisor.errors import Problem
-from supervisor.secrets import is_secret_name, mask_url
+from supervisor.secrets import is_secret_name, mask_url_value
 
 TYPES = ("string", "integer", "boolean", "port", "url", "secret")
 # The spellings of a boolean everywhere the supervisor reads one (env values, URL query parameters).
@@ -79,6 +80,8 @@ def parse_var_spec(name: str, raw: Any, where: str, problems: list[Problem]) -> 
             # A secret's default is a secret too, even when it has the wrong type.
             shown = "the value" if key == "default" and secret else repr(raw[key])
             problems.append(Problem(where, f"{key} = {shown} is not {expected}"))
+    if isinstance(raw.get("default"), str) and "\x00" in raw["default"]:
+        problems.append(Problem(where, "default holds a NUL byte (\\u0000); no environment can hold one"))
     schemes = raw.get("schemes", [])
     if not (isinstance(schemes, list) and all(isinstance(s, str) for s in schemes)):
         problems.append(Problem(where, f"schemes = {schemes!r} is not a list of strings"))
@@ -95,7 +98,7 @@ def parse_var_spec(name: str, raw: Any, where: str, problems: list[Problem]) -> 
 
 def _check_value(spec: VarSpec, value: str) -> tuple[str | None, Any]:
     """Return (problem or None, typed value). Problems describe, never quote, secret values."""
-    shown = "the value" if spec.is_secret else repr(mask_url(value))
+    shown = "the value" if spec.is_secret else repr(mask_url_value(value))
     if spec.type == "integer" or spec.type == "port":
         try:
             number = int(value.strip())
@@ -116,8 +119,10 @@ def _check_value(spec: VarSpec, value: str) -> tuple[str | None, Any]:
     if spec.type == "url":
         try:
             parts = urlsplit(value)
-        except ValueError as exc:
-            return f"is not a valid URL ({exc}); expected scheme://host/...", None
+            parts.port  # noqa: B018 - raises ValueError on a non-numeric port
+        except ValueError:  # its message quotes the netloc, password and all
+            return ("is not a valid URL (its host or port cannot be read); expected scheme://host/..., "
+                    "with special characters in a password percent-encoded"), None
         if not parts.scheme or not (parts.netloc or parts.path):
             return "is not a URL; expected scheme://host/...", None
         if spec.schemes and parts.scheme not in spec.schemes:
@@ -164,11 +169,17 @@ def validate_environ(specs: Mapping[str, VarSpec], environ: Mapping[str, str],
 
 
 def parse_number(kind: type[int] | type[float], text: str) -> int | float:
-    """``int`` or ``float`` of ``text``; the ValueError says what was expected ("is not an integer")."""
+    """``int`` or ``float`` of ``text``; the ValueError says what was expected ("is not an integer").
+
+    ``nan`` and ``inf`` are refused: nan passes every range check, and no timeout is infinite.
+    """
     try:
-        return kind(text.strip())
+        number = kind(text.strip())
     except ValueError:
         raise ValueError(f"is not {'an integer' if kind is int else 'a number'}") from None
+    if not math.isfinite(number):
+        raise ValueError("is not a finite number")
+    return number
 
 
 def _port_range(spec: VarSpec) -> tuple[int, int]:

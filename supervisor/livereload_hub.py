@@ -1,6 +1,6 @@
 """Live reload, the I/O part: the ``GET /livereload`` event stream of the status API.
 
-:class:`LiveReloadHub` subscribes to the supervisor's state changes (``on_change``), turns them
+:class:`LiveReloadHub` subscribes to the supervisor's state changes (``subscribe``), turns them
 into events with :class:`~supervisor.livereload.EventTracker` and fans them out to every open
 stream. The stream needs no token (an ``EventSource`` cannot send one), so it is served only by a
 status API on loopback, under a loopback ``Host`` header (the API's own guard), and only to pages

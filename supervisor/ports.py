@@ -7,6 +7,7 @@ because the supervisor keeps the socket open, the port never changes across work
 from __future__ import annotations
 
 import errno
+import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,15 @@ def describe_holder(port: int, holder: Callable[[int], str | None] = port_holder
     (another user's process, or a port refused for another reason)."""
     who = holder(port)
     return f"held by {who}" if who else unknown
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def display_url(host: str, port: int) -> str:
@@ -94,7 +104,10 @@ def bind_port(host: str, preferred: int, search: int, strict: bool, backlog: int
         try:
             sock = bind_listener(host, port, backlog)
         except OSError as exc:
-            if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+            if exc.errno == errno.EACCES:
+                # Not "in use": the next ports are as privileged, and nobody holds this one.
+                raise PortError(permission_denied(host, port, "PORT or [server] port")) from None
+            if exc.errno != errno.EADDRINUSE:
                 raise PortError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
             first_error = first_error or exc
             continue
@@ -116,3 +129,10 @@ def _bind_or_raise(host: str, port: int, backlog: int) -> socket.socket:
         return bind_listener(host, port, backlog)
     except OSError as exc:
         raise PortError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def permission_denied(host: str, port: int, setting: str) -> str:
+    """The message for EACCES on bind: what it means and how to fix it."""
+    why = (f"ports below 1024 need root or CAP_NET_BIND_SERVICE; choose a port from 1024 up with {setting}"
+           if port < 1024 else f"check the security policy that refuses it, or choose another port with {setting}")
+    return f"cannot listen on {host}:{port}: permission denied ({why})"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -18,10 +19,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from supervisor.descendants import MARK_VAR, Descendants, new_mark, track
 from supervisor.settings import Settings
 from supervisor.systemdenv import scrub_systemd_env
 from supervisor.worker import READY_MESSAGE, WorkerArgs
 
+logger = logging.getLogger("supervisor")
 LineSink = Callable[[int, str], None]  # (pid, line)
 # Seconds to keep relaying a worker's output after it exited (its pipes normally end at once).
 RELAY_GRACE = 1.0
@@ -47,9 +50,10 @@ class WorkerProcess:
     """A started worker. Await :meth:`ready` and :meth:`wait`; call :meth:`stop` to end it."""
 
     def __init__(self, popen: subprocess.Popen[bytes], ready_fd: int, on_line: LineSink,
-                 tail: int = 20) -> None:
+                 tail: int = 20, descendants: Descendants | None = None) -> None:
         self.popen = popen
         self.pid = popen.pid
+        self.descendants = descendants
         self.stderr_tail: deque[str] = deque(maxlen=tail)
         self._exit_callbacks: list[Callable[[WorkerProcess], None]] = []
         self._loop = asyncio.get_running_loop()
@@ -64,9 +68,17 @@ class WorkerProcess:
         self._loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
         # The worker is a zombie now, holding its pid: kill what it left in its process group
-        # (a leftover grandchild would keep the port or a file open), then reap it.
+        # (a leftover grandchild would keep the port or a file open), and what it started in
+        # sessions of its own (see supervisor.descendants), then reap it.
         kill_group(self.pid, signal.SIGKILL)
+        if self.descendants is not None:
+            leftovers = self.descendants.kill_leftovers()
+            if leftovers:
+                logger.info("supervisor: killed %d process(es) worker pid %d left behind: %s", len(leftovers),
+                            self.pid, ", ".join(map(str, leftovers)))
         code = self.popen.wait()
+        if self.descendants is not None:
+            self.descendants.release(self._loop.call_later)
         if not self._exited.done():
             self._exited.set_result(code)
         for callback in self._exit_callbacks:
@@ -178,11 +190,13 @@ def spawn_worker(spec: WorkerSpec, on_line: LineSink) -> WorkerProcess:
     Must run on the main thread: the worker's parent-death signal is tied to the forking thread.
     """
     ready_r, ready_w = os.pipe()
+    mark = new_mark()
     args = WorkerArgs(app=spec.app, factory=spec.factory, listen_fd=spec.listen_fd, ready_fd=ready_w,
                       parent_pid=os.getpid(), log_level=spec.log_level,
                       graceful_timeout=spec.graceful_timeout, livereload_url=spec.livereload_url)
     env = dict(spec.environ)
     env["PYTHONUNBUFFERED"] = "1"
+    env[MARK_VAR] = mark  # inherited by whatever the worker starts
     try:
         popen = subprocess.Popen(
             [spec.python, "-m", "supervisor.worker", *args.to_argv()],
@@ -195,7 +209,9 @@ def spawn_worker(spec: WorkerSpec, on_line: LineSink) -> WorkerProcess:
     finally:
         os.close(ready_w)
     try:
-        return WorkerProcess(popen, ready_r, on_line)
+        # At once: the worker runs none of the app's code before this (interpreter start-up).
+        descendants = track(popen.pid, mark)
+        return WorkerProcess(popen, ready_r, on_line, descendants=descendants)
     except BaseException:
         # Unwatched, it would hold the port with nobody to stop it (pidfd_open can fail: EMFILE).
         kill_group(popen.pid, signal.SIGKILL)

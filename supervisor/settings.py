@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from supervisor.config import Config, load_config
+from supervisor.config import Config, load_config, missing_config
 from supervisor.dotenvfile import DotEnv, load_dotenv_file
 from supervisor.envrules import apply_environment_rules
 from supervisor.envschema import VarSpec, validate_environ
 from supervisor.errors import ConfigError, Problem
+from supervisor.runtimedir import runtime_dir_problem
 from supervisor.secrets import Redactor, secret_values
 
 # Variables the supervisor itself reads; checked even when supervisor.toml declares nothing.
@@ -89,8 +90,11 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
     environment together, so one run of ``check`` shows all there is to fix.
     """
     project_dir = project_dir.resolve()
-    config_path = config_path or project_dir / "supervisor.toml"
     problems: list[Problem] = []
+    if config_path is not None and not config_path.exists():
+        # Named on purpose: running on silent defaults instead would hide a typo.
+        problems.append(missing_config(config_path))
+    config_path = config_path or project_dir / "supervisor.toml"
     if not project_dir.is_dir():
         problems.append(Problem("--project-dir", f"{str(project_dir)!r} is not a directory; expected "
                                                  "the directory holding supervisor.toml"))
@@ -102,7 +106,7 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
         config = Config(path=str(config_path))
 
     env_file = Path(config.supervisor.env_file)
-    dotenv = load_dotenv_file(env_file if env_file.is_absolute() else project_dir / env_file)
+    dotenv = load_dotenv_file(env_file if env_file.is_absolute() else project_dir / env_file, environ)
     problems.extend(dotenv.problems)
     merged, sources = _merge_environ(environ, dotenv)
 
@@ -133,6 +137,9 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
 
     runtime_dir = Path(config.supervisor.runtime_dir)
     runtime_dir = runtime_dir if runtime_dir.is_absolute() else project_dir / runtime_dir
+    unsafe = runtime_dir_problem(runtime_dir, config.supervisor.allow_runtime_dir_symlink)
+    if unsafe:
+        problems.append(Problem(runtime_dir_where(config), f"{runtime_dir} {unsafe}"))
     problems.extend(apply_environment_rules(config, mode, merged, sources, values, runtime_dir))
     app_dir = project_dir / config.app.app_dir
     if project_dir.is_dir() and not app_dir.is_dir():
@@ -180,9 +187,13 @@ def problem_redactor(project_dir: Path, environ: Mapping[str, str],
     except ConfigError:
         config = Config()
     env_file = Path(config.supervisor.env_file)
-    dotenv = load_dotenv_file(env_file if env_file.is_absolute() else project_dir / env_file)
+    dotenv = load_dotenv_file(env_file if env_file.is_absolute() else project_dir / env_file, environ)
     merged, _ = _merge_environ(environ, dotenv)
     return Redactor(secret_values(merged, {n for n, s in config.env.items() if s.is_secret}))
+
+
+def runtime_dir_where(config: Config) -> str:
+    return f"{config.path} [supervisor] runtime_dir"
 
 
 def needs_restart(old: Settings, new: Settings) -> list[str]:

@@ -27,7 +27,6 @@ import binascii
 import contextlib
 import errno
 import hmac
-import ipaddress
 import json
 import logging
 import os
@@ -50,26 +49,18 @@ from supervisor.contract import Command, Plugin, SupervisorView
 from supervisor.dashboard import render_dashboard
 from supervisor.errors import PortError
 from supervisor.metrics import SupervisorMetrics
-from supervisor.ports import bind_listener, describe_holder, display_url
+from supervisor.ports import bind_listener, describe_holder, display_url, is_loopback, permission_denied
 from supervisor.secrets import Redactor
 from supervisor.settings import Settings
 from supervisor.state import SupervisorState
 from supervisor.statefile import TOKEN_NAME, StateRecord, claim, generate_token, release
+from supervisor.status_limits import bounded
 from supervisor.statusdoc import ProcessSampler, readiness, status_document
 
 logger = logging.getLogger("supervisor")
 
 PROBES = ("/livez", "/readyz")
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def redact_tree(value: Any, redact: Callable[[str], str]) -> Any:
@@ -245,14 +236,21 @@ class StatusAPI:
         try:
             note = claim(runtime_dir, record, self.token)
         except OSError as exc:
-            logger.error("status: cannot write to runtime directory %s: %s; the CLI will need --url",
-                         runtime_dir, exc.strerror)
+            logger.error("status: cannot write the state and token files in %s: %s (%s); the CLI will "
+                         "need --url", runtime_dir, exc.strerror, exc.filename)
+            where = ("the token file could not be written: set [status] token to use restart and stop"
+                     if not self.sup.settings.config.status.token else "token from [status] token")
         else:
             if note:
                 logger.warning("status: %s", note)
-        logger.info("status: API and dashboard on %s (token in %s)", self.url, record.token_file)
+            where = f"token in {record.token_file}"
+        logger.info("status: API and dashboard on %s (%s)", self.url, where)
+        cfg = self.sup.settings.config.status
+        # Bounded connections (see supervisor.status_limits); backlog: how many connections one
+        # wake-up of asyncio's accept loop takes, and so how many errors one wake-up can log.
         config = uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=1)
+                                timeout_graceful_shutdown=1, backlog=64,
+                                http=bounded(cfg.max_connections, cfg.header_timeout))
         server = _EmbeddedServer(config)
         task = asyncio.ensure_future(server.serve(sockets=[self.sock]))
         try:
@@ -305,7 +303,9 @@ def bind_status_socket(host: str, port: int, production: bool) -> tuple[socket.s
         if exc.errno not in (errno.EADDRINUSE, errno.EACCES) or port == 0:
             raise PortError(f"status API: cannot listen on {host}:{port}: {exc.strerror}; "
                             "check [status] host and port") from None
-        held = describe_holder(port, unknown=f"unavailable ({exc.strerror})")
+        if exc.errno == errno.EACCES and production:
+            raise PortError("status API: " + permission_denied(host, port, "[status] port")) from None
+        held = "not allowed (permission denied)" if exc.errno == errno.EACCES else describe_holder(port)
         if production:
             raise PortError(f"status API: port {port} on {host} is {held}; set [status] port to a free "
                             "port, 0 for any free port, or enabled = false") from None

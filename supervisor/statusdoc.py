@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from supervisor import __version__
-from supervisor.secrets import mask_url
+from supervisor.secrets import mask_url_value
 from supervisor.state import DB_FINE, DatabaseStatus, ExitInfo, ReloadStatus, SlotState, SlotStatus, SupervisorState
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ def env_entries(settings: Settings) -> dict[str, dict[str, Any]]:
             "declared": spec is not None,
         }
         if spec is not None and not spec.is_secret and name in settings.environ:
-            entry["value"] = mask_url(settings.environ[name])
+            entry["value"] = mask_url_value(settings.environ[name])
         entries[name] = entry
     return entries
 

@@ -277,7 +277,7 @@ def _absolute(path: str, what: str) -> str:
 def options_from_args(args: argparse.Namespace) -> UnitOptions:
     project_dir = Path(args.project_dir).resolve()
     config_path = Path(args.config).resolve() if args.config else None
-    config = load_config(config_path or project_dir / "supervisor.toml")
+    config = load_config(config_path or project_dir / "supervisor.toml", required=config_path is not None)
     if not NAME_PATTERN.match(args.name):
         raise ConfigError([Problem("--name", f"{args.name!r} is not a unit name; expected letters, "
                                              "digits and _.@:-")])

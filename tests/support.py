@@ -137,14 +137,15 @@ def base_env(**extra: str) -> dict[str, str]:
 class Running:
     """A ``python -m supervisor`` process with its combined output collected by a thread."""
 
-    def __init__(self, args: list[str], cwd: Path, env: Mapping[str, str]) -> None:
+    def __init__(self, args: list[str], cwd: Path, env: Mapping[str, str],
+                 preexec_fn: Callable[[], None] | None = None) -> None:
         self.args = args
         self.lines: list[str] = []
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "supervisor", *args], cwd=cwd, env=dict(env),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=preexec_fn,
         )
         self.pid = self.proc.pid
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -205,9 +206,13 @@ class Running:
 
 
 @contextlib.contextmanager
-def supervisor(args: list[str], cwd: Path, env: Mapping[str, str] | None = None) -> Iterator[Running]:
-    """Run ``python -m supervisor ARGS`` for the duration of the block; always cleaned up."""
-    run = Running(args, cwd, env if env is not None else base_env())
+def supervisor(args: list[str], cwd: Path, env: Mapping[str, str] | None = None,
+               preexec_fn: Callable[[], None] | None = None) -> Iterator[Running]:
+    """Run ``python -m supervisor ARGS`` for the duration of the block; always cleaned up.
+
+    ``preexec_fn`` runs in the child before exec (a lower resource limit, say).
+    """
+    run = Running(args, cwd, env if env is not None else base_env(), preexec_fn)
     try:
         yield run
     finally:

@@ -58,7 +58,7 @@ CASES = [
     ("dotenv-malformed-line", SCHEMA, GOOD_ENV + "this is not an assignment\n", {},
      [".env:3: cannot be parsed; expected NAME=value"]),
     ("dotenv-name-without-value", SCHEMA, GOOD_ENV + "WORKER_COUNT\n", {},
-     [".env:3 WORKER_COUNT: has no value; expected NAME=value"]),
+     [".env:3: has no '='; expected NAME=value"]),
     ("required-missing", SCHEMA, "", {},
      ["environment DATABASE_URL: is required but not set; expected a URL with scheme postgresql"]),
     ("dotenv-bad-integer", SCHEMA, GOOD_ENV + "WORKER_COUNT=many\n", {},
@@ -71,6 +71,22 @@ CASES = [
      ["environment PORT: 'http' is not an integer; expected a port number (0-65535)"]),
     ("environment-mode", SCHEMA, GOOD_ENV, {"SUPERVISOR_MODE": "staging"},
      ["SUPERVISOR_MODE: 'staging' is not a mode; expected 'development' or 'production'"]),
+    # Hardening (issue 14): each of these passed `check`, or crashed `up`, or printed a secret.
+    ("dotenv-nul-byte", SCHEMA, GOOD_ENV + "WORKER_COUNT=1\x002\n", {},
+     [".env:3: holds a NUL byte"]),
+    ("dotenv-bare-secret-line", SCHEMA, GOOD_ENV + SECRET + "\n", {},
+     [".env:3: has no '='"]),
+    ("dotenv-exponential-interpolation", SCHEMA,
+     GOOD_ENV + "".join(f"X{i}=${{X{i - 1}}}${{X{i - 1}}}\n" if i else "X0=0123456789\n" for i in range(64)),
+     {}, [".env:16: expands to more than 65536 characters"]),
+    ("nan-is-out-of-every-range", "[restart]\nmax_delay = nan\n" + SCHEMA, GOOD_ENV, {},
+     ["supervisor.toml:2 [restart] max_delay: nan is not a finite number"]),
+    ("hash-in-password-fails-urlsplit", SCHEMA, f"DATABASE_URL=postgresql://app:{SECRET}#x@127.0.0.1/app\n",
+     {}, [".env:2 DATABASE_URL: is not a valid URL"]),
+    ("hash-in-password-passes-urlsplit", SCHEMA,
+     f"DATABASE_URL=postgresql://app:1234#{SECRET}@127.0.0.1/app\n", {},
+     [".env:2 DATABASE_URL: postgresql://app:***@127.0.0.1/app cannot be read unambiguously",
+      "percent-encode special characters in the password ('#' as %23"]),
 ]
 
 

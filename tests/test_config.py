@@ -201,3 +201,53 @@ def test_a_secret_of_the_wrong_type_is_not_quoted() -> None:
     assert len(problems) == 3 and not any(n in p for p in problems
                                           for n in ("918273645", "564738291", "192837465")), problems
     assert any("[env.SIGNING]" in p and "default = the value is not a string" in p for p in problems)
+
+
+@pytest.mark.parametrize("value", ["nan", "+nan", "-nan", "inf", "-inf"])
+@pytest.mark.parametrize("section, key", [("database", "deadline"), ("restart", "initial_delay"),
+                                          ("supervisor", "stop_timeout"), ("reload", "debounce"),
+                                          ("status", "header_timeout")])
+def test_non_finite_numbers_are_refused_everywhere(section: str, key: str, value: str) -> None:
+    """nan compares false with every bound, so a range check alone let it through."""
+    [problem] = problems_of(f"[{section}]\n{key} = {value}\n")
+    assert problem.startswith(f"proj/supervisor.toml:2 [{section}] {key}: ")
+    assert "is not a finite number" in problem or "out of range" in problem
+
+
+def test_nan_deadline_names_the_range() -> None:
+    [problem] = problems_of("[database]\ndeadline = nan\n")
+    assert problem == ("proj/supervisor.toml:2 [database] deadline: nan is not a finite number; "
+                       "expected a number from 0 to 86400")
+
+
+@pytest.mark.parametrize("line", ['app = "webapp.app:a\\u0000pp"', 'app_dir = "src\\u0000"'])
+def test_a_nul_byte_in_a_string_is_refused(line: str) -> None:
+    """No path, argument or environment variable can hold one: it used to crash `up`."""
+    [problem] = problems_of(f"[app]\n{line}\n")
+    assert "holds a NUL byte" in problem and problem.startswith("proj/supervisor.toml:2 [app]")
+
+
+def test_a_nul_byte_in_a_list_or_an_env_default_is_refused() -> None:
+    problems = problems_of('[reload]\nexclude = ["a", "b\\u0000"]\n[env.GREETING]\ndefault = "hi\\u0000"\n')
+    assert len(problems) == 2 and all("NUL byte" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("token", ["short", "has a space in it 0123456789", "line\\nbreak-0123456789abc",
+                                   "é-not-ascii-0123456789"])
+def test_a_configured_token_must_fit_a_header_and_one_line(token: str) -> None:
+    [problem] = problems_of(f'[status]\ntoken = "{token}"\n')
+    assert "[status] token: the value is not usable as a token" in problem
+    assert token not in problem
+
+
+def test_a_section_given_as_a_value_is_not_quoted() -> None:
+    """`status = "tok..."` at the top level: the value may be the token."""
+    [problem] = problems_of('status = "tok-0123456789abcdef-secret"\n')
+    assert "tok-0123456789abcdef-secret" not in problem and "expected a table, got a string" in problem
+
+
+def test_a_config_file_named_explicitly_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "nope.toml", required=True)
+    [problem] = info.value.problems
+    assert problem.where == "--config" and "does not exist" in problem.message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,38 @@ def test_values_of_unknown_query_parameters_are_never_echoed() -> None:
     with pytest.raises(DatabaseURLError) as info:
         normalize_database_url(f"postgresql://app@h/app?api_secret_thing={PW}")
     assert PW not in str(info.value) and "query parameter api_secret_thing is not understood" in str(info.value)
+
+
+SPECIAL = "Qz7#xK/yV?zW@wJ"
+
+
+@pytest.mark.parametrize("password", ["Qz7#xK", "1234#rsTq", "aQ9/bZ", "aQ9?bZ", "pQ@sZ9", SPECIAL])
+def test_special_characters_in_a_password_are_refused_and_never_shown(password: str) -> None:
+    """urlsplit ends the authority at the first '#', '/' or '?': the password became a host,
+    a port, a path or a fragment, and was printed (or passed, and shown on /status)."""
+    with pytest.raises(DatabaseURLError) as info:
+        normalize_database_url(f"postgresql://app:{password}@db.internal:5432/app")
+    message = str(info.value)
+    assert "postgresql://app:***@db.internal:5432/app" in message
+    assert "percent-encode special characters in the password" in message
+    assert password not in message
+    assert all(piece not in message for piece in re.split(r"[#/?@]", password)), message
+
+
+def test_a_percent_encoded_password_is_accepted_and_masked() -> None:
+    from urllib.parse import quote
+    db = normalize_database_url(f"postgresql://app:{quote(SPECIAL, safe='')}@db/app")
+    assert db.masked == "postgresql+asyncpg://app:***@db/app"
+    assert db.target == "db/app"
+
+
+def test_an_at_sign_in_a_query_value_without_a_password_is_fine() -> None:
+    db = normalize_database_url("postgresql://app@db/app?application_name=a@b")
+    assert db.target == "db/app"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_non_finite_timeouts_in_the_query_are_refused(value: str) -> None:
+    with pytest.raises(DatabaseURLError) as info:
+        normalize_database_url(f"postgresql://app@db/app?connect_timeout={value}")
+    assert "is not a finite number" in str(info.value)

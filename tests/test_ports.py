@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from supervisor.errors import PortError
 from supervisor.ports import bind_listener, bind_port, port_holder
-from tests.support import free_port
+from tests.support import app_project, base_env, free_port
 
 HOST = "127.0.0.1"
 
@@ -93,3 +97,44 @@ def test_port_holder_names_the_listening_process(occupied: int) -> None:
 
 def test_port_holder_of_a_free_port_is_none() -> None:
     assert port_holder(free_port()) is None
+
+
+def _without_bind_privilege() -> None:
+    """In the child, before exec: drop CAP_NET_BIND_SERVICE from the bounding set, so even root
+    gets EACCES for ports below 1024, as an ordinary user does."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_CAPBSET_DROP, CAP_NET_BIND_SERVICE, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+PR_CAPBSET_DROP = 24
+CAP_NET_BIND_SERVICE = 10
+
+
+def privileged_free_port() -> int:
+    for port in range(700, 1000):
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    pytest.skip("no free port below 1024 to try")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(os.geteuid() != 0, reason="drops a capability root has; as a user, bind is refused anyway")
+@pytest.mark.parametrize("where", ["server", "status"])
+def test_a_privileged_port_says_permission_denied_not_in_use(tmp_path: Path, where: str) -> None:
+    """Port 80 without the privilege was reported as "in use", after trying 21 ports."""
+    port = privileged_free_port()
+    server_port, status_port = (port, None) if where == "server" else (free_port(), port)
+    root = app_project(tmp_path, port=server_port, status_port=status_port)
+    result = subprocess.run([sys.executable, "-m", "supervisor", "up", "--no-reload", "--project-dir", str(root)],
+                            env=base_env(SUPERVISOR_MODE="production"), capture_output=True, text=True, timeout=50,
+                            preexec_fn=_without_bind_privilege)
+    out = result.stdout + result.stderr
+    assert result.returncode == 4, out
+    assert f"cannot listen on 127.0.0.1:{port}: permission denied (ports below 1024 need root or " \
+           "CAP_NET_BIND_SERVICE" in out, out
+    assert "in use" not in out and "held by" not in out and "Traceback" not in out

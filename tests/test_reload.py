@@ -196,3 +196,23 @@ def test_polling_mode_and_sighup_reread(tmp_path: Path) -> None:
         sup.proc.send_signal(signal.SIGHUP)
         wait_until(lambda: body(url).endswith(" after-hup"), 30, "SIGHUP to apply .env", lambda: sup.output)
         assert sup.stop() == 0
+
+
+@pytest.mark.timeout(90)
+def test_a_nul_byte_arriving_by_reload_changes_nothing(tmp_path: Path) -> None:
+    """It used to be applied while the reload was reported failed; the next crash then failed to
+    spawn a worker and stopped the supervisor."""
+    root = project(tmp_path)
+    with supervisor(["up"], root) as sup:
+        url = sup.wait_url()
+        serving = body(url)
+        (root / ".env").write_text("GREETING=bad\x00value\n")
+        sup.wait_for_output(r"reload failed: invalid configuration")
+        assert re.search(r"\.env:1: holds a NUL byte", sup.output), sup.output
+        assert body(url) == serving
+        worker = int(serving.split()[1])
+        psutil.Process(worker).kill()
+        wait_until(lambda: (b := body(url)).endswith(" hello") and b.split()[1] != str(worker), 30,
+                   "a new worker with the previous settings", lambda: sup.output)
+        assert "internal error" not in sup.output and "Traceback" not in sup.output
+        assert sup.stop() == 0

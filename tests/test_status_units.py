@@ -42,6 +42,18 @@ def record(rd: Path, pid: int | None = None, started_at: float | None = None) ->
                        token_file=str(rd / TOKEN_NAME), version="0.1.0", project_dir=str(rd.parent))
 
 
+@pytest.fixture
+def supervisor_pid() -> Iterator[int]:
+    """A live process whose command line reads like a supervisor's (``... supervisor up``):
+    what a state file's pid must be to be trusted."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "supervisor", "up"])
+    try:
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def dead_pid() -> int:
     """The pid of a process that has exited and been reaped."""
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -66,23 +78,24 @@ def test_claim_writes_state_and_a_private_token_and_release_removes_both(tmp_pat
 
 
 @pytest.mark.timeout(10)
-def test_state_file_of_an_exited_process_is_stale_and_replaced(tmp_path: Path) -> None:
+def test_state_file_of_an_exited_process_is_stale_and_replaced(tmp_path: Path, supervisor_pid: int) -> None:
     rd = tmp_path / ".supervisor"
     gone = record(rd, pid=dead_pid())
     claim(rd, gone, "old")
     found, why = live_state(rd)
     assert found is None and why == f"stale state file: pid {gone.pid} is no longer running"
-    note = claim(rd, record(rd), "new")
+    note = claim(rd, record(rd, pid=supervisor_pid), "new")
     assert note == f"replacing stale state file of pid {gone.pid}, which is no longer running"
-    assert live_state(rd)[0] == record(rd, started_at=read_state(rd).started_at)  # type: ignore[union-attr]
+    assert live_state(rd)[0] == record(rd, pid=supervisor_pid,
+                                       started_at=read_state(rd).started_at)  # type: ignore[union-attr]
 
 
 @pytest.mark.timeout(10)
-def test_recycled_pid_is_not_trusted(tmp_path: Path) -> None:
+def test_recycled_pid_is_not_trusted(tmp_path: Path, supervisor_pid: int) -> None:
     """The pid runs, but that process started after the record was written: someone else's."""
-    created = psutil.Process(os.getpid()).create_time()
-    assert not is_alive(record(tmp_path, started_at=created - 3600))
-    assert is_alive(record(tmp_path, started_at=created + 1))
+    created = psutil.Process(supervisor_pid).create_time()
+    assert not is_alive(record(tmp_path, pid=supervisor_pid, started_at=created - 3600))
+    assert is_alive(record(tmp_path, pid=supervisor_pid, started_at=created + 1))
 
 
 @pytest.mark.timeout(10)
@@ -90,7 +103,7 @@ def test_unreadable_state_file_is_not_trusted(tmp_path: Path) -> None:
     rd = tmp_path / ".supervisor"
     rd.mkdir()
     (rd / STATE_NAME).write_text("{not json")
-    assert live_state(rd) == (None, "its state file is unreadable")
+    assert live_state(rd) == (None, f"its state file is unusable: {rd / STATE_NAME} is not JSON")
 
 
 @pytest.mark.timeout(10)

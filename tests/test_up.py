@@ -7,6 +7,8 @@ status API and database wait are switched off so each test exercises only the co
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import re
 import signal
@@ -310,6 +312,32 @@ def test_secret_printed_by_the_worker_is_redacted_in_the_relay(tmp_path: Path) -
     assert secret not in run.output
 
 
+PEM_BODY = ["MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7", "q2Zl9Kx0VbN4m3yT8hJw5sD1pRfL6cE2aU7iO0",
+            "Xk4Pz8Yw3Nq1Bv6Tr9Lm2Sd5Gh7Jk0Fa4Ce8"]
+PEM = "-----BEGIN PRIVATE KEY-----\n" + "\n".join(PEM_BODY) + "\n-----END PRIVATE KEY-----"
+QUOTED = "tok\"quo'te-\u00fc-5f2e9c\\x-never"
+
+
+@pytest.mark.timeout(60)
+def test_every_printed_form_of_a_secret_is_masked_in_the_relay(tmp_path: Path) -> None:
+    """A PEM key printed line by line, repr/JSON/bytes-escaped secrets, a secret split over two
+    lines: each used to reach the log."""
+    dotenv = ('TLS_KEY="' + PEM.replace("\n", "\\n") + '"\n'
+              + 'API_TOKEN="' + QUOTED.replace("\\", "\\\\").replace('"', '\\"') + '"\n')
+    root = app_project(tmp_path, dotenv=dotenv)
+    with supervisor(UP, root, env=base_env(RAWAPP_PRINT_FORMS="TLS_KEY,API_TOKEN")) as run:
+        run.wait_url()
+        run.wait_for_output("rawapp: API_TOKEN printed")
+        assert run.stop() == 0
+    forms = {QUOTED, repr(QUOTED)[1:-1], json.dumps(QUOTED)[1:-1], repr(QUOTED.encode())[2:-1],
+             QUOTED[:len(QUOTED) // 2], QUOTED[len(QUOTED) // 2:], *PEM_BODY,
+             json.dumps(PEM)[1:-1], repr(PEM)[1:-1], PEM[:len(PEM) // 2].splitlines()[-1],
+             PEM[len(PEM) // 2:].splitlines()[0]}
+    leaked = [form for form in forms if form in run.output]
+    assert not leaked, run.output
+    assert run.output.count("***") >= 10, run.output
+
+
 @pytest.mark.timeout(60)
 def test_worker_that_misses_the_stop_deadline_is_killed_with_its_process_group(tmp_path: Path) -> None:
     in_flight: Outcome = []
@@ -340,7 +368,8 @@ def test_crash_is_restarted_even_while_a_daemon_child_holds_the_worker_output(tm
             assert http_json(url + "/pid") == (200, {"pid": new})
             assert run.stop() == 0
         finally:
-            psutil.Process(daemon).kill()
+            with contextlib.suppress(psutil.NoSuchProcess):  # normally killed with its worker
+                psutil.Process(daemon).kill()
 
 
 def in_process_runner(root: Path, **kwargs: Any) -> Runner:

@@ -46,3 +46,10 @@ def test_driver_text_reaches_health_and_logs_without_the_password_or_secret() ->
     assert is_unavailable(error)
     reason = str(classify(error, mask))
     assert PW not in reason and SECRET not in reason and "***" in reason, reason
+
+
+def test_a_non_finite_pool_number_is_refused() -> None:
+    """nan passes `value < lo`: a nan pool timeout would reach SQLAlchemy."""
+    with pytest.raises(WebConfigError) as info:
+        load_web_settings({"BETTER_AUTH_SECRET": "s" * 40, "DATABASE_POOL_TIMEOUT": "nan"}, Path("/tmp"))
+    assert "DATABASE_POOL_TIMEOUT='nan' is not a finite number" in str(info.value)

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from supervisor.dbprobe import classify
 from supervisor.dburl import POSTGRESQL, connect_args
+from supervisor.runtimedir import create_private_file
 from supervisor.secrets import Redactor, mask_url, url_passwords
 from webapp.config import WebSettings
 from webapp.dberrors import STATUS, UNAVAILABLE, classify_db_error, is_unavailable
@@ -71,7 +72,10 @@ def build_engine(settings: WebSettings, metrics: PoolMetrics | None = None) -> A
     else:
         args = {"timeout": settings.connect_timeout}  # SQLite: how long to wait for a locked file
         if db.sqlite_path is not None:
-            db.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+            # Every user's notes: readable by the owner only (SQLite would create it 0644, and
+            # its journal files take the database file's mode).
+            db.sqlite_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            create_private_file(db.sqlite_path)
     engine = create_async_engine(
         db.url, poolclass=TimedPool, pool_pre_ping=True, pool_size=settings.pool_size,
         max_overflow=settings.max_overflow, pool_timeout=settings.pool_timeout,

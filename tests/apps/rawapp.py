@@ -5,14 +5,17 @@ Routes:
 * ``/pid``: ``{"pid": <worker pid>}``
 * ``/slow?seconds=S``: prints ``slow request started`` to stdout (the supervisor relays it, so the
   test knows the request is in flight), then answers after ``S`` seconds
+* ``/daemon?seconds=S&clean=1``: starts a daemon (double fork, ``setsid``, its pipes closed; with
+  ``clean``, an empty environment) that sleeps ``S`` seconds, and returns its pid
 * ``/nodelay``: the TCP_NODELAY option of this request's own connection socket
 * ``/block?seconds=S``: blocks the whole worker (a synchronous sleep), so it cannot stop in time
 * ``/spawn?seconds=S&session=1``: starts ``sleep S`` (default 60) in the worker's process group
   (or, with ``session``, in a session of its own; with ``inherit``, keeping every inheritable
   descriptor, as ``os.system`` does) and returns its pid
 
-At startup it prints the value of the variable named by ``RAWAPP_PRINT_VAR`` (to prove the
-supervisor redacts secrets in relayed output).
+At startup it prints the value of the variable named by ``RAWAPP_PRINT_VAR``, and of those named
+by the comma-separated ``RAWAPP_PRINT_FORMS`` in every form a careless app prints a secret in (to
+prove the supervisor redacts secrets in relayed output).
 """
 
 from __future__ import annotations
@@ -57,10 +60,56 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             name = os.environ.get("RAWAPP_PRINT_VAR")
             if name:
                 print(f"rawapp: {name} is {os.environ.get(name)}", flush=True)
+            for name in filter(None, os.environ.get("RAWAPP_PRINT_FORMS", "").split(",")):
+                _print_forms(name, os.environ.get(name, ""))
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+# A classic daemon: fork, setsid, fork again, close the inherited pipes. The middle process exits,
+# so the daemon is in no process group and no session of the worker's, and is re-parented to the
+# nearest subreaper (the supervisor). With "clean", it also execs with an empty environment.
+_DAEMON = """
+import os, sys, time
+w = int(sys.argv[1])
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.write(w, str(os.getpid()).encode())
+        os.close(w)
+        for fd in (0, 1, 2):
+            os.close(fd)
+        if sys.argv[3] == "clean":
+            os.execve("/bin/sleep", ["sleep", sys.argv[2]], {})
+        time.sleep(float(sys.argv[2]))
+    os._exit(0)
+"""
+
+
+def _daemon(query: dict[str, list[str]]) -> int:
+    """Start a daemon (see _DAEMON); return its pid once the process that started it has exited."""
+    r, w = os.pipe()
+    starter = subprocess.Popen([sys.executable, "-c", _DAEMON, str(w), query.get("seconds", ["60"])[0],
+                                "clean" if "clean" in query else "inherit"], pass_fds=(w,))
+    os.close(w)
+    with os.fdopen(r, "rb") as pipe:
+        pid = int(pipe.read().decode())
+    starter.wait()
+    return pid
+
+
+def _print_forms(name: str, value: str) -> None:
+    """Every way a careless app prints a secret: as is (line by line if it has several), repr,
+    JSON, bytes, inside a dict, and split in two across lines."""
+    half = len(value) // 2
+    print(f"rawapp: {name} plain {value}", flush=True)
+    print(f"rawapp: {name} repr {value!r} dict {({name: value})}", flush=True)
+    print(f"rawapp: {name} json {json.dumps(value)} {json.dumps({name: value}, ensure_ascii=False)}", flush=True)
+    print(f"rawapp: {name} bytes {value.encode()!r}", flush=True)
+    print(f"rawapp: {name} split {value[:half]}\n{value[half:]}", flush=True)
+    print(f"rawapp: {name} printed", flush=True)
 
 
 async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -86,6 +135,8 @@ async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         child = subprocess.Popen(["sleep", query.get("seconds", ["60"])[0]],
                                  start_new_session="session" in query, close_fds="inherit" not in query)
         await _json(send, 200, {"pid": child.pid})
+    elif path == "/daemon":
+        await _json(send, 200, {"pid": _daemon(query)})
     elif path == "/nodelay":
         await _json(send, 200, {"nodelay": _nodelay(receive)})
     else:
