@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -350,6 +351,17 @@ def _add_target_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token-file", help="file holding the API token (default: <runtime dir>/status.token)")
 
 
+def _seconds(text: str) -> float:
+    """A finite, positive number of seconds (``nan`` would end every wait at once, ``inf`` never)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite, positive number of seconds")
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     status = sub.add_parser("status", help="show the running supervisor's workers, database and reloads",
                             description="Exit code: 0 running and ready, 1 running but not ready, "
@@ -364,6 +376,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         p = sub.add_parser(name, help=what)
         _add_target_options(p)
         p.add_argument("--no-wait", action="store_true", help="return once the request is accepted")
-        p.add_argument("--timeout", type=float, default=default_timeout,
+        p.add_argument("--timeout", type=_seconds, default=default_timeout,
                        help=f"seconds to wait for the effect (default {default_timeout:g})")
         p.set_defaults(func=func)

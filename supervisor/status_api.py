@@ -17,6 +17,8 @@ loopback ``Host`` header, so a web page cannot read them through DNS rebinding. 
 every route except ``/livez`` and ``/readyz`` needs the token; reads also accept it as the
 password of HTTP Basic auth, so a browser can open the dashboard. POSTs accept only the bearer
 header, which browsers never attach by themselves, so a cross-site form cannot restart anything.
+Connections are capped and must send a request within a deadline (see supervisor.status_limits):
+anyone who can connect can hold connections, token or not.
 """
 
 from __future__ import annotations

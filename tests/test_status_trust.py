@@ -312,3 +312,12 @@ def test_up_does_not_claim_a_token_file_it_could_not_write(tmp_path: Path) -> No
         assert "token in" not in run_.output
         assert http_get(found.group(1) + "/livez")[0] == 200
         assert run_.stop() == 0
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0"])
+def test_a_wait_timeout_must_be_a_finite_positive_number(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["stop", "--timeout", value, "--url", "http://127.0.0.1:9"])
+    assert info.value.code == 2
+    assert "is not a finite, positive number of seconds" in capsys.readouterr().err
