@@ -10,14 +10,17 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from supervisor import __version__, control, unitfile, why
-from supervisor.descendants import release_base
+from supervisor import __version__
+from supervisor.config.runtimedir import ensure_runtime_dir
+from supervisor.config.settings import Overrides, Settings, problem_redactor, resolve_settings, runtime_dir_where
 from supervisor.errors import EXIT_CONFIG, EXIT_OK, ConfigError, SupervisorError
-from supervisor.limits import AcceptErrorLog, raise_open_file_limit
 from supervisor.output import logger, setup_logging
-from supervisor.runtimedir import ensure_runtime_dir
+from supervisor.reload import why
 from supervisor.secrets import Redactor
-from supervisor.settings import Overrides, Settings, problem_redactor, resolve_settings, runtime_dir_where
+from supervisor.status import control
+from supervisor.systemd import units
+from supervisor.workers.descendants import release_base
+from supervisor.workers.limits import AcceptErrorLog, raise_open_file_limit
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -51,7 +54,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from supervisor.launch import build  # heavy imports only for `up`
 
-    # First: nothing the supervisor opens may count against the low default (see supervisor.limits).
+    # First: nothing the supervisor opens may count against the low default (see supervisor.workers.limits).
     raised = raise_open_file_limit()
     settings = _settings(args)
     ensure_runtime_dir(settings.runtime_dir, runtime_dir_where(settings.config),
@@ -103,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Subcommands that live in their own modules.
     control.register(sub)  # status, restart, stop
-    unitfile.register(sub)  # systemd-unit
+    units.register(sub)  # systemd-unit
     why.register(sub, _settings)  # why PATH...
     return parser
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from supervisor.settings import Settings
+from supervisor.config.settings import Settings
 from supervisor.state import DatabaseStatus, ReloadStatus, SlotStatus, SupervisorState
 
 

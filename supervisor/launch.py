@@ -7,19 +7,19 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from supervisor.activation import activated_listener
+from supervisor.config.settings import Settings
 from supervisor.contract import Plugin
-from supervisor.dbwatch import DatabaseWatch
-from supervisor.livereload_hub import install_livereload, livereload_url
-from supervisor.migrate import migrate_plugin
-from supervisor.ports import bind_port
-from supervisor.reaper import reaper_plugin
-from supervisor.reload import Reloader
+from supervisor.database.migrate import migrate_plugin
+from supervisor.database.watch import DatabaseWatch
+from supervisor.reload.browser_events import install_livereload, livereload_url
+from supervisor.reload.watcher import Reloader
 from supervisor.runner import Runner
-from supervisor.sdnotify import install_sd_notify
 from supervisor.secrets import Redactor
-from supervisor.settings import Settings
-from supervisor.status_api import bind_status_api, build_status_api
+from supervisor.status.api import bind_status_api, build_status_api
+from supervisor.systemd.activation import activated_listener
+from supervisor.systemd.notify import install_sd_notify
+from supervisor.systemd.reaper import reaper_plugin
+from supervisor.workers.ports import bind_port
 
 logger = logging.getLogger("supervisor")
 

@@ -1,9 +1,9 @@
 """The supervisor's event loop: messages in, the worker slots driven, the read model kept.
 
-Each worker slot is a pure :class:`~supervisor.lifecycle.SlotMachine`, whose decisions
-:class:`~supervisor.slots.Slots` carries out against real processes and timers. Signals and
+Each worker slot is a pure :class:`~supervisor.workers.lifecycle.SlotMachine`, whose decisions
+:class:`~supervisor.workers.slots.Slots` carries out against real processes and timers. Signals and
 plugin commands arrive as messages on one queue (see :mod:`supervisor.signals`); rolling
-restarts are :class:`~supervisor.rollout.Rollout`'s; plugins see this class only through
+restarts are :class:`~supervisor.reload.rollout.Rollout`'s; plugins see this class only through
 :class:`~supervisor.contract.SupervisorView`.
 """
 
@@ -16,19 +16,14 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from supervisor import lifecycle as L
+from supervisor.config.settings import Settings
 from supervisor.contract import Command, FilesChanged, Message, Plugin, Step
 from supervisor.errors import EXIT_FORCED, EXIT_OK, EXIT_RUNTIME, SupervisorError
-from supervisor.fallback import FallbackResponder, explain_fatal, fallback_text
-from supervisor.livereload import browser_follows
 from supervisor.output import banner
-from supervisor.ports import Bound, display_url
-from supervisor.process import spawn_worker, worker_spec
-from supervisor.rollout import Rollout
+from supervisor.reload.browser import browser_follows
+from supervisor.reload.rollout import Rollout
 from supervisor.secrets import Redactor
-from supervisor.settings import Settings
 from supervisor.signals import queued_signals
-from supervisor.slots import Slots, Spawner
 from supervisor.state import (
     DatabaseState,
     DatabaseStatus,
@@ -38,6 +33,11 @@ from supervisor.state import (
     SlotStatus,
     SupervisorState,
 )
+from supervisor.workers import lifecycle as L
+from supervisor.workers.fallback import FallbackResponder, explain_fatal, fallback_text
+from supervisor.workers.ports import Bound, display_url
+from supervisor.workers.process import spawn_worker, worker_spec
+from supervisor.workers.slots import Slots, Spawner
 
 logger = logging.getLogger("supervisor")
 _DONE, _INTERNAL_ERROR = "done", "internal_error"

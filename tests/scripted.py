@@ -12,11 +12,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from supervisor.config.settings import Settings
 from supervisor.contract import Message
-from supervisor.ports import display_url
 from supervisor.secrets import Redactor
-from supervisor.settings import Settings
 from supervisor.state import DatabaseStatus, ReloadStatus, SlotState, SlotStatus, SupervisorState
+from supervisor.workers.ports import display_url
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""``supervisor.toml`` parsing: pure tests of :func:`supervisor.config.parse_config`."""
+"""``supervisor.toml`` parsing: pure tests of :func:`supervisor.config.toml.parse_config`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.config import Config, load_config, parse_config
+from supervisor.config.toml import Config, load_config, parse_config
 from supervisor.errors import ConfigError
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.envrules import SCHEMA_DEFAULT, SQLITE_DEFAULT
-from supervisor.settings import resolve_settings
+from supervisor.config.envrules import SCHEMA_DEFAULT, SQLITE_DEFAULT
+from supervisor.config.settings import resolve_settings
 from tests.dbsupport import webapp_project
 from tests.pgserver import APP_PASSWORD, PgServer
 from tests.support import base_env, free_port, http_json, run_cli, supervisor

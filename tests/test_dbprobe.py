@@ -12,8 +12,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from supervisor.config import DatabaseSection
-from supervisor.dbprobe import (
+from supervisor.config.dburl import normalize_database_url
+from supervisor.config.settings import resolve_settings
+from supervisor.config.toml import DatabaseSection
+from supervisor.database.probe import (
     AUTH_FAILED,
     DB_MISSING,
     REFUSED,
@@ -26,12 +28,10 @@ from supervisor.dbprobe import (
     classify,
     wait_for_database,
 )
-from supervisor.dburl import normalize_database_url
-from supervisor.dbwatch import DatabaseWatch
+from supervisor.database.watch import DatabaseWatch
 from supervisor.errors import DatabaseUnavailable
-from supervisor.policy import backoff_delay
-from supervisor.settings import resolve_settings
 from supervisor.state import DatabaseState
+from supervisor.workers.policy import backoff_delay
 from tests.pgserver import APP_PASSWORD, PgServer
 from tests.scripted import ScriptedSupervisor
 from tests.support import free_port

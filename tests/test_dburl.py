@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.dburl import (
+from supervisor.config.dburl import (
     POSTGRESQL,
     SQLITE,
     DatabaseURLError,

@@ -19,10 +19,10 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
-from supervisor.config import Config, ServerSection, StatusSection, load_config, parse_config
-from supervisor.dburl import normalize_database_url
-from supervisor.settings import resolve_settings
-from supervisor.status_api import PROBES
+from supervisor.config.dburl import normalize_database_url
+from supervisor.config.settings import resolve_settings
+from supervisor.config.toml import Config, ServerSection, StatusSection, load_config, parse_config
+from supervisor.status.api import PROBES
 from tests.support import REPO
 
 DEPLOY = REPO / "deploy"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.dotenvfile import MAX_TOTAL_LENGTH, MAX_VALUE_LENGTH, load_dotenv_file, parse_dotenv
+from supervisor.config.dotenv import MAX_TOTAL_LENGTH, MAX_VALUE_LENGTH, load_dotenv_file, parse_dotenv
 
 TEXT = """\
 # a comment

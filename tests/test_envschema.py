@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.envschema import VarSpec, validate_environ
+from supervisor.config.envschema import VarSpec, validate_environ
+from supervisor.config.settings import Overrides, resolve_settings
 from supervisor.errors import ConfigError
 from supervisor.secrets import (
     MASK,
@@ -17,7 +18,6 @@ from supervisor.secrets import (
     url_password,
     url_passwords,
 )
-from supervisor.settings import Overrides, resolve_settings
 from tests.support import make_project
 
 SECRET = "s3cr3t-value-that-must-never-be-printed"

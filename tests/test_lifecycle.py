@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from supervisor.config import RestartSection
-from supervisor.lifecycle import (
+from supervisor.config.toml import RestartSection
+from supervisor.state import ExitReason, SlotState
+from supervisor.workers.lifecycle import (
     Action,
     AwaitReady,
     Begin,
@@ -31,7 +32,6 @@ from supervisor.lifecycle import (
     Stop,
     TimerFired,
 )
-from supervisor.state import ExitReason, SlotState
 
 SIGKILL = -9
 WALL = 1_700_000_000.0

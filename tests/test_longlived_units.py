@@ -6,8 +6,8 @@ import asyncio
 
 from starlette.types import Message
 
-from supervisor.htmlinject import LiveReloadScript
-from supervisor.longlived import LongLived
+from supervisor.workers.htmlinject import LiveReloadScript
+from supervisor.workers.longlived import LongLived
 
 SSE_START: Message = {"type": "http.response.start", "status": 200,
                       "headers": [(b"content-type", b"text/event-stream; charset=utf-8")]}

@@ -23,10 +23,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from supervisor.config import parse_config
-from supervisor.dburl import normalize_database_url
+from supervisor.config.dburl import normalize_database_url
+from supervisor.config.toml import parse_config
+from supervisor.database.migrate import failure_message, resolve_argv
 from supervisor.errors import ConfigError
-from supervisor.migrate import failure_message, resolve_argv
 from tests.dbsupport import SECRET, alembic, client, webapp_project
 from tests.pgserver import APP_PASSWORD, PgServer
 from tests.support import REPO, base_env, supervisor

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from supervisor.config import RestartSection
-from supervisor.policy import GiveUp, Restart, RestartTracker
+from supervisor.config.toml import RestartSection
+from supervisor.workers.policy import GiveUp, Restart, RestartTracker
 
 NO_LOOP = 1000  # crash_loop_failures high enough never to trigger
 

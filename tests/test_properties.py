@@ -30,10 +30,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from supervisor import config as config_module
 from supervisor.cli import main
-from supervisor.dburl import DatabaseURLError, normalize_database_url
-from supervisor.settings import resolve_settings
+from supervisor.config import toml as config_module
+from supervisor.config.dburl import DatabaseURLError, normalize_database_url
+from supervisor.config.settings import resolve_settings
 from tests.support import REPO, base_env
 
 EXAMPLES = settings(max_examples=500, deadline=None, database=None,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from supervisor.fallback import explain_fatal, render
-from supervisor.settings import Overrides, Settings, needs_restart, resolve_settings
+from supervisor.config.settings import Overrides, Settings, needs_restart, resolve_settings
 from supervisor.state import SlotState, SlotStatus
+from supervisor.workers.fallback import explain_fatal, render
 from tests.support import make_project
 
 

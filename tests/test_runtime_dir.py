@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from supervisor.config.runtimedir import ensure_runtime_dir, runtime_dir_problem
 from supervisor.errors import ConfigError
-from supervisor.runtimedir import ensure_runtime_dir, runtime_dir_problem
 from tests.dbsupport import webapp_project
 from tests.support import REPO, base_env, make_project, run_cli, supervisor
 

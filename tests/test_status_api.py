@@ -19,10 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from supervisor import __version__
+from supervisor.config.settings import resolve_settings
 from supervisor.secrets import Redactor
-from supervisor.settings import resolve_settings
 from supervisor.state import DatabaseState, ExitInfo, ExitReason, SlotState, SlotStatus, SupervisorState
-from supervisor.status_api import StatusAPI
+from supervisor.status.api import StatusAPI
 from tests.scripted import ScriptedSupervisor
 from tests.support import make_project
 
@@ -227,7 +227,7 @@ def test_reloads_are_counted_and_each_duration_observed_once(sup: ScriptedSuperv
     api = make_api(sup)
     client = TestClient(api.app, base_url=LOOPBACK)
     status = sup.reload_status
-    # What supervisor.reload records: a success counts and clears the error; a failure only
+    # What supervisor.reload.watcher records: a success counts and clears the error; a failure only
     # sets the error and the trigger, keeping the count and the previous duration.
     status.count, status.last_duration, status.last_files, status.last_error = 1, 0.8, ["app.py"], None
     sup.changed()

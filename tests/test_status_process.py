@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from supervisor.statefile import STATE_NAME, TOKEN_NAME, StateRecord, claim, read_state
+from supervisor.status.statefile import STATE_NAME, TOKEN_NAME, StateRecord, claim, read_state
 from tests.support import Running, app_project, http_get, http_json, run_cli, supervisor, wait_until
 from tests.test_status_units import held_port
 

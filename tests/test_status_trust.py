@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 
 from supervisor.cli import main
-from supervisor.config import Config, parse_config
-from supervisor.control import Untrusted, trusted_status_url
-from supervisor.statefile import STATE_NAME, TOKEN_NAME, StateRecord
+from supervisor.config.toml import Config, parse_config
+from supervisor.status.control import Untrusted, trusted_status_url
+from supervisor.status.statefile import STATE_NAME, TOKEN_NAME, StateRecord
 from tests.support import app_project, http_get, supervisor, wait_until
 
 EXFIL = "EXFIL-d41d8cd98f00-private-key-line"

@@ -18,12 +18,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supervisor import display
 from supervisor.cli import main
-from supervisor.control import runtime_dir
 from supervisor.errors import EXIT_PORT, PortError
-from supervisor.ports import display_url
-from supervisor.statefile import (
+from supervisor.status import display
+from supervisor.status.api import bind_status_socket, is_loopback
+from supervisor.status.control import runtime_dir
+from supervisor.status.statefile import (
     STATE_NAME,
     TOKEN_NAME,
     StateRecord,
@@ -33,7 +33,7 @@ from supervisor.statefile import (
     read_state,
     release,
 )
-from supervisor.status_api import bind_status_socket, is_loopback
+from supervisor.workers.ports import display_url
 
 
 def record(rd: Path, pid: int | None = None, started_at: float | None = None) -> StateRecord:

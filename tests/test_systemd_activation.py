@@ -12,8 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supervisor.activation import Passed, activated_listener, adopt_listener, passed_fds
 from supervisor.errors import PortError
+from supervisor.systemd.activation import Passed, activated_listener, adopt_listener, passed_fds
 from tests.support import base_env, free_port, http_json, wait_until
 from tests.systemd_support import Command, sd_project
 

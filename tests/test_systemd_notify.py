@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.sdnotify import (
+from supervisor.config.settings import resolve_settings
+from supervisor.state import DatabaseState, SupervisorState
+from supervisor.systemd.environ import scrub_systemd_env
+from supervisor.systemd.notify import (
     Facts,
     NotifyPlan,
     install_sd_notify,
@@ -22,9 +25,6 @@ from supervisor.sdnotify import (
     watchdog_interval,
     watchdog_pings,
 )
-from supervisor.settings import resolve_settings
-from supervisor.state import DatabaseState, SupervisorState
-from supervisor.systemdenv import scrub_systemd_env
 from tests.scripted import ScriptedSupervisor
 from tests.support import base_env, free_port, http_get, http_json, make_project, supervisor
 from tests.systemd_support import Notification, NotifyListener, sd_project

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supervisor.reaper import Child, orphans_to_reap, reap, sweep
+from supervisor.systemd.reaper import Child, orphans_to_reap, reap, sweep
 from tests.support import base_env, http_json, supervisor, wait_until
 from tests.systemd_support import Command, sd_project
 

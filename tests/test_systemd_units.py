@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.config import Config, parse_config
-from supervisor.unitfile import (
+from supervisor.config.toml import Config, parse_config
+from supervisor.systemd.units import (
     STOP_MARGIN,
     UnitOptions,
     listen_address,

@@ -22,11 +22,11 @@ from typing import Any
 import psutil
 import pytest
 
+from supervisor.config.settings import resolve_settings
 from supervisor.contract import Command, Plugin
-from supervisor.ports import bind_listener, bind_port
-from supervisor.process import LineSink, WorkerProcess, WorkerSpec, spawn_worker
 from supervisor.runner import Runner
-from supervisor.settings import resolve_settings
+from supervisor.workers.ports import bind_listener, bind_port
+from supervisor.workers.process import LineSink, WorkerProcess, WorkerSpec, spawn_worker
 from tests.dbsupport import alembic
 from tests.support import (
     Running,

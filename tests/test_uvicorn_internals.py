@@ -1,6 +1,6 @@
 """The uvicorn internals the worker's drain relies on, checked against the installed uvicorn.
 
-``supervisor.worker.ReportingServer.shutdown`` reaches into ``server_state.connections``, each
+``supervisor.workers.worker.ReportingServer.shutdown`` reaches into ``server_state.connections``, each
 connection's ``cycle`` (``keep_alive``, ``response_started``, ``response_complete``,
 ``default_headers``) and ``server_state.default_headers``. pyproject.toml bounds the uvicorn
 version; this test fails loudly, naming what changed, if a release inside the bound moves them.
@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from supervisor.worker import ReportingServer
+from supervisor.workers.worker import ReportingServer
 
 pytestmark = pytest.mark.asyncio
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import watchfiles
 
-from supervisor.rollout import coalesce
-from supervisor.watch import ChangeFilter, touches_settings
+from supervisor.reload.filters import ChangeFilter, touches_settings
+from supervisor.reload.rollout import coalesce
 
 ROOT = Path("/project")
 

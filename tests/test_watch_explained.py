@@ -9,10 +9,10 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from supervisor.mounts import detect_polling, parse_mountinfo, polling_reason
-from supervisor.settings import resolve_settings
-from supervisor.watch import ChangeFilter, glob_match
-from supervisor.watchplan import choose_polling, watched_roots
+from supervisor.config.settings import resolve_settings
+from supervisor.reload.filters import ChangeFilter, glob_match
+from supervisor.reload.mounts import detect_polling, parse_mountinfo, polling_reason
+from supervisor.reload.plan import choose_polling, watched_roots
 from tests.support import REPO, base_env, free_port, http_get, make_project, run_cli, supervisor, wait_until
 
 ROOT = Path("/project")

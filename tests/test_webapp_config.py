@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from supervisor.dbprobe import classify
+from supervisor.database.probe import classify
 from webapp.config import WebConfigError, load_web_settings
 from webapp.db import is_unavailable, settings_mask
 

@@ -18,8 +18,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from supervisor.config.settings import problem_redactor, resolve_settings
 from supervisor.errors import ConfigError
-from supervisor.settings import problem_redactor, resolve_settings
 from webapp.auth import token_policy
 from webapp.config import WebConfigError, load_web_settings
 from webapp.models import OWNER_MAX

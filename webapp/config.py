@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from supervisor.dburl import DatabaseURL, DatabaseURLError, embedded_default_url, normalize_database_url
-from supervisor.envschema import FALSE_WORDS, TRUE_WORDS, parse_number
+from supervisor.config.dburl import DatabaseURL, DatabaseURLError, embedded_default_url, normalize_database_url
+from supervisor.config.envschema import FALSE_WORDS, TRUE_WORDS, parse_number
 from webapp.cors import check_credentials, parse_origins
 
 # supervisor.toml declares the same (min_length = 32 under [env.BETTER_AUTH_SECRET]); checked here

@@ -21,9 +21,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from supervisor.dbprobe import classify
-from supervisor.dburl import POSTGRESQL, connect_args
-from supervisor.runtimedir import create_private_file
+from supervisor.config.dburl import POSTGRESQL, connect_args
+from supervisor.config.runtimedir import create_private_file
+from supervisor.database.probe import classify
 from supervisor.secrets import Redactor, mask_url, url_passwords
 from webapp.config import WebSettings
 from webapp.dberrors import STATUS, UNAVAILABLE, classify_db_error, is_unavailable

@@ -15,7 +15,7 @@ import sqlite3
 
 from sqlalchemy import exc as sa_exc
 
-from supervisor.dbprobe import exception_chain
+from supervisor.database.probe import exception_chain
 
 UNAVAILABLE = "unavailable"  # cannot reach the server, or the server refuses new work: 503
 POOL_EXHAUSTED = "pool_exhausted"  # every pooled connection is busy past the pool timeout: 503

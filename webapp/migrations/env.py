@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from supervisor.dburl import POSTGRESQL, DatabaseURL, connect_args
+from supervisor.config.dburl import POSTGRESQL, DatabaseURL, connect_args
 from webapp.config import WebConfigError, load_database_url
 from webapp.models import Base
 

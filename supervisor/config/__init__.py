@@ -1,0 +1,1 @@
+"""Configuration: supervisor.toml, the environment schema, .env, resolved settings."""

@@ -1,0 +1,210 @@
+"""Everything ``up`` and ``check`` need, resolved once into one frozen object.
+
+Precedence, highest first (one visible order, like honcho's ChainMap):
+
+1. command-line options (``--port``, ``--mode``)
+2. the real process environment
+3. ``.env``
+4. ``supervisor.toml``
+5. built-in defaults
+
+Variables in the process environment win over ``.env`` so that a deployment can override a
+developer's file without editing it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from supervisor.config.dotenv import DotEnv, load_dotenv_file
+from supervisor.config.envrules import apply_environment_rules
+from supervisor.config.envschema import VarSpec, validate_environ
+from supervisor.config.runtimedir import runtime_dir_problem
+from supervisor.config.toml import Config, load_config, missing_config
+from supervisor.errors import ConfigError, Problem
+from supervisor.secrets import Redactor, secret_values
+
+# Variables the supervisor itself reads; checked even when supervisor.toml declares nothing.
+BUILTIN_SPECS: dict[str, VarSpec] = {
+    # 0: any free port, as with --port 0 and [server] port = 0.
+    "PORT": VarSpec("PORT", type="port", required=False, min=0),
+    "SUPERVISOR_MODE": VarSpec("SUPERVISOR_MODE", type="string", required=False),
+    "SUPERVISOR_RELOAD_POLL": VarSpec("SUPERVISOR_RELOAD_POLL", type="boolean", required=False),
+}
+MODES = ("development", "production")
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Options given on the command line; ``None`` means not given."""
+
+    port: int | None = None
+    mode: str | None = None
+    workers: int | None = None
+    reload: bool | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    project_dir: Path
+    config: Config
+    mode: str
+    host: str
+    port: int
+    workers: int
+    reload: bool
+    reload_poll: bool | None  # None: detect from the mounts (see supervisor.reload.mounts)
+    runtime_dir: Path
+    dotenv: DotEnv
+    # The environment a worker starts with: process environment over .env, plus what the
+    # supervisor tells the webapp (SUPERVISOR_MODE, SUPERVISOR_RUNTIME_DIR, ..._DATABASE_URL_ENV).
+    environ: dict[str, str] = field(repr=False)
+    # name -> ".env:LINE" or "environment", for every variable .env set or the schema declares.
+    env_sources: dict[str, str] = field(default_factory=dict)
+    env_values: dict[str, Any] = field(default_factory=dict, repr=False)
+    secrets: frozenset[str] = field(default_factory=frozenset, repr=False)
+
+    @property
+    def production(self) -> bool:
+        return self.mode == "production"
+
+
+def _merge_environ(process: Mapping[str, str], dotenv: DotEnv) -> tuple[dict[str, str], dict[str, str]]:
+    merged = dict(dotenv.values)
+    sources = {name: dotenv.where(name) for name in dotenv.values}
+    for name, value in process.items():
+        if name in merged:
+            sources[name] = "environment"
+        merged[name] = value
+    return merged, sources
+
+
+def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: Overrides = Overrides(),
+                     config_path: Path | None = None) -> Settings:
+    """Load ``supervisor.toml`` and ``.env`` from ``project_dir`` and validate everything.
+
+    Raises :class:`ConfigError` carrying every problem found in the file, ``.env`` and the
+    environment together, so one run of ``check`` shows all there is to fix.
+    """
+    project_dir = project_dir.resolve()
+    problems: list[Problem] = []
+    if config_path is not None and not config_path.exists():
+        # Named on purpose: running on silent defaults instead would hide a typo.
+        problems.append(missing_config(config_path))
+    config_path = config_path or project_dir / "supervisor.toml"
+    if not project_dir.is_dir():
+        problems.append(Problem("--project-dir", f"{str(project_dir)!r} is not a directory; expected "
+                                                 "the directory holding supervisor.toml"))
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        # Keep going with defaults so .env and environment problems are reported in the same run.
+        problems.extend(exc.problems)
+        config = Config(path=str(config_path))
+
+    env_file = Path(config.supervisor.env_file)
+    dotenv = load_dotenv_file(env_file if env_file.is_absolute() else project_dir / env_file, environ)
+    problems.extend(dotenv.problems)
+    merged, sources = _merge_environ(environ, dotenv)
+
+    specs = {**BUILTIN_SPECS, **config.env}
+    values, env_problems = validate_environ(specs, merged, sources)
+    problems.extend(env_problems)
+
+    mode = overrides.mode or merged.get("SUPERVISOR_MODE") or config.supervisor.mode
+    if mode not in MODES:
+        problems.append(Problem(f"{sources.get('SUPERVISOR_MODE', 'environment')} SUPERVISOR_MODE",
+                                f"{mode!r} is not a mode; expected 'development' or 'production'"))
+        mode = "development"
+
+    env_poll = values.get("SUPERVISOR_RELOAD_POLL")
+    reload_poll = bool(env_poll) if env_poll is not None else config.reload.poll
+    if overrides.reload is not None:
+        reload = overrides.reload
+    elif config.reload.enabled is not None:
+        reload = config.reload.enabled
+    else:
+        reload = mode == "development"
+
+    # Command-line values get the same ranges as their supervisor.toml keys (argparse checks types only).
+    if overrides.port is not None and not 0 <= overrides.port <= 65535:
+        problems.append(Problem("--port", f"{overrides.port} is out of range; expected 0 to 65535"))
+    if overrides.workers is not None and not 1 <= overrides.workers <= 64:
+        problems.append(Problem("--workers", f"{overrides.workers} is out of range; expected 1 to 64"))
+
+    runtime_dir = Path(config.supervisor.runtime_dir)
+    runtime_dir = runtime_dir if runtime_dir.is_absolute() else project_dir / runtime_dir
+    unsafe = runtime_dir_problem(runtime_dir, config.supervisor.allow_runtime_dir_symlink)
+    if unsafe:
+        problems.append(Problem(runtime_dir_where(config), f"{runtime_dir} {unsafe}"))
+    problems.extend(apply_environment_rules(config, mode, merged, sources, values, runtime_dir))
+    app_dir = project_dir / config.app.app_dir
+    if project_dir.is_dir() and not app_dir.is_dir():
+        problems.append(Problem(f"{config.path} [app] app_dir", f"{config.app.app_dir!r} is not a "
+                                f"directory ({app_dir}); expected a directory relative to {project_dir}"))
+    # The webapp reads these instead of assuming the defaults.
+    merged["SUPERVISOR_MODE"] = mode
+    merged["SUPERVISOR_RUNTIME_DIR"] = str(runtime_dir)
+    merged["SUPERVISOR_DATABASE_URL_ENV"] = config.database.url_env
+
+    if problems:
+        raise ConfigError(problems)
+
+    declared = {name for name in config.env if name in merged}
+    return Settings(
+        project_dir=project_dir,
+        config=config,
+        mode=mode,
+        host=config.server.host,
+        port=overrides.port if overrides.port is not None else values.get("PORT", config.server.port),
+        workers=overrides.workers or config.app.workers,
+        reload=reload,
+        reload_poll=reload_poll,
+        runtime_dir=runtime_dir,
+        dotenv=dotenv,
+        environ=merged,
+        env_sources={name: sources.get(name, "environment") for name in set(dotenv.values) | declared},
+        env_values=values,
+        secrets=frozenset(secret_values(merged, {n for n, s in config.env.items() if s.is_secret},
+                                        named=set(config.env) | set(dotenv.values))),
+    )
+
+
+def problem_redactor(project_dir: Path, environ: Mapping[str, str],
+                     config_path: Path | None = None) -> Redactor:
+    """A redactor for printing problems when :func:`resolve_settings` failed.
+
+    Built from what can still be read: the process environment, ``.env`` (if readable) and the
+    ``[env]`` declarations (if ``supervisor.toml`` parses). Every name that looks secret counts
+    here, inherited or not: an error listing may over-mask a word, but must not leak.
+    """
+    project_dir = project_dir.resolve()
+    try:
+        config = load_config(config_path or project_dir / "supervisor.toml")
+    except ConfigError:
+        config = Config()
+    env_file = Path(config.supervisor.env_file)
+    dotenv = load_dotenv_file(env_file if env_file.is_absolute() else project_dir / env_file, environ)
+    merged, _ = _merge_environ(environ, dotenv)
+    return Redactor(secret_values(merged, {n for n, s in config.env.items() if s.is_secret}))
+
+
+def runtime_dir_where(config: Config) -> str:
+    return f"{config.path} [supervisor] runtime_dir"
+
+
+def needs_restart(old: Settings, new: Settings) -> list[str]:
+    """What changed between ``old`` and ``new`` that a reload cannot apply: what the supervisor
+    set up once at start (the held socket, the worker count, the status API, the file watcher)."""
+    pairs = (
+        ("[server]", (old.host, old.port, old.config.server), (new.host, new.port, new.config.server)),
+        ("workers", old.workers, new.workers),
+        ("[status]", old.config.status, new.config.status),
+        ("[reload]", (old.reload, old.reload_poll, old.config.reload),
+         (new.reload, new.reload_poll, new.config.reload)),
+        ("[supervisor] runtime_dir", old.runtime_dir, new.runtime_dir),
+    )
+    return [name for name, before, after in pairs if before != after]

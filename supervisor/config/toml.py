@@ -1,0 +1,387 @@
+"""``supervisor.toml``: parsed once with :mod:`tomllib` into frozen, typed settings.
+
+Every section is a frozen dataclass whose fields carry their own constraints, so one generic
+reader can check types and ranges and report *every* problem with the key, the bad value, the
+expected form and the line it is on. Environment variables that override a setting (``PORT``,
+``SUPERVISOR_MODE``, ...) are applied later, in :mod:`supervisor.config.settings`, so that this module
+stays a pure function of the file's text.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import math
+import re
+import shlex
+import tomllib
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from supervisor.config.envschema import VarSpec, parse_var_spec
+from supervisor.errors import ConfigError, Problem
+from supervisor.secrets import is_secret_name
+
+Mode = Literal["development", "production"]
+
+
+def _opt(default: Any = MISSING, *, lo: float | None = None, hi: float | None = None,
+         choices: tuple[str, ...] | None = None, doc: str = "", command: bool = False) -> Any:
+    """A dataclass field with its validation bounds kept in metadata.
+
+    ``command``: a list of strings that may also be written as one string, split like a shell
+    would (:func:`shlex.split`), e.g. ``migrate = "alembic upgrade head"``.
+    """
+    meta = {"lo": lo, "hi": hi, "choices": choices, "doc": doc, "command": command}
+    if isinstance(default, list):
+        return field(default_factory=functools.partial(list, default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class SupervisorSection:
+    mode: str = _opt("development", choices=("development", "production"))
+    env_file: str = _opt(".env")
+    runtime_dir: str = _opt(".supervisor")
+    # A symlinked runtime directory is refused unless this says it is meant (a cloned repository
+    # could point .supervisor at a directory others can write).
+    allow_runtime_dir_symlink: bool = _opt(False)
+    stop_timeout: float = _opt(10.0, lo=0.1, hi=3600)
+    log_level: str = _opt("info", choices=("debug", "info", "warning", "error"))
+
+
+@dataclass(frozen=True)
+class ServerSection:
+    host: str = _opt("127.0.0.1")
+    port: int = _opt(8000, lo=0, hi=65535)
+    port_range: int = _opt(20, lo=0, hi=1000)
+    strict_port: bool = _opt(False)
+    backlog: int = _opt(2048, lo=1, hi=65535)
+
+
+@dataclass(frozen=True)
+class AppSection:
+    app: str = _opt("webapp.app:app")
+    factory: bool = _opt(False)
+    workers: int = _opt(1, lo=1, hi=64)
+    app_dir: str = _opt(".")
+    ready_timeout: float = _opt(60.0, lo=1, hi=3600)
+
+
+@dataclass(frozen=True)
+class RestartSection:
+    initial_delay: float = _opt(0.5, lo=0, hi=3600)
+    max_delay: float = _opt(30.0, lo=0, hi=86400)
+    multiplier: float = _opt(2.0, lo=1, hi=100)
+    jitter: float = _opt(0.2, lo=0, hi=1)
+    min_uptime: float = _opt(1.0, lo=0, hi=86400)
+    crash_loop_failures: int = _opt(5, lo=1, hi=1000)
+    crash_loop_window: float = _opt(60.0, lo=1, hi=86400)
+
+
+@dataclass(frozen=True)
+class DatabaseSection:
+    url_env: str = _opt("DATABASE_URL")
+    wait: bool = _opt(True)
+    connect_timeout: float = _opt(5.0, lo=0.1, hi=600)
+    initial_delay: float = _opt(0.25, lo=0, hi=600)
+    max_delay: float = _opt(5.0, lo=0, hi=3600)
+    deadline: float = _opt(60.0, lo=0, hi=86400)
+    probe_interval: float = _opt(10.0, lo=0.1, hi=86400)
+    # Run once, after the database answers and before the first worker (schema migrations);
+    # empty: nothing. Runs in [app] app_dir with the workers' environment.
+    migrate: list[str] = _opt([], command=True)
+    migrate_timeout: float = _opt(300.0, lo=1, hi=86400)
+
+
+@dataclass(frozen=True)
+class ReloadSection:
+    # None: on in development mode, off in production mode.
+    enabled: bool | None = _opt(None)
+    paths: list[str] = _opt(["."])
+    include: list[str] = _opt(["*.py", ".env", "supervisor.toml"])
+    exclude: list[str] = _opt([])
+    debounce: float = _opt(0.05, lo=0, hi=60)
+    # None: poll where the mount table says file events do not arrive (WSL drives, network and
+    # FUSE file systems, host bind mounts in a container); true: always; false: never.
+    poll: bool | None = _opt(None)
+    poll_interval: float = _opt(0.3, lo=0.05, hi=60)
+    # Development mode: HTML pages reload once the new workers serve (needs the status API).
+    browser: bool = _opt(True)
+
+
+@dataclass(frozen=True)
+class StatusSection:
+    enabled: bool = _opt(True)
+    host: str = _opt("127.0.0.1")
+    port: int = _opt(8787, lo=0, hi=65535)
+    token: str = _opt("")
+    # Anyone who can connect may hold connections open: cap them and bound how long a connection
+    # may take to send a request (from its start or the previous response), so idle and
+    # slow-loris connections cannot exhaust the supervisor's descriptors.
+    max_connections: int = _opt(64, lo=2, hi=10000)
+    header_timeout: float = _opt(10.0, lo=0.1, hi=300)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole of ``supervisor.toml``, validated."""
+
+    supervisor: SupervisorSection = field(default_factory=SupervisorSection)
+    server: ServerSection = field(default_factory=ServerSection)
+    app: AppSection = field(default_factory=AppSection)
+    restart: RestartSection = field(default_factory=RestartSection)
+    database: DatabaseSection = field(default_factory=DatabaseSection)
+    reload: ReloadSection = field(default_factory=ReloadSection)
+    status: StatusSection = field(default_factory=StatusSection)
+    env: dict[str, VarSpec] = field(default_factory=dict)
+    path: str = "supervisor.toml"
+
+
+_SECTIONS: dict[str, type] = {
+    "supervisor": SupervisorSection,
+    "server": ServerSection,
+    "app": AppSection,
+    "restart": RestartSection,
+    "database": DatabaseSection,
+    "reload": ReloadSection,
+    "status": StatusSection,
+}
+
+
+class _Locator:
+    """Finds the line a key sits on, so errors can say ``supervisor.toml:12``.
+
+    tomllib keeps no positions; a key's line is found by scanning the text for its table header
+    and then the ``key =`` assignment. Good enough for the flat tables this file uses.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+
+    def line_of(self, table: str, key: str | None = None) -> int | None:
+        header = re.compile(r"^\s*\[\s*" + re.escape(table) + r"\s*\]\s*(#.*)?$")
+        any_header = re.compile(r"^\s*\[")
+        assign = re.compile(r"^\s*\"?" + re.escape(key or "") + r"\"?\s*=") if key else None
+        inside = False
+        for number, line in enumerate(self.lines, start=1):
+            if header.match(line):
+                if assign is None:
+                    return number
+                inside = True
+                continue
+            if inside and any_header.match(line):
+                inside = False
+            if inside and assign is not None and assign.match(line):
+                return number
+        return None
+
+
+def _where(path: str, locator: _Locator, table: str, key: str | None = None) -> str:
+    line = locator.line_of(table, key)
+    place = f"{path}:{line}" if line else path
+    return f"{place} [{table}]" + (f" {key}" if key else "")
+
+
+def _type_name(tp: Any) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    if typing.get_origin(tp) is list:
+        return "a list of strings"
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _type_name(inner[0])
+    return names.get(tp, str(tp))
+
+
+def _coerce(tp: Any, value: Any) -> tuple[bool, Any]:
+    """Return (ok, value) for a TOML value against a field type; ints are accepted for floats."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(inner[0], value)
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if tp is str:
+        return isinstance(value, str), value
+    if typing.get_origin(tp) is list:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        return ok, list(value) if ok else value
+    return False, value
+
+
+def _command(raw: Any) -> list[str] | str:
+    """argv from a string (shell-split) or a list of strings; a str result is the problem."""
+    expected = 'expected a command line such as "python -m alembic upgrade head" or a list of strings'
+    if isinstance(raw, str):
+        try:
+            return shlex.split(raw)
+        except ValueError as exc:  # "No closing quotation"
+            return f"{raw!r} is not a valid command line ({exc}); {expected}"
+    if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
+        return f"{raw!r} is not a command; {expected}"
+    if raw and not raw[0].strip():
+        return f"{raw!r} starts with an empty program name; {expected}"
+    return list(raw)
+
+
+def _kind(value: Any) -> str:
+    """The TOML type of ``value`` in words, for messages that must not quote it."""
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
+             dict: "a table"}
+    return next((name for tp, name in names.items() if type(value) is tp), "a date or time")
+
+
+def _value_problem(key: str, value: Any, lo: float | None, hi: float | None) -> str | None:
+    """What makes an already type-checked value unusable whatever its range: non-finite numbers
+    (``nan`` passes every comparison), NUL bytes (no path, argument or environment can hold one),
+    an unusable token."""
+    if isinstance(value, float) and not math.isfinite(value):
+        bounds = f" from {lo:g} to {hi:g}" if lo is not None and hi is not None else ""
+        return f"{value!r} is not a finite number; expected a number{bounds}"
+    texts = value if isinstance(value, list) else [value] if isinstance(value, str) else []
+    if any("\x00" in t for t in texts):
+        return "the value holds a NUL byte (\\u0000); expected text without one"
+    if key == "token" and value and not TOKEN_FORM.fullmatch(value):
+        return ("the value is not usable as a token; expected 16 to 256 visible ASCII characters "
+                "without spaces, or \"\" for a new random token at each start")
+    return None
+
+
+# A bearer token travels in an HTTP header and sits alone on the token file's one line.
+TOKEN_FORM = re.compile(r"[\x21-\x7e]{16,256}")
+
+
+def _read_section(cls: type, data: Any, table: str, path: str, locator: _Locator,
+                  problems: list[Problem]) -> Any:
+    if not isinstance(data, dict):
+        problems.append(Problem(_where(path, locator, table), f"expected a table, got {_kind(data)}"))
+        return cls()
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, raw in data.items():
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            problems.append(Problem(
+                _where(path, locator, table, key),
+                f"unknown key {key!r}; expected one of {', '.join(sorted(known))}{suggestion}",
+            ))
+            continue
+        f = known[key]
+        if f.metadata.get("command"):
+            command = _command(raw)
+            if isinstance(command, str):
+                problems.append(Problem(_where(path, locator, table, key), command))
+            else:
+                values[key] = command
+            continue
+        ok, value = _coerce(hints[key], raw)
+        if not ok:
+            shown = "the value" if is_secret_name(key) else repr(raw)  # [status] token
+            problems.append(Problem(_where(path, locator, table, key),
+                                    f"{shown} is not {_type_name(hints[key])}"))
+            continue
+        meta = f.metadata
+        problem = _value_problem(key, value, meta.get("lo"), meta.get("hi"))
+        if problem:
+            problems.append(Problem(_where(path, locator, table, key), problem))
+            continue
+        if meta.get("choices") and value not in meta["choices"]:
+            expected = " or ".join(repr(c) for c in meta["choices"])
+            problems.append(Problem(_where(path, locator, table, key),
+                                    f"{value!r} is not allowed; expected {expected}"))
+            continue
+        lo, hi = meta.get("lo"), meta.get("hi")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                problems.append(Problem(_where(path, locator, table, key),
+                                        f"{value!r} is out of range; expected {lo:g} to {hi:g}"))
+                continue
+        values[key] = value
+    return cls(**values)
+
+
+def _cross_checks(cfg: Config, path: str, locator: _Locator, problems: list[Problem]) -> None:
+    r = cfg.restart
+    if r.max_delay < r.initial_delay:
+        problems.append(Problem(
+            _where(path, locator, "restart", "max_delay"),
+            f"{r.max_delay:g} is smaller than initial_delay ({r.initial_delay:g}); "
+            "expected max_delay >= initial_delay"))
+    if ":" not in cfg.app.app:
+        problems.append(Problem(
+            _where(path, locator, "app", "app"),
+            f"{cfg.app.app!r} is not an import string; expected 'module:attribute', "
+            "e.g. 'webapp.app:app'"))
+    d = cfg.database
+    if d.max_delay < d.initial_delay:
+        problems.append(Problem(
+            _where(path, locator, "database", "max_delay"),
+            f"{d.max_delay:g} is smaller than initial_delay ({d.initial_delay:g}); "
+            "expected max_delay >= initial_delay"))
+
+
+def parse_config(text: str, path: str = "supervisor.toml") -> Config:
+    """Parse and validate the text of a ``supervisor.toml``; raise :class:`ConfigError` with all problems."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([Problem(path, f"not valid TOML: {exc}")]) from None
+    locator = _Locator(text)
+    problems: list[Problem] = []
+    sections: dict[str, Any] = {}
+    env_specs: dict[str, VarSpec] = {}
+    for table, raw in data.items():
+        if table in _SECTIONS:
+            sections[table] = _read_section(_SECTIONS[table], raw, table, path, locator, problems)
+        elif table == "env":
+            if not isinstance(raw, dict):
+                problems.append(Problem(_where(path, locator, "env"), "expected a table of variables"))
+                continue
+            for name, spec in raw.items():
+                where = _where(path, locator, f"env.{name}") if isinstance(spec, dict) else \
+                    _where(path, locator, "env", name)
+                parsed = parse_var_spec(name, spec, where, problems)
+                if parsed is not None:
+                    env_specs[name] = parsed
+        elif not isinstance(raw, dict):
+            problems.append(Problem(path, f"top-level key {table!r} belongs in a section; "
+                                          f"expected it under a table such as [server] or [app]"))
+        else:
+            expected = ", ".join(sorted([*_SECTIONS, "env"]))
+            hint = difflib.get_close_matches(table, [*_SECTIONS, "env"], n=1)
+            suggestion = f"; did you mean [{hint[0]}]?" if hint else ""
+            problems.append(Problem(_where(path, locator, table),
+                                    f"unknown section [{table}]; expected one of {expected}{suggestion}"))
+    cfg = Config(**sections, env=env_specs, path=path)
+    _cross_checks(cfg, path, locator, problems)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def load_config(path: Path, required: bool = False) -> Config:
+    """Read ``path``; a missing file means all defaults (the embedded default needs no file),
+    unless ``required``: a file named with ``--config`` must exist."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if required:
+            raise ConfigError([missing_config(path)]) from None
+        return Config(path=str(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(str(path), f"cannot be read: {exc}")]) from None
+    return parse_config(text, str(path))
+
+
+def missing_config(path: Path) -> Problem:
+    return Problem("--config", f"{str(path)!r} does not exist; expected the path of a supervisor.toml "
+                               "(without --config, the project's own is used)")

@@ -1,0 +1,1 @@
+"""The database, as the supervisor sees it: the probe, the watch, migrations."""

@@ -1,0 +1,1 @@
+"""Reloading: watching files, deciding what a change means, rolling restarts, the browser."""

@@ -1,0 +1,55 @@
+"""The file-watching service: it reports changed files to the runner, which decides what follows
+(re-read settings, roll the workers: see :mod:`supervisor.reload.rollout`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from supervisor.contract import FilesChanged, SupervisorView
+from supervisor.reload import plan as watchplan
+from supervisor.reload.filters import watch_batches
+
+logger = logging.getLogger("supervisor")
+# How long the first worker waits for the file watches to be in place (normally milliseconds).
+WATCH_SETUP_TIMEOUT = 10.0
+
+
+class Reloader:
+    """The file-watching service, plus a startup step that waits until the watches are in place,
+    so that an edit made the moment the app first answers is not missed."""
+
+    def __init__(self, sup: SupervisorView) -> None:
+        self.sup = sup
+        self.watching = asyncio.Event()
+
+    async def wait_watching(self) -> None:
+        # Bounded: a watcher that cannot start (it logs why) must not keep the app from starting.
+        if self.sup.settings.reload:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.watching.wait(), WATCH_SETUP_TIMEOUT)
+
+    async def serve(self) -> None:
+        """Watch the project and report changes; a no-op when reload is off."""
+        settings = self.sup.settings
+        if not settings.reload:
+            return
+        cfg = settings.config.reload
+        roots = watchplan.watched_roots(settings)
+        poll, why = watchplan.choose_polling(settings, roots)
+        if why:
+            logger.info("reload: %s", why)
+        logger.info("reload: watching %s (%s)", ", ".join(map(str, roots)), "polling" if poll else "native events")
+        stream = watch_batches(roots, watchplan.change_filter_for(settings), debounce=cfg.debounce, poll=poll,
+                               poll_interval=cfg.poll_interval)
+        # watchfiles sets up the OS watches synchronously in the first step of the first
+        # iteration; once that step has run, nothing written from now on can be missed.
+        first = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0)
+        self.watching.set()
+
+        self.sup.post(FilesChanged(frozenset(await first)))
+        async for batch in stream:
+            self.sup.post(FilesChanged(frozenset(batch)))

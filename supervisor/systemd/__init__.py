@@ -1,0 +1,1 @@
+"""systemd and containers: sd_notify, socket activation, the orphan reaper, unit files."""

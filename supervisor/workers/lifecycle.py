@@ -1,0 +1,398 @@
+"""One worker slot's lifecycle as a pure state machine: events in, actions out.
+
+In the manner of tenacity's engine, :class:`SlotMachine` decides and never acts: no processes, no
+timers, no asyncio. The runner turns each returned action into I/O (spawn a worker, arm a
+timer, send SIGTERM) and feeds what happens back in as events; every event names the pid it is
+about, so a late report about a process the slot has moved past is simply ignored. That makes
+crash, backoff, crash loop, wake-up, rolling replacement and shutdown testable as scripted
+event histories with a fake clock (``tests/test_lifecycle.py``).
+
+A slot has at most three kinds of process: the *current* worker, the *successor* a rolling
+replacement is starting beside it, and old workers *draining* after being replaced. The read
+model (:class:`~supervisor.state.SlotStatus`) is kept here, in step with the decisions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from supervisor.config.toml import RestartSection
+from supervisor.state import ExitInfo, ExitReason, SlotState, SlotStatus
+from supervisor.workers.policy import GiveUp, RestartTracker
+
+# ----- events: what happened ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Begin:
+    """Start the slot: its startup steps or dependencies are satisfied."""
+
+
+@dataclass(frozen=True)
+class Spawned:
+    pid: int
+    stderr_tail: deque[str]
+
+
+@dataclass(frozen=True)
+class SpawnFailed:
+    error: str  # an OSError's words: EMFILE, EAGAIN, a vanished directory
+
+
+@dataclass(frozen=True)
+class Ready:
+    pid: int
+
+
+@dataclass(frozen=True)
+class ReadyTimedOut:
+    pid: int
+
+
+@dataclass(frozen=True)
+class Exited:
+    pid: int
+    returncode: int
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    timer: int
+
+
+@dataclass(frozen=True)
+class Replace:
+    """Start a fresh worker: beside a serving one (a rolling replacement), or at once in a slot
+    with none (in backoff or given up: a change wakes it)."""
+
+    reason: ExitReason
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    pass
+
+
+@dataclass(frozen=True)
+class DependencyLost:
+    reason: str
+
+
+Event = Begin | Spawned | SpawnFailed | Ready | ReadyTimedOut | Exited | TimerFired | Replace | Shutdown | \
+    DependencyLost
+
+# ----- actions: what the runner must do -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spawn:
+    """Start a worker now and report :class:`Spawned` or :class:`SpawnFailed`."""
+
+
+@dataclass(frozen=True)
+class AwaitReady:
+    """Report :class:`Ready` when ``pid`` says it serves, or :class:`ReadyTimedOut` after ``timeout``."""
+
+    pid: int
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Report ``TimerFired(timer)`` after ``delay`` seconds."""
+
+    delay: float
+    timer: int
+
+
+@dataclass(frozen=True)
+class Stop:
+    """SIGTERM ``pid``, SIGKILL its group at the stop deadline; its exit comes as :class:`Exited`."""
+
+    pid: int
+    reason: ExitReason
+
+
+@dataclass(frozen=True)
+class Kill:
+    pid: int
+
+
+@dataclass(frozen=True)
+class Log:
+    level: int
+    message: str
+
+
+@dataclass(frozen=True)
+class GaveUp:
+    """The slot is in a crash loop and waits for a :class:`Replace` (development) or the end."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """The outcome of a :class:`Replace`: True once the fresh worker serves."""
+
+    ok: bool
+
+
+Action = Spawn | AwaitReady | Sleep | Stop | Kill | Log | GaveUp | Replaced
+
+
+@dataclass
+class _Proc:
+    pid: int
+    spawned_at: float  # the machine's clock
+    ready_at: float | None = None
+    timed_out: bool = False  # killed for not reporting ready in time
+
+    def exit_reason(self) -> ExitReason:
+        return ExitReason.START_TIMEOUT if self.timed_out else ExitReason.CRASH
+
+
+class SlotMachine:
+    """The lifecycle of worker slot ``index``. Call :meth:`handle` with each event."""
+
+    def __init__(self, index: int, restart: RestartSection, ready_timeout: float, *,
+                 clock: Callable[[], float], wall: Callable[[], float], rand: Callable[[], float]) -> None:
+        self.status = SlotStatus(index)
+        self.ready_timeout = ready_timeout
+        self.clock = clock
+        self.wall = wall
+        self.tracker = RestartTracker(restart, rand)
+        self.current: _Proc | None = None
+        self.successor: _Proc | None = None
+        self.draining: dict[int, ExitReason] = {}
+        self.timer = 0  # the live Sleep's number; a TimerFired with another is stale
+        self.spawning_successor = False  # which role the next Spawned/SpawnFailed is for
+        self.replacing = False  # a Replaced outcome is owed
+        self.pending_reason = ExitReason.RELOAD  # why the replaced worker will be stopped
+        self.stopping = False
+        self.started = False
+
+    @property
+    def idle(self) -> bool:
+        """No process of this slot is alive: after a shutdown, the slot is done."""
+        return self.current is None and self.successor is None and not self.draining
+
+    def stopping_pid(self, pid: int) -> bool:
+        """True when ``pid`` was asked to stop (drained or shut down): its exit is no crash."""
+        return pid in self.draining or self.stopping
+
+    def reconfigure(self, restart: RestartSection, ready_timeout: float) -> None:
+        self.tracker.cfg = restart
+        self.ready_timeout = ready_timeout
+
+    def handle(self, event: Event) -> list[Action]:
+        match event:
+            case Begin():
+                return self._begin()
+            case Spawned(pid, tail):
+                return self._spawned(pid, tail)
+            case SpawnFailed(error):
+                return self._spawn_failed(error)
+            case Ready(pid):
+                return self._ready(pid)
+            case ReadyTimedOut(pid):
+                return self._timed_out(pid)
+            case Exited(pid, code):
+                return self._exited(pid, code)
+            case TimerFired(timer):
+                return self._spawn_current() if timer == self.timer and self._backing_off() else []
+            case Replace(reason):
+                return self._replace(reason)
+            case Shutdown():
+                return self._shutdown()
+            case DependencyLost(reason):
+                if not self.started:
+                    self.status.fatal_reason = reason  # shown while waiting, cleared on start
+                return []
+        raise TypeError(f"not a lifecycle event: {event!r}")
+
+    # ----- starting ----------------------------------------------------------------------
+
+    def _begin(self) -> list[Action]:
+        if self.started or self.stopping:
+            return []
+        self.started = True
+        return self._spawn_current()
+
+    def _backing_off(self) -> bool:
+        return self.current is None and not self.stopping and self.status.state == SlotState.BACKOFF
+
+    def _spawn_current(self) -> list[Action]:
+        self.timer += 1  # whatever timer was armed is void now
+        self.spawning_successor = False
+        self._set(SlotState.STARTING, pid=None)
+        return [Spawn()]
+
+    def _spawned(self, pid: int, tail: deque[str]) -> list[Action]:
+        proc = _Proc(pid, self.clock())
+        if self.stopping:  # cannot happen with a synchronous spawner; never leave one behind
+            self.draining[pid] = ExitReason.SHUTDOWN
+            return [Stop(pid, ExitReason.SHUTDOWN)]
+        if self.spawning_successor:
+            self.successor = proc
+        else:
+            if self.status.started_at is not None:
+                self.status.restarts += 1
+            self.current = proc
+            self._set(SlotState.STARTING, pid=pid)
+            self.status.started_at = self.wall()
+            self.status.ready_at = None
+            self.status.fatal_reason = None
+            self.status.stderr_tail = tail
+        return [Log(logging.INFO, f"started worker pid {pid}"), AwaitReady(pid, self.ready_timeout)]
+
+    def _spawn_failed(self, error: str) -> list[Action]:
+        if self.spawning_successor:
+            self.spawning_successor = False
+            return [Log(logging.ERROR, f"cannot start a new worker: {error}"), *self._replaced(False)]
+        return self._failed(f"could not be started: {error}", served_for=None)
+
+    def _ready(self, pid: int) -> list[Action]:
+        if self.stopping:
+            return []
+        if self.successor is not None and self.successor.pid == pid:
+            return self._promote()
+        if self.current is None or self.current.pid != pid:
+            return []
+        self.current.ready_at = self.clock()
+        self._set(SlotState.RUNNING, pid=pid)
+        self.status.ready_at = self.wall()
+        return [Log(logging.INFO, f"worker pid {pid} is serving"), *self._replaced(True)]
+
+    def _promote(self) -> list[Action]:
+        """The successor serves: it becomes current, the old worker drains."""
+        assert self.successor is not None
+        new, old = self.successor, self.current
+        new.ready_at = self.clock()
+        self.successor = None
+        self.current = new
+        self.status.restarts += 1
+        self._set(SlotState.RUNNING, pid=new.pid)
+        self.status.started_at = self.wall()  # approximately: the successor spawned moments ago
+        self.status.ready_at = self.wall()
+        actions: list[Action] = [Log(logging.INFO, f"worker pid {new.pid} is serving")]
+        if old is not None:
+            reason = self.pending_reason
+            self.draining[old.pid] = reason
+            actions.append(Stop(old.pid, reason))
+        return actions + self._replaced(True)
+
+    def _timed_out(self, pid: int) -> list[Action]:
+        for proc in (self.current, self.successor):
+            if proc is not None and proc.pid == pid and proc.ready_at is None:
+                proc.timed_out = True
+                return [Log(logging.ERROR, f"worker pid {pid} did not report ready within "
+                                           f"{self.ready_timeout:g}s; killing it"), Kill(pid)]
+        return []
+
+    # ----- exits -------------------------------------------------------------------------
+
+    def _exited(self, pid: int, code: int) -> list[Action]:
+        if pid in self.draining:
+            reason = self.draining.pop(pid)
+            return self._record_exit(pid, code, reason, level=logging.INFO, verb="stopped")
+        if self.successor is not None and self.successor.pid == pid:
+            info = ExitInfo.from_returncode(code, self.successor.exit_reason(), self.wall())
+            self.successor = None
+            old = f"; still serving the previous version with pid {self.current.pid}" if self.current else ""
+            return [Log(logging.ERROR, f"new worker pid {pid} failed to start ({info.describe()}){old}"),
+                    *self._replaced(False), *self._settle_stop()]
+        if self.current is None or self.current.pid != pid:
+            return []
+        proc, self.current = self.current, None
+        self.status.pid = None
+        if self.stopping:
+            actions = self._record_exit(pid, code, ExitReason.SHUTDOWN, level=logging.INFO, verb="stopped")
+            return actions + self._settle_stop()
+        served_for = None if proc.ready_at is None else self.clock() - proc.ready_at
+        info = ExitInfo.from_returncode(code, proc.exit_reason(), self.wall())
+        self.status.last_exit = info
+        if self.successor is not None:
+            # Crashed while its replacement starts: the replacement takes over the slot.
+            self.current, self.successor = self.successor, None
+            self._set(SlotState.STARTING, pid=self.current.pid)
+            self.status.started_at, self.status.ready_at = self.wall(), None
+            return [Log(logging.WARNING, f"worker pid {pid} {info.describe()}; its replacement, pid "
+                                         f"{self.current.pid}, is starting")]
+        uptime = self.clock() - proc.spawned_at
+        return self._failed(f"{info.describe()} after {uptime:.1f}s", served_for=served_for, pid=pid)
+
+    def _failed(self, what: str, served_for: float | None, pid: int | None = None) -> list[Action]:
+        """The current worker is gone (or never came): restart, back off or give up."""
+        actions: list[Action] = self._replaced(False)
+        decision = self.tracker.on_exit(self.clock(), served_for)
+        who = f"worker pid {pid}" if pid is not None else "worker"
+        if isinstance(decision, GiveUp):
+            self._set(SlotState.FATAL, pid=None)
+            self.status.fatal_reason = decision.reason
+            self.status.next_retry_at = None
+            self.timer += 1
+            actions.append(Log(logging.WARNING, f"{who} {what}"))
+            return [*actions, GaveUp(decision.reason)]
+        if decision.delay <= 0:
+            actions.append(Log(logging.WARNING, f"{who} {what}; restarting now (it had been serving)"))
+            return actions + self._spawn_current()
+        self._set(SlotState.BACKOFF, pid=None)
+        self.status.next_retry_at = self.wall() + decision.delay
+        self.timer += 1
+        actions.append(Log(logging.WARNING, f"{who} {what}; restarting in {decision.delay:.2f}s "
+                                            f"(attempt {decision.attempt})"))
+        return [*actions, Sleep(decision.delay, self.timer)]
+
+    def _record_exit(self, pid: int, code: int, reason: ExitReason, level: int, verb: str) -> list[Action]:
+        info = ExitInfo.from_returncode(code, reason, self.wall())
+        self.status.last_exit = info
+        actions: list[Action] = [Log(level, f"worker pid {pid} {verb}: {info.describe()}")]
+        return actions + self._settle_stop()
+
+    # ----- replacement and shutdown ------------------------------------------------------
+
+    def _replace(self, reason: ExitReason) -> list[Action]:
+        if self.stopping or self.replacing or self.successor is not None or not self.started:
+            return [Replaced(False)]
+        self.replacing = True
+        self.pending_reason = reason
+        if self.current is None:
+            # In backoff or given up: the user changed something, so start over now.
+            self.tracker.reset()
+            return self._spawn_current()
+        self.spawning_successor = True
+        return [Spawn()]
+
+    def _replaced(self, ok: bool) -> list[Action]:
+        if not self.replacing:
+            return []
+        self.replacing = False
+        return [Replaced(ok)]
+
+    def _shutdown(self) -> list[Action]:
+        if self.stopping:
+            return []
+        self.stopping = True
+        self.timer += 1
+        actions: list[Action] = self._replaced(False)
+        for proc in (self.current, self.successor):
+            if proc is not None:
+                actions.append(Stop(proc.pid, ExitReason.SHUTDOWN))
+        if self.current is not None:
+            self._set(SlotState.STOPPING, pid=self.current.pid)
+        return actions + self._settle_stop()
+
+    def _settle_stop(self) -> list[Action]:
+        if self.stopping and self.current is None and self.successor is None:
+            self._set(SlotState.STOPPED, pid=None)
+        return []
+
+    def _set(self, state: SlotState, pid: int | None) -> None:
+        self.status.state = state
+        self.status.pid = pid
+        if state != SlotState.BACKOFF:
+            self.status.next_retry_at = None

@@ -1,0 +1,221 @@
+"""One worker process: spawn it, relay its output, learn when it is ready, stop it with a deadline.
+
+Exit is observed through a pidfd (no SIGCHLD handler, no waiter thread), so the worker stays a
+zombie until we reap it: its leftover process group can be killed first without any risk of
+hitting a recycled pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from supervisor.config.settings import Settings
+from supervisor.systemd.environ import scrub_systemd_env
+from supervisor.workers.descendants import MARK_VAR, Descendants, new_mark, track
+from supervisor.workers.worker import READY_MESSAGE, WorkerArgs
+
+logger = logging.getLogger("supervisor")
+LineSink = Callable[[int, str], None]  # (pid, line)
+# Seconds to keep relaying a worker's output after it exited (its pipes normally end at once).
+RELAY_GRACE = 1.0
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker is started with; the same spec can start many workers."""
+
+    app: str
+    factory: bool
+    listen_fd: int
+    cwd: Path
+    environ: Mapping[str, str]
+    log_level: str = "info"
+    graceful_timeout: float = 10.0
+    # The status API's live-reload stream, for the worker's HTML pages; "" for none.
+    livereload_url: str = ""
+    python: str = field(default_factory=lambda: sys.executable)
+
+
+class WorkerProcess:
+    """A started worker. Await :meth:`ready` and :meth:`wait`; call :meth:`stop` to end it."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], ready_fd: int, on_line: LineSink,
+                 tail: int = 20, descendants: Descendants | None = None) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+        self.descendants = descendants
+        self.stderr_tail: deque[str] = deque(maxlen=tail)
+        self._exit_callbacks: list[Callable[[WorkerProcess], None]] = []
+        self._loop = asyncio.get_running_loop()
+        self._exited: asyncio.Future[int] = self._loop.create_future()
+        self._ready = asyncio.ensure_future(self._read_ready(ready_fd))
+        self._relays = [asyncio.ensure_future(self._relay(popen.stdout, on_line, False)),
+                        asyncio.ensure_future(self._relay(popen.stderr, on_line, True))]
+        self._pidfd = os.pidfd_open(self.pid)
+        self._loop.add_reader(self._pidfd, self._on_exit)
+
+    def _on_exit(self) -> None:
+        self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        # The worker is a zombie now, holding its pid: kill what it left in its process group
+        # (a leftover grandchild would keep the port or a file open), and what it started in
+        # sessions of its own (see supervisor.workers.descendants), then reap it.
+        kill_group(self.pid, signal.SIGKILL)
+        if self.descendants is not None:
+            leftovers = self.descendants.kill_leftovers()
+            if leftovers:
+                logger.info("supervisor: killed %d process(es) worker pid %d left behind: %s", len(leftovers),
+                            self.pid, ", ".join(map(str, leftovers)))
+        code = self.popen.wait()
+        if self.descendants is not None:
+            self.descendants.release(self._loop.call_later)
+        if not self._exited.done():
+            self._exited.set_result(code)
+        for callback in self._exit_callbacks:
+            callback(self)
+
+    def add_exit_callback(self, callback: Callable[[WorkerProcess], None]) -> None:
+        self._exit_callbacks.append(callback)
+
+    async def _read_ready(self, fd: int) -> bool:
+        reader = asyncio.StreamReader()
+        pipe = os.fdopen(fd, "rb", buffering=0)
+        transport, _ = await self._loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), pipe)
+        try:
+            return await reader.readline() == READY_MESSAGE
+        finally:
+            transport.close()
+
+    async def _relay(self, stream: object, on_line: LineSink, is_stderr: bool) -> None:
+        reader = asyncio.StreamReader(limit=1 << 20)
+        transport, _ = await self._loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), stream)
+        try:
+            while True:
+                try:
+                    raw = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    raw = await reader.read(1 << 20)
+                if not raw:
+                    return
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if is_stderr:
+                    self.stderr_tail.append(line)
+                on_line(self.pid, line)
+        finally:
+            transport.close()
+
+    async def ready(self) -> bool:
+        """True once the worker reports it is serving; False if it closed the pipe without that."""
+        return await asyncio.shield(self._ready)
+
+    async def wait(self) -> int:
+        """The return code, once the process has exited and its output has been relayed.
+
+        Output is awaited for at most ``RELAY_GRACE`` seconds after the exit: a daemon the worker
+        started in a session of its own can hold the pipes open for as long as it lives, and the
+        slot must not wait for it to notice the crash.
+        """
+        code = await asyncio.shield(self._exited)
+        # asyncio.wait, not gather: a caller's timeout must not cancel the relays themselves.
+        _, pending = await asyncio.wait(self._relays, timeout=RELAY_GRACE)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*self._relays, return_exceptions=True)
+        return code
+
+    def send(self, sig: int) -> None:
+        if self.popen.returncode is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    async def stop(self, timeout: float) -> int:
+        """SIGTERM, wait up to ``timeout``, then SIGKILL the whole process group; return the code."""
+        self.send(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.wait(), timeout)
+        except TimeoutError:
+            self.kill()
+            return await self.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the worker's process group now. Does not mark the stop as requested: a worker
+        killed for not starting in time is a failed start, and the restart policy counts it."""
+        if self.popen.returncode is None:
+            kill_group(self.pid, signal.SIGKILL)
+
+
+def worker_spec(settings: Settings, listen_fd: int, livereload_url: str = "") -> WorkerSpec:
+    """The spec of the next web worker, from the current settings."""
+    cfg = settings.config
+    return WorkerSpec(
+        app=cfg.app.app, factory=cfg.app.factory, listen_fd=listen_fd,
+        cwd=(settings.project_dir / cfg.app.app_dir).resolve(),
+        environ=scrub_systemd_env(settings.environ),
+        log_level=cfg.supervisor.log_level,
+        graceful_timeout=worker_drain_timeout(cfg.supervisor.stop_timeout),
+        livereload_url=livereload_url,
+    )
+
+
+def worker_drain_timeout(stop_timeout: float) -> float:
+    """The worker's own drain limit: a little under the supervisor's SIGKILL deadline, so the
+    app's lifespan shutdown still runs after a drain that used up its time."""
+    return max(0.05, stop_timeout - min(1.0, stop_timeout * 0.2))
+
+
+def kill_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def spawn_worker(spec: WorkerSpec, on_line: LineSink) -> WorkerProcess:
+    """Start a worker in its own session, handing it the listening socket and a readiness pipe.
+
+    Must run on the main thread: the worker's parent-death signal is tied to the forking thread.
+    """
+    ready_r, ready_w = os.pipe()
+    mark = new_mark()
+    args = WorkerArgs(app=spec.app, factory=spec.factory, listen_fd=spec.listen_fd, ready_fd=ready_w,
+                      parent_pid=os.getpid(), log_level=spec.log_level,
+                      graceful_timeout=spec.graceful_timeout, livereload_url=spec.livereload_url)
+    env = dict(spec.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    env[MARK_VAR] = mark  # inherited by whatever the worker starts
+    try:
+        popen = subprocess.Popen(
+            [spec.python, "-m", "supervisor.workers.worker", *args.to_argv()],
+            cwd=spec.cwd, env=env, pass_fds=(spec.listen_fd, ready_w), start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+    except BaseException:
+        os.close(ready_r)
+        raise
+    finally:
+        os.close(ready_w)
+    try:
+        # At once: the worker runs none of the app's code before this (interpreter start-up).
+        descendants = track(popen.pid, mark)
+        return WorkerProcess(popen, ready_r, on_line, descendants=descendants)
+    except BaseException:
+        # Unwatched, it would hold the port with nobody to stop it (pidfd_open can fail: EMFILE).
+        kill_group(popen.pid, signal.SIGKILL)
+        popen.wait()
+        with contextlib.suppress(OSError):
+            os.close(ready_r)
+        raise

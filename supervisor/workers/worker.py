@@ -1,0 +1,230 @@
+"""The worker process: ``python -m supervisor.workers.worker``, started by the supervisor, never by hand.
+
+It serves the ASGI app with uvicorn on the listening socket the supervisor hands it, and tells
+the supervisor it is serving by writing one line to a pipe the supervisor owns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+
+import uvicorn
+from uvicorn.importer import import_from_string
+
+from supervisor.workers.accepting import stop_accepting
+from supervisor.workers.longlived import LongLived
+
+PR_SET_PDEATHSIG = 1
+# Paths of frames that are ours or the import system's, not the user's, in a load traceback.
+_MACHINERY = (os.sep + "importlib" + os.sep, os.sep + "uvicorn" + os.sep,
+              os.sep + "supervisor" + os.sep + "workers" + os.sep + "worker.py")
+READY_MESSAGE = b"ready\n"
+
+
+@dataclass(frozen=True)
+class WorkerArgs:
+    app: str
+    factory: bool
+    listen_fd: int
+    ready_fd: int
+    parent_pid: int
+    log_level: str
+    graceful_timeout: float
+    # The supervisor's live-reload event stream; "" when the browser is not to follow reloads.
+    livereload_url: str = ""
+
+    def to_argv(self) -> list[str]:
+        argv = ["--app", self.app, "--listen-fd", str(self.listen_fd), "--ready-fd", str(self.ready_fd),
+                "--parent-pid", str(self.parent_pid), "--log-level", self.log_level,
+                "--graceful-timeout", repr(self.graceful_timeout)]
+        if self.livereload_url:
+            argv += ["--livereload-url", self.livereload_url]
+        return argv + (["--factory"] if self.factory else [])
+
+
+def parse_args(argv: list[str]) -> WorkerArgs:
+    p = argparse.ArgumentParser(prog="python -m supervisor.workers.worker")
+    p.add_argument("--app", required=True)
+    p.add_argument("--factory", action="store_true")
+    p.add_argument("--listen-fd", type=int, required=True)
+    p.add_argument("--ready-fd", type=int, required=True)
+    p.add_argument("--parent-pid", type=int, required=True)
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--graceful-timeout", type=float, default=10.0)
+    p.add_argument("--livereload-url", default="")
+    ns = p.parse_args(argv)
+    return WorkerArgs(ns.app, ns.factory, ns.listen_fd, ns.ready_fd, ns.parent_pid, ns.log_level,
+                      ns.graceful_timeout, ns.livereload_url)
+
+
+def die_with_parent(parent_pid: int) -> bool:
+    """Ask the kernel to SIGKILL us when the supervisor dies; False if it already has.
+
+    SIGKILL rather than SIGTERM: a supervisor that was SIGKILLed cannot drain anyone, and the
+    point is that nothing keeps holding the port. The check after prctl closes the window where
+    the parent died before the request was made.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the supervisor's own stop path still applies
+    return os.getppid() == parent_pid
+
+
+CONNECTION_CLOSE = (b"connection", b"close")
+
+
+class ReportingServer(uvicorn.Server):
+    """A uvicorn server that reports readiness on a pipe and drains without dropping a request.
+
+    uvicorn's own shutdown closes every idle connection at once, including ones accepted a moment
+    ago whose request has not been read yet: those clients see a reset. And closing the asyncio
+    server while accepted connections are still being set up leaks them (CPython gh-109564). On
+    SIGTERM this server instead:
+
+    1. stops accepting from the shared listening socket (the successor worker, already serving,
+       takes everything still in the backlog), and lets connections already accepted finish
+       setting up;
+    2. answers every request still to come on its connections, in flight or arriving on a
+       keep-alive or just-accepted connection, with ``Connection: close``, and closes each
+       connection after its response; idle keep-alive connections end at their keep-alive timeout;
+    3. closes open WebSockets with code 1012 and ends event streams (``on_drain``, see
+       :mod:`supervisor.workers.longlived`), so their clients reconnect to the successor at once;
+    4. once no connection is left (or after ``timeout_graceful_shutdown``), runs the app's
+       lifespan shutdown.
+    """
+
+    def __init__(self, config: uvicorn.Config, ready_fd: int,
+                 on_drain: Callable[[], None] = lambda: None) -> None:
+        super().__init__(config)
+        self.ready_fd = ready_fd
+        self.on_drain = on_drain
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets=sockets)
+        if self.started and not self.should_exit:
+            os.write(self.ready_fd, READY_MESSAGE)
+            os.close(self.ready_fd)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        # Stop taking connections at once, not at uvicorn's next tick (up to 0.1 s later): the
+        # supervisor signals us once the successor serves, and from then on every new connection
+        # (a browser reloading for the new version) must reach the successor.
+        loop = getattr(self, "_loop", None)
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(self._stop_accepting)
+
+    def _stop_accepting(self) -> None:
+        for server in self.servers:
+            for sock in server.sockets:
+                self._loop.remove_reader(sock.fileno())
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # After this, each accepted connection has its protocol registered in the connection set.
+        await stop_accepting(self.servers)
+
+        state = self.server_state
+        state.default_headers = [*state.default_headers, CONNECTION_CLOSE]
+        for connection in list(state.connections):
+            cycle = getattr(connection, "cycle", None)
+            if cycle is not None and not cycle.response_complete:
+                cycle.keep_alive = False
+                if not cycle.response_started:
+                    cycle.default_headers = [*cycle.default_headers, CONNECTION_CLOSE]
+        self.on_drain()
+
+        try:
+            await asyncio.wait_for(self._drained(), timeout=self.config.timeout_graceful_shutdown)
+        except TimeoutError:
+            for task in state.tasks:
+                task.cancel(msg="graceful shutdown deadline passed")
+        for server in self.servers:
+            server.close()
+        if not self.force_exit:
+            await self.lifespan.shutdown()
+
+    async def _drained(self) -> None:
+        # Polled: uvicorn offers no event for "last connection closed".
+        while (self.server_state.connections or self.server_state.tasks) and not self.force_exit:
+            await asyncio.sleep(0.02)
+
+
+def print_user_traceback(exc: BaseException, app: str) -> None:
+    """Print the traceback of an app that failed to import, without the import machinery's frames."""
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__)
+              if not frame.filename.startswith("<frozen")
+              and not any(part in frame.filename for part in _MACHINERY)]
+    lines = [f"error: cannot load the app {app!r}:\n"]
+    if frames:
+        lines += ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
+    lines += traceback.format_exception_only(type(exc), exc)
+    sys.stderr.write("".join(lines))
+    sys.stderr.flush()
+
+
+def run(args: WorkerArgs) -> int:
+    if not die_with_parent(args.parent_pid):
+        return 1
+    # A real TCP socket object: asyncio then sets TCP_NODELAY on each connection, which
+    # uvicorn's --fd (it assumes AF_UNIX) never does.
+    sock = socket.socket(fileno=args.listen_fd)
+    # pass_fds left both inheritable: a child the app starts without close_fds (os.system) would
+    # otherwise hold the port, and the ready pipe, after this worker and the supervisor are gone.
+    sock.set_inheritable(False)
+    os.set_inheritable(args.ready_fd, False)
+    sys.path.insert(0, os.getcwd())
+    try:
+        import_from_string(args.app)
+    except Exception as exc:  # the user's code failed to import: show their frames, not ours
+        print_user_traceback(exc, args.app)
+        return 1
+    config = uvicorn.Config(
+        args.app,
+        factory=args.factory,
+        log_level=args.log_level,
+        use_colors=False,
+        # The drain in ReportingServer.shutdown works on asyncio's own server and the
+        # connection objects of uvicorn's pure-Python protocols.
+        loop="asyncio",
+        # Annotated int, but any number works: it only reaches asyncio.wait_for.
+        timeout_graceful_shutdown=args.graceful_timeout,  # type: ignore[arg-type]
+        server_header=False,
+    )
+    try:
+        config.load()  # here, not in serve(): the loaded app is wrapped below
+    except Exception as exc:  # a factory that raised
+        print_user_traceback(exc, args.app)
+        return 1
+    longlived = LongLived(config.loaded_app)
+    config.loaded_app = longlived
+    server = ReportingServer(config, args.ready_fd, on_drain=longlived.drain)
+    if args.livereload_url:
+        from supervisor.workers.htmlinject import LiveReloadScript
+
+        config.loaded_app = LiveReloadScript(longlived, args.livereload_url, os.getpid(),
+                                             draining=lambda: server.should_exit)
+    server.run(sockets=[sock])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(parse_args(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
