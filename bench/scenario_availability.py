@@ -46,26 +46,45 @@ def measure(tool: Tool, app: BenchApp, base: Path, reloads: int) -> dict[str, An
     return results
 
 
-def run(apps: list[BenchApp], base: Path, quick: bool = False) -> Section:
+def collect(apps: list[BenchApp], base: Path, quick: bool = False) -> dict[str, Any]:
+    reloads = 3 if quick else 10
+    data: dict[str, Any] = {}
+    for app in apps:
+        data[app.name] = {}
+        for tool in RELOADERS:
+            try:
+                data[app.name][tool.name] = measure(tool, app, base, reloads)
+            except ToolFailed as exc:
+                data[app.name][tool.name] = {"error": str(exc)}
+    return data
+
+
+def _figure(result: dict[str, Any], mode: str, key: str) -> float:
+    figures = result.get(mode, {})
+    if key == "rate":  # successful requests per second: the windows differ in length between tools
+        seconds = figures.get("seconds") or math.nan
+        return float(figures.get("ok", math.nan)) / seconds
+    value = figures.get(key)
+    return math.nan if value is None else float(value)
+
+
+def render(data: dict[str, Any], quick: bool = False) -> Section:
     reloads = 3 if quick else 10
     section = Section("availability", "2. Availability during reloads",
                       f"{reloads} reloads with {CLIENTS} concurrent clients, once with keep-alive clients and once "
-                      "with a fresh connection per request. A failed request is refused, reset or not a 200. The "
-                      "longest gap is the longest time without any successful response, across all clients.")
-    for app in apps:
-        results: dict[str, Any] = {}
-        for tool in RELOADERS:
-            try:
-                results[tool.name] = measure(tool, app, base, reloads)
-            except ToolFailed as exc:
-                results[tool.name] = {}
-                section.notes.append(f"{tool.name} ({app.name}): {str(exc).splitlines()[0]}")
-        section.data[app.name] = results
-        table = Table([app.name, *results, "ratio"])
+                      "with a fresh connection per request. A failed request is refused, reset or not a 200; "
+                      "clients retry at once (1 ms after a refused connection), so the count of failures grows "
+                      "with the length of an outage. The longest gap is the longest time without any successful "
+                      "response, across all clients; the rate is successful requests per second over the "
+                      "reloads (the tools take different times for them).", data=data)
+    for app, results in data.items():
+        section.notes += [f"{tool} ({app}): {r['error'].splitlines()[0]}" for tool, r in results.items()
+                          if "error" in r]
+        table = Table([app, *results, "ratio"])
         for mode in MODES:
             for label, key, lower in (("failed requests", "failed", True), ("longest gap (s)", "longest_gap", True),
-                                      ("successful requests", "ok", False), ("p99 latency (ms)", "p99", True)):
-                values = [float(results[t].get(mode, {}).get(key, math.nan)) for t in results]
+                                      ("successful requests/s", "rate", False), ("p99 latency (ms)", "p99", True)):
+                values = [_figure(results[t], mode, key) for t in results]
                 cells = [fmt(v, "ms") if key == "p99" else fmt(v) for v in values]
                 table.add(f"{mode}: {label}", *cells, ratio(values[0], values[1:], lower_is_better=lower))
         section.tables.append(table)

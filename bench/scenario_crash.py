@@ -50,38 +50,49 @@ def measure(tool: Tool, app: BenchApp, base: Path, kills: int) -> dict[str, Any]
             **{mode: {"failed": r.failed, "ok": r.ok, "longest_gap": r.longest_gap} for mode, r in results.items()}}
 
 
-def run(apps: list[BenchApp], base: Path, quick: bool = False) -> Section:
+def collect(apps: list[BenchApp], base: Path, quick: bool = False) -> dict[str, Any]:
+    kills = 3 if quick else 10
+    data: dict[str, Any] = {}
+    for app in apps:
+        data[app.name] = {}
+        for tool in TOOLS:
+            try:
+                data[app.name][tool.name] = measure(tool, app, base, kills)
+            except ToolFailed as exc:
+                data[app.name][tool.name] = {"error": str(exc)}
+    return data
+
+
+def _get(result: dict[str, Any], *keys: str) -> float:
+    value: Any = result
+    for key in keys:
+        value = value.get(key, {}) if isinstance(value, dict) else {}
+    return float(value) if isinstance(value, int | float) else math.nan
+
+
+def render(data: dict[str, Any], quick: bool = False) -> Section:
     kills = 3 if quick else 10
     section = Section("crash_recovery", "3. Crash recovery",
                       f"The process answering `GET /` SIGKILLed under load, {kills} times, {SPACING:g} s apart "
                       f"(a kill every {SPACING:g} s, as an OOM killer would). Recovery: from the kill to the first "
                       f"answer from a new process; a tool that has not restarted its app after {GIVE_UP:g} s ends "
                       "its run (nothing is left to kill). `uvicorn --reload`, watchfiles and hupper restart on a "
-                      "file change only; circus and supervisord are process managers without reload. Clients that wait "
-                      "on a held port without an answer fail only at their 10 s timeout, so few failed requests "
-                      "can also mean a long gap: read the failures with the gap and the successful requests.")
-    for app in apps:
-        results: dict[str, Any] = {}
-        for tool in TOOLS:
-            try:
-                results[tool.name] = measure(tool, app, base, kills)
-            except ToolFailed as exc:
-                results[tool.name] = {}
-                section.notes.append(f"{tool.name} ({app.name}): {str(exc).splitlines()[0]}")
-        section.data[app.name] = results
-        table = Table([app.name, *results, "ratio"])
-        table.add("recovered", *[f"{r.get('recovered', '-')}/{kills}" if r else "not run" for r in results.values()],
-                  "")
+                      "file change only; circus and supervisord are process managers without reload. Clients that "
+                      "wait on a held port without an answer fail only at their 10 s timeout, so few failed "
+                      "requests can also mean a long gap: read the failures with the gap.", data=data)
+    for app, results in data.items():
+        section.notes += [f"{tool} ({app}): {r['error'].splitlines()[0]}" for tool, r in results.items()
+                          if "error" in r]
+        table = Table([app, *results, "ratio"])
+        table.add("recovered", *[f"{r.get('recovered', '-')}/{kills}" if "recovered" in r else "not run"
+                                 for r in results.values()], "")
         for stat in ("median", "p90", "max"):
-            values = [r.get("recovery", {}).get(stat, math.nan) if r else math.nan for r in results.values()]
+            values = [_get(r, "recovery", stat) for r in results.values()]
             table.add(f"recovery {stat} (s)", *values, ratio(values[0], values[1:]))
         for mode in MODES:
-            values = [float(r.get(mode, {}).get("failed", math.nan)) if r else math.nan for r in results.values()]
+            values = [_get(r, mode, "failed") for r in results.values()]
             table.add(f"{mode}: failed requests", *[fmt(v) for v in values], ratio(values[0], values[1:]))
-            values = [float(r.get(mode, {}).get("longest_gap", math.nan)) if r else math.nan for r in results.values()]
+            values = [_get(r, mode, "longest_gap") for r in results.values()]
             table.add(f"{mode}: longest gap (s)", *values, ratio(values[0], values[1:]))
-            values = [float(r.get(mode, {}).get("ok", math.nan)) if r else math.nan for r in results.values()]
-            table.add(f"{mode}: successful requests", *[fmt(v) for v in values],
-                      ratio(values[0], values[1:], lower_is_better=False))
         section.tables.append(table)
     return section

@@ -68,33 +68,40 @@ def measure(tool: Tool, app: BenchApp, base: Path, files: int, window: float) ->
                 "pss_tree": tree_pss, "processes": len(family)}
 
 
-def run(apps: list[BenchApp], base: Path, quick: bool = False) -> Section:
+def collect(apps: list[BenchApp], base: Path, quick: bool = False) -> dict[str, Any]:
+    window = 5.0 if quick else 20.0
+    data: dict[str, Any] = {}
+    for app in apps:
+        data[app.name] = {}
+        for files in TREES:
+            for tool in RELOADERS:
+                try:
+                    data[app.name][f"{tool.name} / {files}"] = measure(tool, app, base, files, window)
+                except ToolFailed as exc:
+                    data[app.name][f"{tool.name} / {files}"] = {"error": str(exc)}
+    return data
+
+
+def render(data: dict[str, Any], quick: bool = False) -> Section:
     window = 5.0 if quick else 20.0
     section = Section("idle", "5. Idle cost",
                       f"Each tool serving and idle, measured over {window:g} s after {SETTLE:g} s of settling, "
                       "scaled to CPU seconds per minute. \"own\" is the tool's top process (our supervisor; "
                       "the peers' reloader), \"tree\" adds everything under it (the app's worker). Memory in "
-                      "MiB. The watched tree holds the app and small Python files under `lib/`.")
-    for app in apps:
-        results: dict[str, Any] = {}
+                      "MiB. The watched tree holds the app and small Python files under `lib/`.", data=data)
+    names = [t.name for t in RELOADERS]
+    for app, results in data.items():
+        section.notes += [f"{key} files ({app}): {r['error'].splitlines()[0]}" for key, r in results.items()
+                          if "error" in r]
         for files in TREES:
-            for tool in RELOADERS:
-                key = f"{tool.name} / {files}"
-                try:
-                    results[key] = measure(tool, app, base, files, window)
-                except ToolFailed as exc:
-                    results[key] = {}
-                    section.notes.append(f"{tool.name} ({app.name}, {files} files): {str(exc).splitlines()[0]}")
-        section.data[app.name] = results
-        for files in TREES:
-            names = [t.name for t in RELOADERS]
-            table = Table([f"{app.name}, {files:,} files", *names, "ratio"])
+            table = Table([f"{app}, {files:,} files", *names, "ratio"])
             for label, stat in (("CPU s/min, own", "cpu_own"), ("CPU s/min, tree", "cpu_tree"),
                                 ("RSS own (MiB)", "rss_own"), ("USS own (MiB)", "uss_own"),
                                 ("PSS own (MiB)", "pss_own"), ("PSS tree (MiB)", "pss_tree")):
-                values = [results[f"{n} / {files}"].get(stat, math.nan) for n in names]
+                values = [results.get(f"{n} / {files}", {}).get(stat, math.nan) for n in names]
                 table.add(label, *values, ratio(values[0], values[1:]))
             section.tables.append(table)
-    section.notes.append("hupper watches only the modules its app imported, so the size of the tree does not "
+    section.notes.append("CPU times come in ticks of 0.01 s, so a figure of 0 means less than 0.03 s per minute. "
+                         "hupper watches only the modules its app imported, so the size of the tree does not "
                          "reach it; the others watch the whole tree.")
     return section

@@ -75,27 +75,34 @@ def measure(tool: Tool, app: BenchApp, base: Path, edits: int) -> dict[str, Any]
             "edits": edits}
 
 
-def run(apps: list[BenchApp], base: Path, quick: bool = False) -> Section:
+def collect(apps: list[BenchApp], base: Path, quick: bool = False) -> dict[str, Any]:
+    edits = 5 if quick else 20
+    data: dict[str, Any] = {}
+    for app in apps:
+        data[app.name] = {}
+        for tool in RELOADERS:
+            try:
+                data[app.name][tool.name] = measure(tool, app, base, edits)
+            except ToolFailed as exc:
+                data[app.name][tool.name] = {"error": str(exc)}
+    return data
+
+
+def render(data: dict[str, Any], quick: bool = False) -> Section:
     edits = 5 if quick else 20
     section = Section("reload_latency", "1. Reload latency",
                       f"{edits} edits per tool and app: from the file write to the first `GET /` answered by "
                       "the new code, polled every 2 ms on a kept-alive connection and on fresh connections at "
-                      "once. Seconds; the ratio is ours over the best peer (below 1: faster).")
-    for app in apps:
-        results: dict[str, dict[str, Any]] = {}
-        for tool in RELOADERS:
-            try:
-                results[tool.name] = measure(tool, app, base, edits)
-            except ToolFailed as exc:
-                results[tool.name] = {"error": str(exc)}
-                section.notes.append(f"{tool.name} ({app.name}): {str(exc).splitlines()[0]}")
-        section.data[app.name] = results
-        table = Table([f"{app.name}: latency (s)", *results, "ratio"])
+                      "once. Seconds; the ratio is ours over the best peer (below 1: faster).", data=data)
+    for app, results in data.items():
+        section.notes += [f"{tool} ({app}): {r['error'].splitlines()[0]}" for tool, r in results.items()
+                          if "error" in r]
+        table = Table([f"{app}: latency (s)", *results, "ratio"])
         for mode in (KEEPALIVE, FRESH):
             for stat in ("median", "p90", "max"):
                 values = [results[t].get("latency", {}).get(mode, {}).get(stat, math.nan) for t in results]
-                ours, peers = values[0], values[1:]
-                table.add(f"{mode} {stat}", *values, ratio(ours, peers))
+                values = [math.nan if v is None else v for v in values]
+                table.add(f"{mode} {stat}", *values, ratio(values[0], values[1:]))
         table.add("edits missed", *[str(results[t].get("missed", "-")) for t in results], "")
         section.tables.append(table)
     section.notes.append("hupper reloads at most once per `--reload-interval` (1 s by default), which sets its "

@@ -79,37 +79,51 @@ def measure_pair(pair: list[Tool], app: BenchApp, base: Path, seconds: float, ro
                    for key, runs in by_key.items()} for name, by_key in samples.items()}
 
 
-def run(apps: list[BenchApp], base: Path, quick: bool = False) -> Section:
+def collect(apps: list[BenchApp], base: Path, quick: bool = False) -> dict[str, Any]:
     seconds, rounds = (2.0, 1) if quick else (3.0, 3)
-    client = "wrk (2 threads)" if shutil.which("wrk") else "a Python keep-alive client (wrk is not installed)"
+    data: dict[str, Any] = {}
+    for app in apps:
+        data[app.name] = {}
+        for _, *pair in PAIRS:
+            try:
+                data[app.name].update(measure_pair(pair, app, base, seconds, rounds, "/"))
+            except ToolFailed as exc:
+                data[app.name].update({tool.name: {"error": str(exc)} for tool in pair})
+    data["client"] = "wrk" if shutil.which("wrk") else "python"
+    return data
+
+
+def render(data: dict[str, Any], quick: bool = False) -> Section:
+    seconds, rounds = (2.0, 1) if quick else (3.0, 3)
+    client = ("wrk (2 threads)" if data.get("client", "wrk") == "wrk"
+              else "a Python keep-alive client (wrk is not installed)")
     section = Section("serving", "4. Serving overhead",
                       f"`GET /` with {client}, at 16 and 64 connections, kept alive "
                       "or one per request (`Connection: close`). Our worker against plain uvicorn, with one "
                       "worker and with two (`uvicorn --workers 2`, `[app] workers = 2`). The ratio is ours over "
                       "uvicorn with as many workers: above 1 is more requests per second, below 1 a lower p99. "
                       f"Both tools of a pair serve at once and are measured in turn, {seconds:g} s each, "
-                      f"{rounds} rounds; each figure is the median of its rounds.")
-    for app in apps:
-        results: dict[str, Any] = {}
-        for _, *pair in PAIRS:
-            try:
-                results.update(measure_pair(pair, app, base, seconds, rounds, "/"))
-            except ToolFailed as exc:
-                results.update({tool.name: {} for tool in pair})
-                section.notes.append(f"{' / '.join(t.name for t in pair)} ({app.name}): {str(exc).splitlines()[0]}")
-        section.data[app.name] = results
-        table = Table([f"{app.name}: connections", *[t.name for _, *pair in PAIRS for t in pair], "ratio 1", "ratio 2"])
+                      f"{rounds} rounds; each figure is the median of its rounds.", data=data)
+    names = [t.name for _, *pair in PAIRS for t in pair]
+    for app, results in data.items():
+        if app == "client":
+            continue
+        section.notes += [f"{tool} ({app}): {r['error'].splitlines()[0]}" for tool, r in results.items()
+                          if "error" in r]
+        table = Table([f"{app}: connections", *names, "ratio 1", "ratio 2"])
         for connections in CONNECTIONS:
             for mode in MODES:
                 key = f"{connections} {mode}"
                 for label, stat, lower in (("requests/s", "rps", False), ("p99 (ms)", "p99", True)):
-                    values = [results[t.name].get(key, {}).get(stat, math.nan) for _, *pair in PAIRS for t in pair]
+                    values = [results.get(n, {}).get(key, {}).get(stat, math.nan) for n in names]
+                    values = [math.nan if v is None else v for v in values]
                     cells = [f"{v * 1000:.1f}" if stat == "p99" and not math.isnan(v) else v for v in values]
                     table.add(f"{key}: {label}", *cells, ratio(values[1], [values[0]], lower),
                               ratio(values[3], [values[2]], lower))
         section.tables.append(table)
-        failed = {t: sum(f.get("failed", 0) for f in r.values()) for t, r in results.items()}
+        failed = {n: sum((f.get("failed") or 0) for f in results.get(n, {}).values() if isinstance(f, dict))
+                  for n in names}
         if any(failed.values()):
-            section.notes.append(f"{app.name}: failed requests (socket errors, non-2xx): "
+            section.notes.append(f"{app}: failed requests (socket errors, non-2xx): "
                                  + ", ".join(f"{t} {n:.0f}" for t, n in failed.items()))
     return section
