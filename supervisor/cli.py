@@ -48,6 +48,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"ok: {settings.config.path} and {dotenv} are valid "
           f"(mode {settings.mode}, port {settings.port}, {settings.workers} worker(s), "
           f"{len(settings.config.env)} declared variable(s))")
+    programs = settings.config.programs
+    if programs:
+        source = "from the Procfile" if settings.config.procfile else "from [programs]"
+        print(f"programs {source}: {', '.join(programs)} (started in depends_on order; web is the app "
+              f"{settings.config.app.app})")
     return EXIT_OK
 
 

@@ -9,7 +9,7 @@ runner as a :class:`Plugin`: a long-running service, a startup step, or both.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -33,7 +33,16 @@ class FilesChanged:
     files: frozenset[str]
 
 
-Message = str | FilesChanged
+@dataclass(frozen=True)
+class ProgramCommand:
+    """``restart``, ``stop`` or ``start`` one program (``restart web``: a rolling restart)."""
+
+    action: str
+    program: str
+
+
+PROGRAM_ACTIONS = ("restart", "stop", "start")
+Message = str | FilesChanged | ProgramCommand
 
 
 class SupervisorView(Protocol):
@@ -55,6 +64,8 @@ class SupervisorView(Protocol):
     def database(self) -> DatabaseStatus: ...  # written by the database watch only
     @property
     def reload_status(self) -> ReloadStatus: ...
+    @property
+    def programs(self) -> Mapping[str, Sequence[SlotStatus]]: ...  # [programs.NAME] -> its instances
     @property
     def ready_workers(self) -> int: ...
     @property

@@ -17,9 +17,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from supervisor.config.settings import Settings
-from supervisor.contract import Command, FilesChanged, Message, Plugin, Step
+from supervisor.config.toml import Config
+from supervisor.contract import Command, FilesChanged, Message, Plugin, ProgramCommand, Step
 from supervisor.errors import EXIT_FORCED, EXIT_OK, EXIT_RUNTIME, SupervisorError
 from supervisor.output import banner
+from supervisor.programs.group import Programs, prefix_for
+from supervisor.programs.spec import WEB
 from supervisor.reload.browser import browser_follows
 from supervisor.reload.rollout import Rollout
 from supervisor.secrets import Redactor
@@ -33,11 +36,10 @@ from supervisor.state import (
     SlotStatus,
     SupervisorState,
 )
-from supervisor.workers import lifecycle as L
 from supervisor.workers.fallback import FallbackResponder, explain_fatal, fallback_text
 from supervisor.workers.ports import Bound, display_url
 from supervisor.workers.process import spawn_worker, worker_spec
-from supervisor.workers.slots import Slots, Spawner
+from supervisor.workers.slots import Slots, Spawner, Timing
 
 logger = logging.getLogger("supervisor")
 _DONE, _INTERNAL_ERROR = "done", "internal_error"
@@ -57,10 +59,15 @@ class Runner:
         self.started_at = wall()
         self.database = DatabaseStatus()
         self.reload_status = ReloadStatus()
-        self._slots = Slots(settings.workers, settings.config, spawn=spawn, run_task=self.run_task,
-                            spec=lambda: worker_spec(self._settings, listener.sock.fileno(), self._livereload()),
-                            changed=self.changed, gave_up=self._gave_up, crashed=self._crashed, clock=clock,
-                            wall=wall, rand=rand)
+        def slots(name: str, count: int, timing: Timing, **kwargs: Any) -> Slots:
+            return Slots(name, count, timing, run_task=self.run_task, changed=self.changed, gave_up=self._gave_up,
+                         crashed=self._crashed, clock=clock, wall=wall, rand=rand, **kwargs)
+
+        fd = listener.sock.fileno()
+        self._slots = slots(WEB, settings.workers, web_timing(settings.config), prefix=prefix_for(settings, WEB),
+                            start=lambda _, sink: spawn(worker_spec(self._settings, fd, self._livereload()), sink))
+        self._programs = Programs(self._slots, settings, slots)
+        self._idle_changed = asyncio.Event()
         self._livereload_url = livereload_url
         self.exit_code = EXIT_OK
         self._observers: list[Callable[[], None]] = []
@@ -109,8 +116,12 @@ class Runner:
         return sum(1 for slot in self.slots if slot.state == SlotState.RUNNING)
 
     @property
+    def programs(self) -> dict[str, Sequence[SlotStatus]]:
+        return self._programs.programs
+
+    @property
     def worker_pids(self) -> set[int]:
-        return set(self._slots.procs)
+        return set(self._programs.procs())
 
     def wall(self) -> float:
         return self._wall()
@@ -148,7 +159,10 @@ class Runner:
                 observer()
             except Exception:  # an observer's bug must not take down supervision
                 logger.exception("supervisor: a state-change observer failed")
-        if self._stopping and self._slots.idle:
+        if self._begun and not self._stopping:
+            self._programs.gate()
+        self._idle_changed.set()
+        if self._stopping and self._programs.idle:
             self.post(_DONE)
 
     # ----- the loop --------------------------------------------------------------------------
@@ -168,7 +182,7 @@ class Runner:
                 while not self._done:
                     self._handle(await self._queue.get())
             finally:
-                self._slots.cancel_timers()
+                self._programs.cancel_timers()
                 for task in (*services, *self._tasks):
                     task.cancel()
                 await asyncio.gather(*services, *self._tasks, return_exceptions=True)
@@ -188,12 +202,17 @@ class Runner:
             return
         if not self._stopping:
             self._begun = True
-            self._slots.broadcast(L.Begin())
+            self._programs.gate()
 
     def _handle(self, message: Message) -> None:
         if isinstance(message, FilesChanged):
             if not self._stopping:
                 self._rollout.files_changed(set(message.files))
+        elif isinstance(message, ProgramCommand):
+            if message.program == WEB:
+                self._handle(Command.RESTART)
+            elif not self._stopping:
+                self._programs.control(message.action, message.program)
         elif message in ("SIGTERM", "SIGINT", Command.STOP):
             self._request_stop("stop request" if message == Command.STOP else message)
         elif message in ("SIGHUP", Command.REREAD) and not self._stopping:
@@ -212,7 +231,7 @@ class Runner:
             self._begin_shutdown(EXIT_OK)
             return
         logger.warning("supervisor: %s again: stopping at once", why)
-        self._slots.kill_all()
+        self._programs.kill_all()
         self.exit_code = EXIT_FORCED
         self.post(_DONE)
 
@@ -220,7 +239,8 @@ class Runner:
         if self._stopping:
             return
         self.exit_code, self._stopping = code, True
-        self._slots.broadcast(L.Shutdown())
+        self.changed()
+        self.run_task(self._programs.shutdown(self._idle_changed))
 
     def _task_done(self, task: asyncio.Future[Any]) -> None:
         """A bug or an OS failure in a task must end ``up``, not leave it running unseen."""
@@ -235,11 +255,12 @@ class Runner:
         if not task.cancelled() and task.exception() is not None:
             logger.error("supervisor: a background service failed", exc_info=task.exception())
 
-    def _gave_up(self, index: int) -> None:
+    def _gave_up(self, name: str, index: int) -> None:
         if self._settings.production:
-            logger.error("supervisor: a worker slot is in a crash loop; stopping (production mode)")
+            what = "a worker slot is in a crash loop" if name == WEB else f"program {name} gave up"
+            logger.error("supervisor: %s; stopping (production mode)", what)
             self.post(_INTERNAL_ERROR)
-        else:
+        elif name == WEB:
             logger.error("web.%d: waiting for a change (file edit, restart request) before trying again", index)
 
     def _livereload(self) -> str:
@@ -268,7 +289,7 @@ class Runner:
         status API, the file watcher, the worker count) stays as it is."""
         self._redactor.add(new.secrets)
         self._settings = new
-        self._slots.reconfigure(new.config)
+        self._slots.reconfigure(web_timing(new.config))
 
     def set_rolling(self, rolling: bool) -> None:
         self._rolling = rolling
@@ -276,3 +297,7 @@ class Runner:
 
     def stopping(self) -> bool:
         return self._stopping
+
+
+def web_timing(config: Config) -> Timing:
+    return Timing(config.restart, config.app.ready_timeout, config.supervisor.stop_timeout)

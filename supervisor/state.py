@@ -32,6 +32,7 @@ class SlotState(StrEnum):
     FATAL = "fatal"
     STOPPING = "stopping"
     STOPPED = "stopped"
+    COMPLETED = "completed"  # a one-shot job that succeeded
 
 
 class ExitReason(StrEnum):
@@ -42,6 +43,7 @@ class ExitReason(StrEnum):
     MANUAL = "manual"
     SHUTDOWN = "shutdown"
     START_TIMEOUT = "start timeout"
+    EXITED = "exited"  # by itself, with a success code, where that ends the program
 
 
 class DatabaseState(StrEnum):
@@ -95,6 +97,7 @@ class SlotStatus:
     last_exit: ExitInfo | None = None
     next_retry_at: float | None = None  # wall clock
     fatal_reason: str | None = None
+    waiting_for: str | None = None  # before its start: the dependency it waits for, in words
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
 
 

@@ -28,6 +28,7 @@ class ScriptedSupervisor:
     redactor: Redactor = field(default_factory=Redactor)
     started_at: float = 0.0
     slots: list[SlotStatus] = field(default_factory=list)
+    programs: dict[str, list[SlotStatus]] = field(default_factory=dict)
     database: DatabaseStatus = field(default_factory=DatabaseStatus)
     reload_status: ReloadStatus = field(default_factory=ReloadStatus)
     posted: list[Message] = field(default_factory=list)

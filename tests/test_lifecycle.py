@@ -16,13 +16,16 @@ from supervisor.workers.lifecycle import (
     Begin,
     DependencyLost,
     Exited,
+    ExitPolicy,
     GaveUp,
+    Halt,
     Kill,
     Log,
     Ready,
     ReadyTimedOut,
     Replace,
     Replaced,
+    Resume,
     Shutdown,
     Sleep,
     SlotMachine,
@@ -268,7 +271,83 @@ def test_a_replacement_is_refused_before_start_and_during_another() -> None:
 def test_a_lost_dependency_before_start_is_shown_and_the_slot_waits() -> None:
     m = machine(Clock())
     assert m.handle(DependencyLost("waiting for the database")) == []
-    assert (m.status.state, m.status.fatal_reason) == (SlotState.WAITING, "waiting for the database")
+    assert (m.status.state, m.status.waiting_for) == (SlotState.WAITING, "waiting for the database")
     assert m.handle(Begin()) == [Spawn()]
+    assert m.status.waiting_for is None
+
+
+def policy_machine(clock: Clock, policy: ExitPolicy) -> SlotMachine:
+    cfg = RestartSection(initial_delay=0.5, max_delay=4.0, crash_loop_failures=4)
+    m = SlotMachine(0, cfg, ready_timeout=5.0, clock=clock, wall=clock.wall, rand=lambda: 0.5, mode=policy)
+    m.handle(Begin())
     spawn(m, 10)
-    assert m.status.fatal_reason is None
+    m.handle(Ready(10))
+    return m
+
+
+def test_a_one_shot_job_that_succeeds_completes_and_is_not_restarted() -> None:
+    m = policy_machine(Clock(), ExitPolicy(restart="never", once=True))
+    actions = m.handle(Exited(10, 0))
+    assert without_logs(actions) == [] and "completed" in str(actions[0])
+    assert (m.status.state, m.status.pid) == (SlotState.COMPLETED, None)
+    assert m.idle
+
+
+def test_a_one_shot_job_that_fails_gives_up_with_its_exit_as_the_reason() -> None:
+    m = policy_machine(Clock(), ExitPolicy(restart="never", once=True))
+    actions = m.handle(Exited(10, 3))
+    assert actions[-1] == GaveUp("exit code 3 (crash) (restart = never)")
+    assert (m.status.state, m.status.fatal_reason) == (SlotState.FATAL, "exit code 3 (crash) (restart = never)")
+
+
+def test_a_one_shot_job_with_restart_on_failure_is_retried_with_backoff_until_it_succeeds() -> None:
+    clock = Clock()
+    m = policy_machine(clock, ExitPolicy(restart="on-failure", once=True))
+    assert [type(a) for a in without_logs(m.handle(Exited(10, 1)))] == [Sleep]
+    m.handle(TimerFired(m.timer))
+    spawn(m, 11)
+    m.handle(Ready(11))
+    m.handle(Exited(11, 0))
+    assert m.status.state == SlotState.COMPLETED
+
+
+@pytest.mark.parametrize("code, state", [(0, SlotState.STOPPED), (4, SlotState.STOPPED), (1, SlotState.BACKOFF)])
+def test_restart_on_failure_ends_a_service_on_a_success_code(code: int, state: SlotState) -> None:
+    m = policy_machine(Clock(), ExitPolicy(restart="on-failure", success_codes=(0, 4)))
+    m.handle(Exited(10, code))
+    assert m.status.state == state
+
+
+def test_restart_never_leaves_a_service_that_exited_stopped() -> None:
+    m = policy_machine(Clock(), ExitPolicy(restart="never"))
+    assert without_logs(m.handle(Exited(10, 0))) == []
+    assert m.status.state == SlotState.STOPPED and m.idle
+
+
+def test_a_halted_instance_stops_without_a_restart_and_starts_again_on_resume() -> None:
+    clock = Clock()
+    m = serving(clock)
+    assert without_logs(m.handle(Halt())) == [Stop(10, ExitReason.MANUAL)]
+    assert m.status.state == SlotState.STOPPING
+    m.handle(Exited(10, -15))
+    assert (m.status.state, m.status.pid) == (SlotState.STOPPED, None)
+    assert m.status.last_exit is not None and m.status.last_exit.reason == ExitReason.MANUAL
+    assert m.handle(Resume()) == [Spawn()]
+    spawn(m, 11)
+    assert m.status.restarts == 1
+
+
+def test_restart_of_a_program_is_stop_then_start() -> None:
+    m = serving(Clock())
+    assert without_logs(m.handle(Halt(resume=True))) == [Stop(10, ExitReason.MANUAL)]
+    assert without_logs(m.handle(Exited(10, -15))) == [Spawn()]
+
+
+def test_halting_during_backoff_cancels_the_restart() -> None:
+    clock = Clock()
+    m = serving(clock)
+    clock.now += 0.1
+    sleep = [a for a in m.handle(Exited(10, 1)) if isinstance(a, Sleep)][0]
+    assert m.handle(Halt()) == []
+    assert m.status.state == SlotState.STOPPED
+    assert m.handle(TimerFired(sleep.timer)) == []

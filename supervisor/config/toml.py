@@ -9,6 +9,7 @@ stays a pure function of the file's text.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import math
@@ -23,6 +24,7 @@ from typing import Any, Literal
 
 from supervisor.config.envschema import VarSpec, parse_var_spec
 from supervisor.errors import ConfigError, Problem
+from supervisor.programs.spec import CONDITIONS, ProgramSpec, check_dependencies, parse_program
 from supervisor.secrets import is_secret_name
 
 Mode = Literal["development", "production"]
@@ -69,6 +71,9 @@ class AppSection:
     workers: int = _opt(1, lo=1, hi=64)
     app_dir: str = _opt(".")
     ready_timeout: float = _opt(60.0, lo=1, hi=3600)
+    # Programs the app starts after, with a condition each ({ migrate = "completed" }); read by
+    # _read_app, since the generic reader takes no tables.
+    depends_on: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,8 @@ class Config:
     reload: ReloadSection = field(default_factory=ReloadSection)
     status: StatusSection = field(default_factory=StatusSection)
     env: dict[str, VarSpec] = field(default_factory=dict)
+    programs: dict[str, ProgramSpec] = field(default_factory=dict)
+    procfile: bool = False  # the programs come from the project's Procfile
     path: str = "supervisor.toml"
 
 
@@ -339,9 +346,32 @@ def parse_config(text: str, path: str = "supervisor.toml") -> Config:
     problems: list[Problem] = []
     sections: dict[str, Any] = {}
     env_specs: dict[str, VarSpec] = {}
+    programs: dict[str, ProgramSpec] = {}
+    app_deps: tuple[tuple[str, str], ...] = ()
+
+    def program_where(name: str) -> Any:
+        return lambda key: _where(path, locator, f"programs.{name}", key)
+
     for table, raw in data.items():
+        if table == "app" and isinstance(raw, dict) and "depends_on" in raw:
+            raw = dict(raw)
+            deps = raw.pop("depends_on")
+            if isinstance(deps, dict) and all(c in CONDITIONS for c in deps.values()):
+                app_deps = tuple(deps.items())
+            else:
+                problems.append(Problem(_where(path, locator, "app", "depends_on"),
+                                        f"{deps!r} is not a table of program = condition; expected conditions "
+                                        f"{', '.join(map(repr, CONDITIONS))}, e.g. {{ migrate = \"completed\" }}"))
         if table in _SECTIONS:
             sections[table] = _read_section(_SECTIONS[table], raw, table, path, locator, problems)
+        elif table == "programs":
+            if not isinstance(raw, dict):
+                problems.append(Problem(_where(path, locator, "programs"), "expected [programs.NAME] tables"))
+                continue
+            for name, spec in raw.items():
+                program = parse_program(name, spec, program_where(name), problems)
+                if program is not None:
+                    programs[name] = program
         elif table == "env":
             if not isinstance(raw, dict):
                 problems.append(Problem(_where(path, locator, "env"), "expected a table of variables"))
@@ -356,12 +386,16 @@ def parse_config(text: str, path: str = "supervisor.toml") -> Config:
             problems.append(Problem(path, f"top-level key {table!r} belongs in a section; "
                                           f"expected it under a table such as [server] or [app]"))
         else:
-            expected = ", ".join(sorted([*_SECTIONS, "env"]))
-            hint = difflib.get_close_matches(table, [*_SECTIONS, "env"], n=1)
+            expected = ", ".join(sorted([*_SECTIONS, "env", "programs"]))
+            hint = difflib.get_close_matches(table, [*_SECTIONS, "env", "programs"], n=1)
             suggestion = f"; did you mean [{hint[0]}]?" if hint else ""
             problems.append(Problem(_where(path, locator, table),
                                     f"unknown section [{table}]; expected one of {expected}{suggestion}"))
-    cfg = Config(**sections, env=env_specs, path=path)
+    if app_deps:
+        sections["app"] = dataclasses.replace(sections.get("app", AppSection()), depends_on=app_deps)
+    check_dependencies(programs, app_deps, lambda name: _where(path, locator, "app" if name == "web" else
+                                                                f"programs.{name}", "depends_on"), problems)
+    cfg = Config(**sections, env=env_specs, programs=programs, path=path)
     _cross_checks(cfg, path, locator, problems)
     if problems:
         raise ConfigError(problems)

@@ -48,7 +48,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from supervisor import __version__
 from supervisor.config.settings import Settings
-from supervisor.contract import Command, Plugin, SupervisorView
+from supervisor.contract import PROGRAM_ACTIONS, Command, Plugin, ProgramCommand, SupervisorView
 from supervisor.errors import PortError
 from supervisor.secrets import Redactor
 from supervisor.state import SupervisorState
@@ -175,6 +175,7 @@ class StatusAPI:
             Route("/metrics", self.metrics_text, methods=["GET"]),
             Route("/restart", self.restart, methods=["POST"]),
             Route("/stop", self.stop, methods=["POST"]),
+            Route("/programs/{program}/{action}", self.program_action, methods=["POST"]),
         ]
         return Starlette(routes=routes, middleware=[Middleware(_Guard, access=self.access)])
 
@@ -187,7 +188,7 @@ class StatusAPI:
 
     def document(self) -> dict[str, Any]:
         sup = self.sup
-        self.sampler.forget_except({s.pid for s in sup.slots if s.pid is not None})
+        self.sampler.forget_except(sup.worker_pids)
         doc = status_document(sup, sup.wall(), self.sampler, os.getpid(), self.url)
         return redact_tree(doc, sup.redact)  # type: ignore[no-any-return]
 
@@ -214,6 +215,22 @@ class StatusAPI:
 
     async def stop(self, request: Request) -> Response:
         return self._post(Command.STOP)
+
+    async def program_action(self, request: Request) -> Response:
+        name, action = request.path_params["program"], request.path_params["action"]
+        if action not in PROGRAM_ACTIONS:
+            return JSONResponse({"error": f"unknown action {action!r}; expected one of "
+                                          f"{', '.join(PROGRAM_ACTIONS)}"}, status_code=404)
+        if name != "web" and name not in self.sup.programs:
+            return JSONResponse({"error": f"no program {name!r}; expected one of "
+                                          f"{', '.join(['web', *self.sup.programs])}"}, status_code=404)
+        if name == "web" and action != "restart":
+            return JSONResponse({"error": "web is the app: restart it, or stop the supervisor"}, status_code=409)
+        if self.sup.state == SupervisorState.STOPPING:
+            return JSONResponse({"error": "the supervisor is stopping"}, status_code=409)
+        logger.info("status: %s %s requested through the API", action, name)
+        self.sup.post(ProgramCommand(action, name))
+        return JSONResponse({"accepted": action, "program": name}, status_code=202)
 
     def _post(self, action: Command) -> Response:
         if self.sup.state == SupervisorState.STOPPING:

@@ -297,7 +297,55 @@ def _rolled(target: Target, before: dict[int, int | None]) -> Callable[[], bool]
     return check
 
 
+def _program_instances(target: Target, name: str) -> list[dict[str, Any]]:
+    programs = fetch_status(target).get("programs", {})
+    if name not in programs:
+        raise Failed(f"no program {name!r}; expected one of {', '.join(['web', *programs])}")
+    return list(programs[name])
+
+
+def _program_state(target: Target, name: str, check: Callable[[list[dict[str, Any]]], bool]) -> Callable[[], bool]:
+    def done() -> bool:
+        try:
+            return check(list(fetch_status(target).get("programs", {}).get(name, [])))
+        except (NotRunning, Refused):
+            return False
+    return done
+
+
+def cmd_program(args: argparse.Namespace, action: str) -> int:
+    """``restart NAME``, ``stop NAME``, ``start NAME``: one program, waiting for the effect."""
+    def body() -> int:
+        target = find_target(args)
+        name = args.program
+        before = {w["slot"]: w["pid"] for w in _program_instances(target, name)}
+        code, reply = request(target, "POST", f"/programs/{name}/{action}")
+        if code != 202:
+            raise Refused(_refusal(code, reply))
+        if args.no_wait:
+            print(f"{action} {name} requested")
+            return 0
+        settled = ("running", "completed")
+        checks: dict[str, Callable[[list[dict[str, Any]]], bool]] = {
+            "stop": lambda ws: all(w["state"] == "stopped" for w in ws),
+            "start": lambda ws: all(w["state"] in settled for w in ws),
+            "restart": lambda ws: all(w["state"] in settled and (w["pid"] is None or w["pid"] != before.get(w["slot"]))
+                                      for w in ws),
+        }
+        if not wait_for(_program_state(target, name, checks[action]), args.timeout):
+            raise Failed(f"{name} did not {action} within {args.timeout:g}s; "
+                         "see `python -m supervisor status` and the supervisor's log")
+        after = _program_instances(target, name)
+        print(f"{action}: " + ", ".join(f"{name}.{w['slot']} {w['state']}" + (f" pid {w['pid']}" if w["pid"] else "")
+                                          for w in after))
+        return 0
+    return _guarded(body)
+
+
 def cmd_restart(args: argparse.Namespace) -> int:
+    if getattr(args, "program", None) not in (None, "web"):
+        return cmd_program(args, "restart")
+
     def body() -> int:
         target = find_target(args)
         before = {w["slot"]: w["pid"] for w in fetch_status(target)["workers"]}
@@ -329,6 +377,9 @@ def _gone(target: Target) -> Callable[[], bool]:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
+    if getattr(args, "program", None) is not None:
+        return cmd_program(args, "stop")
+
     def body() -> int:
         target = find_target(args)
         _post(target, "stop")
@@ -371,10 +422,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     status.set_defaults(func=cmd_status)
 
     for name, func, what, default_timeout in (
-            ("restart", cmd_restart, "replace every worker, one at a time, without dropping requests", 120.0),
-            ("stop", cmd_stop, "stop the running supervisor and its workers gracefully", 60.0)):
+            ("restart", cmd_restart, "replace every worker, one at a time, without dropping requests "
+                                     "(with NAME: stop, then start that program)", 120.0),
+            ("stop", cmd_stop, "stop the running supervisor and its programs gracefully (with NAME: only "
+                               "that program, which is not restarted)", 60.0),
+            ("start", lambda args: cmd_program(args, "start"), "start a program stopped with `stop NAME`", 60.0)):
         p = sub.add_parser(name, help=what)
         _add_target_options(p)
+        p.add_argument("program", nargs=None if name == "start" else "?", metavar="NAME",
+                       help="a program of [programs] (web: the app)")
         p.add_argument("--no-wait", action="store_true", help="return once the request is accepted")
         p.add_argument("--timeout", type=_seconds, default=default_timeout,
                        help=f"seconds to wait for the effect (default {default_timeout:g})")

@@ -45,6 +45,8 @@ def worker_state(worker: dict[str, Any]) -> str:
         return f"backoff (retry in {worker['retry_in']:.1f}s)"
     if state == "fatal" and worker.get("fatal_reason"):
         return f"fatal: {worker['fatal_reason']}"
+    if state == "waiting" and worker.get("waiting_for"):
+        return str(worker["waiting_for"])
     return state
 
 
@@ -53,10 +55,10 @@ def last_exit(worker: dict[str, Any]) -> str:
     return str(info["description"]) if info else "-"
 
 
-def worker_row(worker: dict[str, Any]) -> tuple[str, ...]:
+def worker_row(worker: dict[str, Any], program: str = "web") -> tuple[str, ...]:
     cpu = worker.get("cpu_percent")
     return (
-        f"web.{worker['slot']}",
+        f"{program}.{worker['slot']}",
         str(worker["pid"]) if worker.get("pid") is not None else "-",
         worker_state(worker),
         duration(worker.get("uptime")),
@@ -107,5 +109,6 @@ def table(rows: list[tuple[str, ...]], headers: tuple[str, ...] = COLUMNS) -> st
 def render_text(doc: dict[str, Any]) -> str:
     """The whole human-readable status: summary, worker table, database and reload lines."""
     rows = [worker_row(w) for w in doc["workers"]]
+    rows += [worker_row(w, name) for name, instances in doc.get("programs", {}).items() for w in instances]
     return "\n".join([summary_line(doc), "", table(rows), "", database_line(doc["database"]),
                       reload_line(doc["reload"])])

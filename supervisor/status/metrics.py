@@ -51,8 +51,8 @@ class SupervisorCollector(Collector):
         yield InfoMetricFamily("supervisor", "Supervisor version and mode.",
                                value={"version": __version__, "mode": sup.settings.mode})
         state = GaugeMetricFamily("supervisor_state", "1 for the supervisor's current state.", labels=["state"])
-        for name in SupervisorState:
-            state.add_metric([name], 1.0 if sup.state == name else 0.0)
+        for each in SupervisorState:
+            state.add_metric([each], 1.0 if sup.state == each else 0.0)
         yield state
         yield GaugeMetricFamily("supervisor_ready", "1 when a worker is ready and the database is fine.",
                                 value=1.0 if readiness(sup)[0] else 0.0)
@@ -70,6 +70,19 @@ class SupervisorCollector(Collector):
             retry_at = slot.next_retry_at if slot.state == SlotState.BACKOFF else None
             backoff.add_metric(label, max(0.0, retry_at - now) if retry_at is not None else 0.0)
         yield from (up, restarts, backoff)
+
+        program_up = GaugeMetricFamily("supervisor_program_up",
+                                       "1 when the program's instance runs (or its one-shot job completed).",
+                                       labels=["program", "instance", "state"])
+        program_restarts = CounterMetricFamily("supervisor_program_restarts",
+                                               "Processes started for the instance after the first.",
+                                               labels=["program", "instance"])
+        for name, instances in sup.programs.items():
+            for slot in instances:
+                ok = slot.state in (SlotState.RUNNING, SlotState.COMPLETED)
+                program_up.add_metric([name, str(slot.index), str(slot.state)], 1.0 if ok else 0.0)
+                program_restarts.add_metric([name, str(slot.index)], float(slot.restarts))
+        yield from (program_up, program_restarts)
 
         yield CounterMetricFamily("supervisor_reloads", "Completed reloads (file change, SIGHUP).",
                                   value=float(sup.reload_status.count))

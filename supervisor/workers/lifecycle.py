@@ -77,12 +77,25 @@ class Shutdown:
 
 
 @dataclass(frozen=True)
+class Halt:
+    """The user stops this instance (``stop NAME``): stop its process, do not restart it; with
+    ``resume``, start it again once it is gone (``restart NAME``: stop, then start)."""
+
+    resume: bool = False
+
+
+@dataclass(frozen=True)
+class Resume:
+    """The user starts a halted (or ended) instance again (``start NAME``)."""
+
+
+@dataclass(frozen=True)
 class DependencyLost:
     reason: str
 
 
 Event = Begin | Spawned | SpawnFailed | Ready | ReadyTimedOut | Exited | TimerFired | Replace | Shutdown | \
-    DependencyLost
+    DependencyLost | Halt | Resume
 
 # ----- actions: what the runner must do -----------------------------------------------------
 
@@ -144,6 +157,21 @@ class Replaced:
 Action = Spawn | AwaitReady | Sleep | Stop | Kill | Log | GaveUp | Replaced
 
 
+@dataclass(frozen=True)
+class ExitPolicy:
+    """What an exit the supervisor did not ask for means, besides the restart policy's backoff.
+
+    ``restart``: ``always`` (web workers, services), ``on-failure`` (an exit with a success code
+    ends the program) or ``never`` (any exit ends it; a failure gives up). ``once``: a one-shot
+    job, whose success is ``completed``.
+    """
+
+    restart: str = "always"
+    once: bool = False
+    success_codes: tuple[int, ...] = (0,)
+    noun: str = "worker"  # what the log calls one instance: a web worker, or a program's process
+
+
 @dataclass
 class _Proc:
     pid: int
@@ -159,8 +187,10 @@ class SlotMachine:
     """The lifecycle of worker slot ``index``. Call :meth:`handle` with each event."""
 
     def __init__(self, index: int, restart: RestartSection, ready_timeout: float, *,
-                 clock: Callable[[], float], wall: Callable[[], float], rand: Callable[[], float]) -> None:
+                 clock: Callable[[], float], wall: Callable[[], float], rand: Callable[[], float],
+                 mode: ExitPolicy | None = None) -> None:
         self.status = SlotStatus(index)
+        self.mode = mode or ExitPolicy()
         self.ready_timeout = ready_timeout
         self.clock = clock
         self.wall = wall
@@ -174,6 +204,8 @@ class SlotMachine:
         self.pending_reason = ExitReason.RELOAD  # why the replaced worker will be stopped
         self.stopping = False
         self.started = False
+        self.halting = False  # a user's stop is under way
+        self.resume_after_halt = False
 
     @property
     def idle(self) -> bool:
@@ -208,9 +240,13 @@ class SlotMachine:
                 return self._replace(reason)
             case Shutdown():
                 return self._shutdown()
+            case Halt(resume):
+                return self._halt(resume)
+            case Resume():
+                return self._resume()
             case DependencyLost(reason):
                 if not self.started:
-                    self.status.fatal_reason = reason  # shown while waiting, cleared on start
+                    self.status.waiting_for = reason  # shown while waiting, cleared on start
                 return []
         raise TypeError(f"not a lifecycle event: {event!r}")
 
@@ -220,6 +256,7 @@ class SlotMachine:
         if self.started or self.stopping:
             return []
         self.started = True
+        self.status.waiting_for = None
         return self._spawn_current()
 
     def _backing_off(self) -> bool:
@@ -247,7 +284,7 @@ class SlotMachine:
             self.status.ready_at = None
             self.status.fatal_reason = None
             self.status.stderr_tail = tail
-        return [Log(logging.INFO, f"started worker pid {pid}"), AwaitReady(pid, self.ready_timeout)]
+        return [Log(logging.INFO, f"started {self.mode.noun} pid {pid}"), AwaitReady(pid, self.ready_timeout)]
 
     def _spawn_failed(self, error: str) -> list[Action]:
         if self.spawning_successor:
@@ -265,7 +302,7 @@ class SlotMachine:
         self.current.ready_at = self.clock()
         self._set(SlotState.RUNNING, pid=pid)
         self.status.ready_at = self.wall()
-        return [Log(logging.INFO, f"worker pid {pid} is serving"), *self._replaced(True)]
+        return [Log(logging.INFO, f"{self.mode.noun} pid {pid} is serving"), *self._replaced(True)]
 
     def _promote(self) -> list[Action]:
         """The successor serves: it becomes current, the old worker drains."""
@@ -278,7 +315,7 @@ class SlotMachine:
         self._set(SlotState.RUNNING, pid=new.pid)
         self.status.started_at = self.wall()  # approximately: the successor spawned moments ago
         self.status.ready_at = self.wall()
-        actions: list[Action] = [Log(logging.INFO, f"worker pid {new.pid} is serving")]
+        actions: list[Action] = [Log(logging.INFO, f"{self.mode.noun} pid {new.pid} is serving")]
         if old is not None:
             reason = self.pending_reason
             self.draining[old.pid] = reason
@@ -289,7 +326,7 @@ class SlotMachine:
         for proc in (self.current, self.successor):
             if proc is not None and proc.pid == pid and proc.ready_at is None:
                 proc.timed_out = True
-                return [Log(logging.ERROR, f"worker pid {pid} did not report ready within "
+                return [Log(logging.ERROR, f"{self.mode.noun} pid {pid} did not report ready within "
                                            f"{self.ready_timeout:g}s; killing it"), Kill(pid)]
         return []
 
@@ -303,7 +340,7 @@ class SlotMachine:
             info = ExitInfo.from_returncode(code, self.successor.exit_reason(), self.wall())
             self.successor = None
             old = f"; still serving the previous version with pid {self.current.pid}" if self.current else ""
-            return [Log(logging.ERROR, f"new worker pid {pid} failed to start ({info.describe()}){old}"),
+            return [Log(logging.ERROR, f"new {self.mode.noun} pid {pid} failed to start ({info.describe()}){old}"),
                     *self._replaced(False), *self._settle_stop()]
         if self.current is None or self.current.pid != pid:
             return []
@@ -312,24 +349,56 @@ class SlotMachine:
         if self.stopping:
             actions = self._record_exit(pid, code, ExitReason.SHUTDOWN, level=logging.INFO, verb="stopped")
             return actions + self._settle_stop()
+        if self.halting:
+            self.halting = False
+            actions = self._record_exit(pid, code, ExitReason.MANUAL, level=logging.INFO, verb="stopped")
+            self._set(SlotState.STOPPED, pid=None)
+            return actions + (self._resume() if self.resume_after_halt else [])
         served_for = None if proc.ready_at is None else self.clock() - proc.ready_at
         info = ExitInfo.from_returncode(code, proc.exit_reason(), self.wall())
         self.status.last_exit = info
+        ended = self._ended(pid, code, info)
+        if ended is not None:
+            return ended
         if self.successor is not None:
             # Crashed while its replacement starts: the replacement takes over the slot.
             self.current, self.successor = self.successor, None
             self._set(SlotState.STARTING, pid=self.current.pid)
             self.status.started_at, self.status.ready_at = self.wall(), None
-            return [Log(logging.WARNING, f"worker pid {pid} {info.describe()}; its replacement, pid "
+            return [Log(logging.WARNING, f"{self.mode.noun} pid {pid} {info.describe()}; its replacement, pid "
                                          f"{self.current.pid}, is starting")]
         uptime = self.clock() - proc.spawned_at
         return self._failed(f"{info.describe()} after {uptime:.1f}s", served_for=served_for, pid=pid)
+
+    def _ended(self, pid: int, code: int, info: ExitInfo) -> list[Action] | None:
+        """Apply the exit policy: a list of actions when this exit ends the program, else None."""
+        success = code in self.mode.success_codes
+        if success and (self.mode.once or self.mode.restart != "always"):
+            info = self.status.last_exit = ExitInfo.from_returncode(code, ExitReason.EXITED, info.at)
+        if self.mode.once and success:
+            self._set(SlotState.COMPLETED, pid=None)
+            return [Log(logging.INFO, f"{self.mode.noun} pid {pid} completed ({info.describe()})"),
+                    *self._replaced(True)]
+        if self.mode.restart == "always" or (self.mode.restart == "on-failure" and not success) or \
+                self.successor is not None:
+            return None
+        if success:
+            self._set(SlotState.STOPPED, pid=None)
+            return [Log(logging.INFO, f"{self.mode.noun} pid {pid} {info.describe()}; restart = "
+                                      f"{self.mode.restart}: not restarted"), *self._replaced(False)]
+        reason = f"{info.describe()} (restart = {self.mode.restart})"
+        self._set(SlotState.FATAL, pid=None)
+        self.status.fatal_reason = reason
+        self.timer += 1
+        return [Log(logging.WARNING, f"{self.mode.noun} pid {pid} {info.describe()}; not restarted"),
+                *self._replaced(False),
+                GaveUp(reason)]
 
     def _failed(self, what: str, served_for: float | None, pid: int | None = None) -> list[Action]:
         """The current worker is gone (or never came): restart, back off or give up."""
         actions: list[Action] = self._replaced(False)
         decision = self.tracker.on_exit(self.clock(), served_for)
-        who = f"worker pid {pid}" if pid is not None else "worker"
+        who = f"{self.mode.noun} pid {pid}" if pid is not None else self.mode.noun
         if isinstance(decision, GiveUp):
             self._set(SlotState.FATAL, pid=None)
             self.status.fatal_reason = decision.reason
@@ -350,7 +419,7 @@ class SlotMachine:
     def _record_exit(self, pid: int, code: int, reason: ExitReason, level: int, verb: str) -> list[Action]:
         info = ExitInfo.from_returncode(code, reason, self.wall())
         self.status.last_exit = info
-        actions: list[Action] = [Log(level, f"worker pid {pid} {verb}: {info.describe()}")]
+        actions: list[Action] = [Log(level, f"{self.mode.noun} pid {pid} {verb}: {info.describe()}")]
         return actions + self._settle_stop()
 
     # ----- replacement and shutdown ------------------------------------------------------
@@ -366,6 +435,30 @@ class SlotMachine:
             return self._spawn_current()
         self.spawning_successor = True
         return [Spawn()]
+
+    def _halt(self, resume: bool) -> list[Action]:
+        if self.stopping or self.halting or not self.started:
+            return []
+        self.timer += 1  # no restart from a backoff either
+        self.resume_after_halt = resume
+        actions: list[Action] = self._replaced(False)
+        if self.successor is not None:
+            self.draining[self.successor.pid] = ExitReason.MANUAL
+            actions.append(Stop(self.successor.pid, ExitReason.MANUAL))
+            self.successor = None
+        if self.current is None:
+            self._set(SlotState.STOPPED, pid=None)
+            return actions + (self._resume() if resume else [])
+        self.halting = True
+        self._set(SlotState.STOPPING, pid=self.current.pid)
+        return [*actions, Stop(self.current.pid, ExitReason.MANUAL)]
+
+    def _resume(self) -> list[Action]:
+        if self.stopping or self.halting or self.current is not None or not self.started:
+            return []
+        self.resume_after_halt = False
+        self.tracker.reset()
+        return self._spawn_current()
 
     def _replaced(self, ok: bool) -> list[Action]:
         if not self.replacing:

@@ -15,9 +15,10 @@ import signal
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from supervisor.config.settings import Settings
 from supervisor.systemd.environ import scrub_systemd_env
@@ -49,16 +50,25 @@ class WorkerSpec:
 class WorkerProcess:
     """A started worker. Await :meth:`ready` and :meth:`wait`; call :meth:`stop` to end it."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], ready_fd: int, on_line: LineSink,
-                 tail: int = 20, descendants: Descendants | None = None) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], ready_fd: int | None, on_line: LineSink,
+                 tail: int = 20, descendants: Descendants | None = None, stop_signal: int = signal.SIGTERM,
+                 readiness: Callable[[WorkerProcess], Coroutine[Any, Any, bool]] | None = None) -> None:
+        """``ready_fd``: the worker's readiness pipe; without one (a program), ``readiness`` decides
+        (a probe), or the process counts as ready once started."""
         self.popen = popen
         self.pid = popen.pid
         self.descendants = descendants
+        self.stop_signal = stop_signal
         self.stderr_tail: deque[str] = deque(maxlen=tail)
+        self.line_listeners: list[Callable[[str], None]] = []  # a log-line readiness probe
         self._exit_callbacks: list[Callable[[WorkerProcess], None]] = []
         self._loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[int] = self._loop.create_future()
-        self._ready = asyncio.ensure_future(self._read_ready(ready_fd))
+        self._probing = ready_fd is None
+        if ready_fd is not None:
+            self._ready = asyncio.ensure_future(self._read_ready(ready_fd))
+        else:
+            self._ready = asyncio.ensure_future(readiness(self) if readiness is not None else _started())
         self._relays = [asyncio.ensure_future(self._relay(popen.stdout, on_line, False)),
                         asyncio.ensure_future(self._relay(popen.stderr, on_line, True))]
         self._pidfd = os.pidfd_open(self.pid)
@@ -81,6 +91,8 @@ class WorkerProcess:
             self.descendants.release(self._loop.call_later)
         if not self._exited.done():
             self._exited.set_result(code)
+        if self._probing:
+            self._ready.cancel()  # a probe still waiting: the exit decides now
         for callback in self._exit_callbacks:
             callback(self)
 
@@ -113,6 +125,8 @@ class WorkerProcess:
                 if is_stderr:
                     self.stderr_tail.append(line)
                 on_line(self.pid, line)
+                for listener in self.line_listeners:
+                    listener(line)
         finally:
             transport.close()
 
@@ -143,8 +157,9 @@ class WorkerProcess:
                 pass
 
     async def stop(self, timeout: float) -> int:
-        """SIGTERM, wait up to ``timeout``, then SIGKILL the whole process group; return the code."""
-        self.send(signal.SIGTERM)
+        """The stop signal (SIGTERM), wait up to ``timeout``, then SIGKILL the whole process group;
+        return the code."""
+        self.send(self.stop_signal)
         try:
             return await asyncio.wait_for(self.wait(), timeout)
         except TimeoutError:
@@ -156,6 +171,10 @@ class WorkerProcess:
         killed for not starting in time is a failed start, and the restart policy counts it."""
         if self.popen.returncode is None:
             kill_group(self.pid, signal.SIGKILL)
+
+
+async def _started() -> bool:
+    return True
 
 
 def worker_spec(settings: Settings, listen_fd: int, livereload_url: str = "") -> WorkerSpec:

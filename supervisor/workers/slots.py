@@ -11,8 +11,9 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
-from supervisor.config.toml import Config
+from supervisor.config.toml import RestartSection
 from supervisor.state import ExitReason, SlotStatus
 from supervisor.workers import lifecycle as L
 from supervisor.workers.process import LineSink, WorkerProcess, WorkerSpec
@@ -22,22 +23,33 @@ logger = logging.getLogger("supervisor")
 worker_logger = logging.getLogger("supervisor.worker")
 
 Spawner = Callable[[WorkerSpec, LineSink], WorkerProcess]
+Starter = Callable[[int, LineSink], WorkerProcess]  # (instance, output sink) -> a started process
+
+
+@dataclass(frozen=True)
+class Timing:
+    restart: RestartSection
+    ready_timeout: float
+    stop_timeout: float
 
 
 class Slots:
-    """``count`` worker slots. ``spec`` gives the spec for the next worker (settings may change);
-    ``changed`` runs after every event; ``gave_up(index)`` after a crash loop; ``crashed(stderr
-    tail)`` when a worker exits unasked."""
+    """``count`` slots of the program ``name`` (``web``: the app's workers). ``start(index,
+    sink)`` starts the next process (settings may change); ``changed`` runs after every event;
+    ``gave_up(name, index)`` after a crash loop or a failed run; ``crashed(stderr tail)`` when a
+    process exits unasked."""
 
-    def __init__(self, count: int, config: Config, *, spawn: Spawner, spec: Callable[[], WorkerSpec],
+    def __init__(self, name: str, count: int, timing: Timing, *, start: Starter,
                  run_task: Callable[[Awaitable[object]], None], changed: Callable[[], None],
-                 gave_up: Callable[[int], None], crashed: Callable[[Sequence[str]], None],
-                 clock: Callable[[], float], wall: Callable[[], float], rand: Callable[[], float]) -> None:
-        self.machines = [L.SlotMachine(i, config.restart, config.app.ready_timeout, clock=clock, wall=wall,
-                                       rand=rand) for i in range(count)]
-        self.config = config
-        self._spawn = spawn
-        self._spec = spec
+                 gave_up: Callable[[str, int], None], crashed: Callable[[Sequence[str]], None],
+                 clock: Callable[[], float], wall: Callable[[], float], rand: Callable[[], float],
+                 mode: L.ExitPolicy | None = None, prefix: Callable[[int], str] | None = None) -> None:
+        self.name = name
+        self._prefix = prefix or (lambda i: f"{name}.{i}")
+        self.timing = timing
+        self.machines = [L.SlotMachine(i, timing.restart, timing.ready_timeout, clock=clock, wall=wall, rand=rand,
+                                       mode=mode) for i in range(count)]
+        self._start = start
         self._run_task = run_task
         self._changed = changed
         self._gave_up = gave_up
@@ -65,10 +77,10 @@ class Slots:
         self.dispatch(index, L.Replace(reason))
         return outcome
 
-    def reconfigure(self, config: Config) -> None:
-        self.config = config
+    def reconfigure(self, timing: Timing) -> None:
+        self.timing = timing
         for machine in self.machines:
-            machine.reconfigure(config.restart, config.app.ready_timeout)
+            machine.reconfigure(timing.restart, timing.ready_timeout)
 
     def kill_all(self) -> None:
         for proc in self.procs.values():
@@ -98,16 +110,17 @@ class Slots:
                 self._timers[index, timer] = asyncio.get_running_loop().call_later(delay, self._fire, index, timer)
             case L.Stop(pid, _):
                 if pid in self.procs:
-                    self._run_task(self.procs[pid].stop(self.config.supervisor.stop_timeout))
+                    self._run_task(self.procs[pid].stop(self.timing.stop_timeout))
             case L.Kill(pid):
                 if pid in self.procs:
                     self.procs[pid].kill()
             case L.Log(level, message):
-                logger.log(level, "web.%d: %s", index, message)
+                logger.log(level, "%s.%d: %s", self.name, index, message)
             case L.GaveUp(reason):
                 tail = "\n".join(f"    {line}" for line in self.machines[index].status.stderr_tail) or "    (nothing)"
-                logger.error("web.%d: FATAL: %s. Last lines the worker wrote to stderr:\n%s", index, reason, tail)
-                self._gave_up(index)
+                logger.error("%s.%d: FATAL: %s. Last lines the worker wrote to stderr:\n%s", self.name, index,
+                             reason, tail)
+                self._gave_up(self.name, index)
             case L.Replaced(ok):
                 outcome = self._outcomes.pop(index, None)
                 if outcome is not None and not outcome.done():
@@ -123,11 +136,13 @@ class Slots:
         self.dispatch(index, event)
 
     def _spawn_worker(self, index: int) -> L.Event:
+        prefix = self._prefix(index)
+
         def relay(pid: int, line: str) -> None:
-            worker_logger.info("web.%d %d | %s", index, pid, line)
+            worker_logger.info("%s %d | %s", prefix, pid, line)
 
         try:
-            proc = self._spawn(self._spec(), relay)
+            proc = self._start(index, relay)
         except OSError as exc:  # EMFILE, EAGAIN, a vanished directory: a failed start, retried
             return L.SpawnFailed(exc.strerror or str(exc))
         self.procs[proc.pid] = proc
