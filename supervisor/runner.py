@@ -298,6 +298,9 @@ class Runner:
     def stopping(self) -> bool:
         return self._stopping
 
+    def restart_programs(self, files: set[str]) -> list[str]:
+        return self._programs.restart_for(files, self._settings.project_dir)
+
 
 def web_timing(config: Config) -> Timing:
     return Timing(config.restart, config.app.ready_timeout, config.supervisor.stop_timeout)

@@ -289,3 +289,37 @@ def test_a_procfile_web_line_that_does_not_run_uvicorn_is_refused_with_a_hint(tm
     assert result.returncode == 2
     assert re.search(r"Procfile:1: web does not run uvicorn", result.stderr), result.stderr
     assert re.search(r"Procfile:2: is not a process line; expected 'name: command'", result.stderr)
+
+
+@pytest.mark.timeout(90)
+def test_a_change_restarts_the_programs_it_concerns_and_leaves_the_others(tmp_path: Path) -> None:
+    root = project(tmp_path, f"""
+[programs.job]
+command = "{PROG} once job"
+once = true
+watch = ["jobs"]
+[programs.service]
+command = "{PROG} serve service"
+[programs.steady]
+command = "{PROG} serve steady"
+reload = false
+[programs.frontend]
+command = "{PROG} serve frontend"
+watch = ["frontend"]
+""")
+    (root / "jobs").mkdir()
+    (root / "frontend").mkdir()
+    with supervisor(["up"], root) as run:
+        run.wait_url()
+        for name in ("job", "service", "steady", "frontend"):
+            run.wait_for_output(rf"{name}: started pid")
+        run.wait_for_output(r"reload: watching")
+        (root / "app_module.py").write_text("VERSION = 2\n")  # a code change outside every watch path
+        run.wait_for_output(r"reload: restarting service \(stop, then start\)", 30)
+        wait_until(lambda: run.output.count("service: started pid") == 2 or None, 30, "service started again",
+                   lambda: run.output)
+        (root / "jobs" / "0003_more.py").write_text("# a new migration\n")
+        wait_until(lambda: run.output.count("job: done") == 2 or None, 30, "the job run again", lambda: run.output)
+        assert run.output.count("steady: started pid") == 1
+        assert run.output.count("frontend: started pid") == 1
+        assert run.stop() == 0

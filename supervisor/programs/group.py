@@ -93,6 +93,20 @@ class Programs:
         else:
             node.broadcast(L.Halt(resume=action == "restart"))
 
+    def restart_for(self, files: set[str], project_dir: Path) -> list[str]:
+        """Restart (stop, then start) the programs a change concerns: with ``watch``, a file under
+        one of its paths; without, any change, except for one-shot jobs (a migration need not run
+        again for every edit). ``reload = false`` leaves a program alone."""
+        restarted = []
+        for name, spec in self.specs.items():
+            if not spec.reload or name not in self._begun or not (spec.watch or not spec.once):
+                continue
+            roots = [(project_dir / w).resolve() for w in spec.watch]
+            if not roots or any(Path(f).resolve().is_relative_to(root) for f in files for root in roots):
+                restarted.append(name)
+                self.control("restart" if not spec.once else "start", name)
+        return restarted
+
     def gate(self) -> None:
         """Start every program whose dependencies hold; tell the others what they wait for.
 
