@@ -401,3 +401,21 @@ def test_metrics_keep_numbers_intact_with_a_short_numeric_secret(tmp_path: Path)
     assert metric(text, "supervisor_database_probe_latency_seconds") == pytest.approx(1.234)
     assert metric(text, "supervisor_info", {"version": __version__, "mode": "***"}) == 1
     assert "development" not in text and "1234" in text
+
+
+@pytest.mark.timeout(10)
+def test_programs_appear_in_the_document_the_dashboard_and_the_metrics(sup: ScriptedSupervisor,
+                                                                        client: TestClient) -> None:
+    serving(sup)
+    migrate = SlotStatus(0, SlotState.COMPLETED)
+    migrate.last_exit = ExitInfo(code=0, signal=None, reason=ExitReason.EXITED, at=NOW - 5)
+    worker = SlotStatus(0, SlotState.WAITING, waiting_for="waiting for migrate to complete")
+    sup.programs = {"migrate": [migrate], "worker": [worker]}
+    doc = client.get("/status").json()
+    assert doc["programs"]["migrate"][0]["state"] == "completed"
+    assert doc["programs"]["worker"][0]["waiting_for"] == "waiting for migrate to complete"
+    page = client.get("/").text
+    assert 'id="program-migrate-0"' in page and "waiting for migrate to complete" in page
+    text = client.get("/metrics").text
+    assert metric(text, "supervisor_program_up", {"program": "migrate", "instance": "0", "state": "completed"}) == 1.0
+    assert metric(text, "supervisor_program_up", {"program": "worker", "instance": "0", "state": "waiting"}) == 0.0

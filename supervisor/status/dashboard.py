@@ -29,15 +29,19 @@ pre{background:#f0f0f0;padding:.4em;margin:.3em 0;white-space:pre-wrap}
 
 
 def _worker_rows(doc: dict[str, Any]) -> str:
+    """The web workers (``worker-N``), then every program's instances (``program-NAME-N``)."""
     rows = []
-    for worker in doc["workers"]:
-        cells = worker_row(worker)
+    everything = [("web", w) for w in doc["workers"]]
+    everything += [(name, w) for name, instances in doc.get("programs", {}).items() for w in instances]
+    for program, worker in everything:
+        cells = worker_row(worker, program)
+        row_id = f"worker-{int(worker['slot'])}" if program == "web" else f"program-{program}-{int(worker['slot'])}"
         tds = "".join(
             f'<td data-field="{escape(name.lower().replace(" ", "_"))}"'
             + (f' class="state-{escape(str(worker["state"]))}"' if name == "STATE" else "")
             + f">{escape(cell)}</td>"
             for name, cell in zip(COLUMNS, cells, strict=False))
-        rows.append(f'<tr id="worker-{int(worker["slot"])}" data-pid="{escape(cells[1])}" '
+        rows.append(f'<tr id="{escape(row_id)}" data-pid="{escape(cells[1])}" '
                     f'data-state="{escape(str(worker["state"]))}">{tds}</tr>')
         if worker.get("stderr_tail"):
             tail = escape("\n".join(worker["stderr_tail"]))
