@@ -14,6 +14,7 @@ from supervisor import __version__
 from supervisor.config.runtimedir import ensure_runtime_dir
 from supervisor.config.settings import Overrides, Settings, problem_redactor, resolve_settings, runtime_dir_where
 from supervisor.errors import EXIT_CONFIG, EXIT_OK, ConfigError, SupervisorError
+from supervisor.options import add_project_options
 from supervisor.output import logger, setup_logging
 from supervisor.reload import why
 from supervisor.secrets import Redactor
@@ -81,11 +82,6 @@ async def _serve(run: Coroutine[Any, Any, int]) -> int:
     return await run
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--project-dir", default=".", help="directory holding supervisor.toml and .env")
-    p.add_argument("--config", help="path of supervisor.toml (default: in the project directory)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m supervisor",
                                      description="Process supervisor and dev launcher for Python web apps.")
@@ -93,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="validate, bind the port and run the webapp under supervision")
-    _add_common(up)
+    add_project_options(up)
     up.add_argument("--port", type=int, help="preferred port (default: PORT, then [server] port)")
     up.add_argument("--mode", choices=("development", "production"))
     up.add_argument("--workers", type=int)
@@ -105,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
 
     check = sub.add_parser("check", help="validate configuration and environment, start nothing")
-    _add_common(check)
+    add_project_options(check)
     check.add_argument("--mode", choices=("development", "production"))
     check.set_defaults(func=cmd_check)
 

@@ -24,7 +24,7 @@ from supervisor.config.dotenv import DotEnv, load_dotenv_file
 from supervisor.config.envrules import apply_environment_rules
 from supervisor.config.envschema import VarSpec, validate_environ
 from supervisor.config.runtimedir import runtime_dir_problem
-from supervisor.config.toml import AppSection, Config, load_config, missing_config
+from supervisor.config.toml import AppSection, Config, ServerSection, field_bounds, load_config, missing_config
 from supervisor.errors import ConfigError, Problem
 from supervisor.programs.procfile import read_procfile
 from supervisor.secrets import Redactor, secret_values
@@ -133,10 +133,10 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
         reload = mode == "development"
 
     # Command-line values get the same ranges as their supervisor.toml keys (argparse checks types only).
-    if overrides.port is not None and not 0 <= overrides.port <= 65535:
-        problems.append(Problem("--port", f"{overrides.port} is out of range; expected 0 to 65535"))
-    if overrides.workers is not None and not 1 <= overrides.workers <= 64:
-        problems.append(Problem("--workers", f"{overrides.workers} is out of range; expected 1 to 64"))
+    for option, value, (lo, hi) in (("--port", overrides.port, field_bounds(ServerSection, "port")),
+                                    ("--workers", overrides.workers, field_bounds(AppSection, "workers"))):
+        if value is not None and not lo <= value <= hi:
+            problems.append(Problem(option, f"{value} is out of range; expected {lo} to {hi}"))
 
     runtime_dir = Path(config.supervisor.runtime_dir)
     runtime_dir = runtime_dir if runtime_dir.is_absolute() else project_dir / runtime_dir

@@ -238,6 +238,13 @@ def _command(raw: Any) -> list[str] | str:
     return list(raw)
 
 
+def field_bounds(section: type, key: str) -> tuple[int, int]:
+    """The ``lo``/``hi`` a section's field declares: ``field_bounds(AppSection, "workers")``, so
+    that command-line options check the same range as the file."""
+    meta = next(f.metadata for f in fields(section) if f.name == key)
+    return int(meta["lo"]), int(meta["hi"])
+
+
 def _kind(value: Any) -> str:
     """The TOML type of ``value`` in words, for messages that must not quote it."""
     names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",

@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 from supervisor.config.runtimedir import owner_problem, runtime_dir_problem
 from supervisor.config.toml import Config, load_config, missing_config
 from supervisor.errors import EXIT_CONFIG, ConfigError
+from supervisor.options import add_project_options
 from supervisor.status.display import render_text
 from supervisor.status.statefile import TOKEN_NAME, StateFileError, StateRecord, is_alive, live_state, read_token
 from supervisor.workers.ports import display_url, is_loopback
@@ -396,8 +397,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 # ----- registration -------------------------------------------------------------------------
 
 def _add_target_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--project-dir", default=".", help="directory holding supervisor.toml (and the runtime dir)")
-    p.add_argument("--config", help="path of supervisor.toml (default: in the project directory)")
+    add_project_options(p, "supervisor.toml (and the runtime dir)")
     p.add_argument("--url", help="the status API's URL, instead of finding it through the state file")
     p.add_argument("--token-file", help="file holding the API token (default: <runtime dir>/status.token)")
 
