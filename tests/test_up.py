@@ -378,19 +378,21 @@ def in_process_runner(root: Path, **kwargs: Any) -> Runner:
 
 
 @pytest.mark.timeout(30)
-def test_unexpected_error_in_a_startup_step_stops_up_with_exit_1(
+@pytest.mark.asyncio
+async def test_unexpected_error_in_a_startup_step_stops_up_with_exit_1(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     runner = in_process_runner(app_project(tmp_path))
 
     async def broken() -> None:
         raise RuntimeError("the probe itself crashed")
 
-    assert asyncio.run(asyncio.wait_for(runner.run([Plugin("broken", startup=broken)]), 20)) == 1
+    assert await asyncio.wait_for(runner.run([Plugin("broken", startup=broken)]), 20) == 1
     assert "the probe itself crashed" in caplog.text
 
 
 @pytest.mark.timeout(60)
-def test_a_worker_that_cannot_be_spawned_for_now_is_retried_with_backoff(
+@pytest.mark.asyncio
+async def test_a_worker_that_cannot_be_spawned_for_now_is_retried_with_backoff(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """EAGAIN or EMFILE at fork time is a failed start like any other, never an internal error."""
     failures = [BlockingIOError(11, "Resource temporarily unavailable"), OSError(24, "Too many open files")]
@@ -409,7 +411,7 @@ def test_a_worker_that_cannot_be_spawned_for_now_is_retried_with_backoff(
         runner.post(Command.STOP)
         return await running
 
-    assert asyncio.run(asyncio.wait_for(scenario(), 45)) == 0
+    assert await asyncio.wait_for(scenario(), 45) == 0
     assert re.search(r"could not be started: Resource temporarily unavailable; restarting in", caplog.text)
     assert re.search(r"could not be started: Too many open files; restarting in", caplog.text)
     assert "internal error" not in caplog.text
