@@ -42,18 +42,6 @@ def record(rd: Path, pid: int | None = None, started_at: float | None = None) ->
                        token_file=str(rd / TOKEN_NAME), version="0.1.0", project_dir=str(rd.parent))
 
 
-@pytest.fixture
-def supervisor_pid() -> Iterator[int]:
-    """A live process whose command line reads like a supervisor's (``... supervisor up``):
-    what a state file's pid must be to be trusted."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "supervisor", "up"])
-    try:
-        yield proc.pid
-    finally:
-        proc.kill()
-        proc.wait()
-
-
 def dead_pid() -> int:
     """The pid of a process that has exited and been reaped."""
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
