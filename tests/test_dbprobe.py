@@ -124,6 +124,11 @@ def test_starting_up_is_recognised_by_its_sqlstate_and_retried() -> None:
     assert "the database system is starting up" in str(failure)
 
 
+def test_a_connection_reset_by_a_server_going_down_is_a_lost_connection_and_retried() -> None:
+    failure = classify(ConnectionResetError(104, "Connection reset by peer"))
+    assert failure.reason == "connection lost" and failure.retryable
+
+
 def test_a_server_shutting_down_is_not_called_starting_up() -> None:
     failure = classify(asyncpg.exceptions.CannotConnectNowError("the database system is shutting down"))
     assert failure.reason == SHUTTING_DOWN and failure.retryable
