@@ -44,6 +44,17 @@ class ExitReason(StrEnum):
     SHUTDOWN = "shutdown"
     START_TIMEOUT = "start timeout"
     EXITED = "exited"  # by itself, with a success code, where that ends the program
+    # Replaced while alive (see supervisor.workers.health): no heartbeat from its event loop for
+    # hang_timeout (SIGKILLed once its successor served), or past a limit (drained).
+    HUNG = "hung"
+    REQUESTS = "requests"
+    RSS = "rss"
+    AGE = "age"
+    SCALE_DOWN = "scale down"  # its slot was removed (SIGTTOU, ``scale``)
+
+
+# The reasons counted by supervisor_worker_recycled_total: a live worker replaced for its health.
+RECYCLE_REASONS = (ExitReason.HUNG, ExitReason.REQUESTS, ExitReason.RSS, ExitReason.AGE)
 
 
 class DatabaseState(StrEnum):
