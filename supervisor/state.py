@@ -113,6 +113,41 @@ class SlotStatus:
 
 
 @dataclass
+class WorkerVitals:
+    """What a worker's heartbeat says about it (see :mod:`supervisor.workers.heartbeat`), kept by its
+    process handle. Times are the supervisor's monotonic clock."""
+
+    spawned_at: float
+    ready_at: float | None = None
+    last_beat_at: float | None = None  # when the last heartbeat arrived
+    beats: int = 0
+    loop_lag: float = 0.0  # seconds the last heartbeat ran late on the worker's event loop
+    requests: int = 0  # HTTP requests and WebSocket sessions the worker has begun
+
+
+@dataclass
+class HangIncident:
+    """The last worker found hung: where it was stuck, as captured before it was killed."""
+
+    slot: int
+    pid: int
+    at: float  # wall clock
+    silent_for: float  # seconds without a heartbeat when it was judged hung
+    stacks: str  # its threads' and asyncio tasks' stacks, redacted
+    file: str | None = None  # the copy in the runtime directory
+
+
+@dataclass
+class HealthStatus:
+    """Workers' health: ``loop_lag`` and ``last_hang`` are kept by the health watch, ``recycled`` by
+    the runner (workers replaced for being hung or past a limit, by reason)."""
+
+    loop_lag: dict[int, float] = field(default_factory=dict)  # pid -> seconds behind; grows while hung
+    last_hang: HangIncident | None = None
+    recycled: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
 class DatabaseStatus:
     """The latest database probe, kept up to date by the database watch."""
 
