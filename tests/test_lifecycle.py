@@ -468,3 +468,11 @@ def test_a_halt_during_a_hung_recycle_stops_both_and_forgets_the_kill() -> None:
     m.handle(Replace(ExitReason.RELOAD))
     spawn(m, 13)
     assert without_logs(m.handle(Ready(13))) == [Stop(12, ExitReason.RELOAD), Replaced(True)]
+
+
+def test_a_removed_slot_drains_its_worker_for_the_scale_down() -> None:
+    m = serving(Clock())
+    assert m.handle(Shutdown(ExitReason.SCALE_DOWN)) == [Stop(10, ExitReason.SCALE_DOWN)]
+    assert m.handle(Exited(10, -15)) == [Log(logging.INFO, "worker pid 10 stopped: drained and exited on SIGTERM "
+                                                         "(scale down)")]
+    assert m.idle and m.status.state == SlotState.STOPPED

@@ -87,7 +87,9 @@ class Recycle:
 
 @dataclass(frozen=True)
 class Shutdown:
-    pass
+    """Stop the slot's workers for good: the supervisor stops, or the slot is removed (scale down)."""
+
+    reason: ExitReason = ExitReason.SHUTDOWN
 
 
 @dataclass(frozen=True)
@@ -221,6 +223,7 @@ class SlotMachine:
         self.pending_reason = ExitReason.RELOAD  # why the replaced worker will be stopped
         self.kill_old = False  # the replaced worker is hung: SIGKILL it, do not drain it
         self.stopping = False
+        self.stop_reason = ExitReason.SHUTDOWN
         self.started = False
         self.halting = False  # a user's stop is under way
         self.resume_after_halt = False
@@ -258,8 +261,8 @@ class SlotMachine:
                 return self._replace(reason)
             case Recycle(pid, reason, kill_old):
                 return self._recycle(pid, reason, kill_old)
-            case Shutdown():
-                return self._shutdown()
+            case Shutdown(reason):
+                return self._shutdown(reason)
             case Halt(resume):
                 return self._halt(resume)
             case Resume():
@@ -291,8 +294,8 @@ class SlotMachine:
     def _spawned(self, pid: int, tail: deque[str]) -> list[Action]:
         proc = _Proc(pid, self.clock())
         if self.stopping:  # cannot happen with a synchronous spawner; never leave one behind
-            self.draining[pid] = ExitReason.SHUTDOWN
-            return [Stop(pid, ExitReason.SHUTDOWN)]
+            self.draining[pid] = self.stop_reason
+            return [Stop(pid, self.stop_reason)]
         if self.spawning_successor:
             self.successor = proc
         else:
@@ -369,7 +372,7 @@ class SlotMachine:
         proc, self.current = self.current, None
         self.status.pid = None
         if self.stopping:
-            actions = self._record_exit(pid, code, ExitReason.SHUTDOWN, level=logging.INFO, verb="stopped")
+            actions = self._record_exit(pid, code, self.stop_reason, level=logging.INFO, verb="stopped")
             return actions + self._settle_stop()
         if self.halting:
             self.halting = False
@@ -513,16 +516,16 @@ class SlotMachine:
         self.replacing = False
         return [Replaced(ok)]
 
-    def _shutdown(self) -> list[Action]:
+    def _shutdown(self, reason: ExitReason) -> list[Action]:
         if self.stopping:
             return []
-        self.stopping = True
+        self.stopping, self.stop_reason = True, reason
         self.timer += 1
         self.kill_old = False
         actions: list[Action] = self._replaced(False)
         for proc in (self.current, self.successor):
             if proc is not None:
-                actions.append(Stop(proc.pid, ExitReason.SHUTDOWN))
+                actions.append(Stop(proc.pid, reason))
         if self.current is not None:
             self._set(SlotState.STOPPING, pid=self.current.pid)
         return actions + self._settle_stop()
