@@ -166,3 +166,88 @@ def test_a_start_slower_than_hang_timeout_but_within_ready_timeout_is_not_killed
         wait_until(served_three_hang_timeouts, 20, "three hang timeouts of serving", lambda: run.output)
         assert "hung" not in run.output and run.output.count("started worker pid") == 1
         assert run.stop() == 0
+
+
+# ----- recycling -------------------------------------------------------------------------------
+
+def recycles(run: Running, reason: str) -> list[tuple[int, int]]:
+    """(requests served, its drawn limit) of each worker recycled for ``reason``, from the log."""
+    if reason != "requests":
+        return [(0, 0)] * len(re.findall(rf"recycling it \({reason}\)", run.output))
+    return [(int(served), int(limit)) for served, limit in
+            re.findall(r"served (\d+) requests \(its limit: (\d+),.*recycling it \(requests\)", run.output)]
+
+
+def at_most_one_replacement_at_a_time(output: str) -> None:
+    """Between a "replacing worker" line and its successor serving, no other replacement starts."""
+    under_way: str | None = None
+    for line in output.splitlines():
+        started = re.search(r"(web\.\d+): replacing worker pid \d+", line)
+        if started:
+            assert under_way is None, f"{started.group(1)} began while {under_way} was being replaced:\n{output}"
+            under_way = started.group(1)
+        elif under_way and re.search(rf"{re.escape(under_way)}: (worker pid \d+ is serving|new worker pid)", line):
+            under_way = None
+
+
+@pytest.mark.timeout(120)
+def test_max_requests_recycles_under_load_one_slot_at_a_time_with_zero_failed_requests(tmp_path: Path) -> None:
+    with supervisor(UP, project(tmp_path, 2, "max_requests = 50")) as run:
+        url = run.wait_url()
+        wait_until(lambda: len(serving(run)) == 2, 30, "both workers serving", lambda: run.output)
+        load = Load("127.0.0.1", int(url.rsplit(":", 1)[1]), path="/pid", clients=4).start()
+        wait_until(lambda: len(re.findall(r"stopped: drained and exited on SIGTERM \(requests\)", run.output)) >= 4,
+                   60, "four workers recycled for their requests", lambda: run.output)
+        result = load.stop()
+        assert result.failures == [], f"{len(result.failures)} failed: {result.failures[:5]}\n{run.output}"
+        assert all(served >= limit == 50 for served, limit in recycles(run, "requests")), recycles(run, "requests")
+        at_most_one_replacement_at_a_time(run.output)
+        doc = http_json(status_url(run) + "/status")[1]
+        assert doc["health"]["recycled"]["requests"] >= 4
+        assert run.stop() == 0
+
+
+@pytest.mark.timeout(120)
+def test_jitter_gives_each_worker_its_own_request_limit(tmp_path: Path) -> None:
+    with supervisor(UP, project(tmp_path, 2, "max_requests = 30\nmax_requests_jitter = 300")) as run:
+        url = run.wait_url()
+        wait_until(lambda: len(serving(run)) == 2, 30, "both workers serving", lambda: run.output)
+        load = Load("127.0.0.1", int(url.rsplit(":", 1)[1]), path="/pid", clients=4).start()
+        wait_until(lambda: len(recycles(run, "requests")) >= 4, 90, "four recycled workers", lambda: run.output)
+        result = load.stop()
+        limits = [limit for _, limit in recycles(run, "requests")]
+        assert all(30 <= limit <= 330 for limit in limits), limits
+        assert len(set(limits)) > 1, f"every worker drew the same limit: {limits}"
+        assert result.failures == [], result.failures[:5]
+        assert run.stop() == 0
+
+
+@pytest.mark.timeout(90)
+def test_a_worker_past_max_rss_is_recycled_for_rss(tmp_path: Path) -> None:
+    with supervisor(UP, project(tmp_path, 1, "max_rss = 150")) as run:
+        url = run.wait_url()
+        api = status_url(run)
+        before = serving(run)[0]
+        memory = wait_until(lambda: http_json(api + "/status")[1]["workers"][0]["memory_rss"], 10, "memory")
+        assert memory < 150 * 1024 * 1024, f"the idle worker already uses {memory} bytes"
+        assert http_json(url + "/grow?mb=200")[0] == 200
+        run.wait_for_output(rf"worker pid {before} resident memory \d+\.\d MiB is over max_rss = 150 MiB; "
+                            r"recycling it \(rss\)", 20)
+        wait_until(lambda: serving(run)[0] != before, 30, "the replacement serving", lambda: run.output)
+        run.wait_for_output(rf"worker pid {before} stopped: drained and exited on SIGTERM \(rss\)", 20)
+        doc = http_json(api + "/status")[1]
+        assert doc["workers"][0]["last_exit"]["reason"] == "rss"
+        assert doc["health"]["recycled"] == {"rss": 1}
+        assert run.stop() == 0
+
+
+@pytest.mark.timeout(90)
+def test_a_worker_past_max_age_is_recycled_for_age(tmp_path: Path) -> None:
+    with supervisor(UP, project(tmp_path, 1, "max_age = 2\nmax_age_jitter = 1")) as run:
+        url = run.wait_url()
+        first = serving(run)[0]
+        run.wait_for_output(rf"worker pid {first} running for \d+\.\ds \(its limit: [23]\.\ds.*"
+                            r"recycling it \(age\)", 20)
+        wait_until(lambda: serving(run)[0] != first, 30, "the replacement serving", lambda: run.output)
+        assert http_json(url + "/pid")[1]["pid"] == serving(run)[0]
+        assert run.stop() == 0

@@ -20,6 +20,7 @@ from starlette.testclient import TestClient
 
 from supervisor import __version__
 from supervisor.config.settings import resolve_settings
+from supervisor.contract import Scale
 from supervisor.secrets import Redactor
 from supervisor.state import (
     DatabaseState,
@@ -303,7 +304,7 @@ def test_secrets_appear_in_no_response(sup: ScriptedSupervisor, client: TestClie
 # ----- access ----------------------------------------------------------------------------------
 
 @pytest.mark.timeout(10)
-@pytest.mark.parametrize("path", ["/restart", "/stop"])
+@pytest.mark.parametrize("path", ["/restart", "/stop", "/scale"])
 @pytest.mark.parametrize("headers", [{}, bearer("wrong-token"), bearer(""), {"Authorization": TOKEN},
                                      {"Authorization": "Basic " + base64.b64encode(f"x:{TOKEN}".encode()).decode()}])
 def test_mutating_endpoints_refuse_a_missing_or_wrong_token(sup: ScriptedSupervisor, client: TestClient, path: str,
@@ -333,7 +334,40 @@ def test_mutating_endpoints_with_the_token_ask_the_loop(sup: ScriptedSupervisor,
 def test_mutating_while_stopping_is_a_conflict(sup: ScriptedSupervisor, client: TestClient) -> None:
     sup.state = SupervisorState.STOPPING
     assert client.post("/restart", headers=bearer()).status_code == 409
+    assert client.post("/scale", headers=bearer(), json={"workers": 2}).status_code == 409
     assert sup.posted == []
+
+
+@pytest.mark.timeout(10)
+def test_scale_with_the_token_asks_the_loop_for_that_many_workers(sup: ScriptedSupervisor,
+                                                                 client: TestClient) -> None:
+    serving(sup)
+    response = client.post("/scale", headers=bearer(), json={"workers": 5})
+    assert response.status_code == 202 and response.json() == {"accepted": "scale", "workers": 5}
+    assert sup.posted == [Scale(5)]
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("body,problem", [
+    (b"", "the body is not a JSON object"),
+    (b"3", "the body is not a JSON object"),
+    (b"{workers: 3}", "the body is not JSON"),
+    (b'{"workers": "3"}', "workers: '3' is not an integer"),
+    (b'{"workers": true}', "workers: True is not an integer"),
+    (b'{"workers": 0}', "workers: 0 is out of range"),
+    (b'{"workers": 65}', "workers: 65 is out of range"),
+    (b'{}', "workers is missing"),
+    (b'{"workers": 2, "program": "web"}', "unknown key 'program'"),
+])
+def test_a_bad_scale_request_says_what_is_wrong_and_what_is_expected(sup: ScriptedSupervisor, client: TestClient,
+                                                                     body: bytes, problem: str) -> None:
+    response = client.post("/scale", headers=bearer(), content=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error.startswith(problem) and error.endswith('expected a JSON object such as {"workers": 3}, '
+                                                        "with 1 to 64 workers"), error
+    assert sup.posted == []
+    assert client.post("/scale", headers=bearer(), content=b" " * 5000).status_code == 413
 
 
 @pytest.mark.timeout(10)
