@@ -123,6 +123,7 @@ class WorkerVitals:
     beats: int = 0
     loop_lag: float = 0.0  # seconds the last heartbeat ran late on the worker's event loop
     requests: int = 0  # HTTP requests and WebSocket sessions the worker has begun
+    exited: bool = False  # reaped: its pid may belong to another process from now on
 
 
 @dataclass

@@ -94,8 +94,24 @@ async def test_a_worker_that_writes_no_tasks_is_reported_with_its_threads_after_
 
     watch = HealthWatch(sup, clock=clock, sleep=clock.sleep, stopped=lambda pid: False, send=dump_threads_only)
     await watch.prepare()
+    sup.vitals = {100: beating(clock, last_beat=clock.now - 30)}
     text = await watch.capture(100)
     assert text.startswith("Thread 0x1:") and "no asyncio tasks" in text
+
+
+@pytest.mark.asyncio
+async def test_a_worker_that_was_reaped_is_never_signalled(tmp_path: Path) -> None:
+    """Its pid may already belong to another process."""
+    clock = Clock()
+    sup = scripted(tmp_path, "hang_timeout = 5\n")
+    sent: list[int] = []
+    watch = HealthWatch(sup, clock=clock, sleep=clock.sleep, stopped=lambda pid: False,
+                        send=lambda pid, sig: sent.append(pid))
+    sup.vitals = {100: beating(clock, last_beat=clock.now - 30)}
+    sup.vitals[100].exited = True
+    assert await watch.capture(100) == "(no stacks: the process has exited)"
+    assert await watch.capture(555) == "(no stacks: the process has exited)"
+    assert sent == []
 
 
 @pytest.mark.asyncio

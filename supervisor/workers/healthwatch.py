@@ -142,6 +142,9 @@ class HealthWatch:
 
     async def capture(self, pid: int) -> str:
         """The stacks worker ``pid`` dumps when signalled, or why there are none."""
+        vitals = self.sup.vitals.get(pid)
+        if vitals is None or vitals.exited:  # checked in the same step as the signal: never a reused pid
+            return "(no stacks: the process has exited)"
         if self.stopped(pid):
             return ("(no stacks: the process is stopped, by SIGSTOP or a debugger, and runs no signal "
                     "handler until it is continued)")

@@ -134,6 +134,7 @@ class WorkerProcess:
                 logger.info("supervisor: killed %d process(es) worker pid %d left behind: %s", len(leftovers),
                             self.pid, ", ".join(map(str, leftovers)))
         code = self.popen.wait()
+        self.vitals.exited = True  # before anything else runs: signals to this pid must stop now
         if self.descendants is not None:
             self.descendants.release(self._loop.call_later)
         if not self._exited.done():
