@@ -71,7 +71,7 @@ def block_in_background(url: str, outcome: list[object]) -> threading.Thread:
 
 
 def blocked_pid(run: Running) -> int:
-    return int(run.wait_for_output(r"web\.\d+ (\d+) \| hangapp: blocking").group(1))
+    return int(run.wait_for_output(r"web\.\d+\s+(\d+) \| hangapp: blocking").group(1))
 
 
 @pytest.mark.timeout(120)
