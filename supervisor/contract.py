@@ -1,8 +1,8 @@
 """What everything that plugs into the runner may see and do.
 
-The status API, metrics, sd_notify, the database watch, the orphan reaper and the file watcher
-depend on :class:`SupervisorView`, never on the runner class: a typed read model (the records in
-:mod:`supervisor.state`, which they read and do not write) plus three commands: post a message
+The status API, metrics, sd_notify, the database watch, the orphan reaper, the health watch and
+the file watcher depend on :class:`SupervisorView`, never on the runner class: a typed read model
+(the records in :mod:`supervisor.state`, which they read and do not write) plus three commands: post a message
 to the runner's loop, run a background task, subscribe to changes. A plugin is handed to the
 runner as a :class:`Plugin`: a long-running service, a startup step, or both.
 """
@@ -15,7 +15,16 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from supervisor.config.settings import Settings
-from supervisor.state import DatabaseStatus, ReloadStatus, SlotStatus, SupervisorState
+from supervisor.config.toml import AppSection, field_bounds
+from supervisor.state import (
+    DatabaseStatus,
+    ExitReason,
+    HealthStatus,
+    ReloadStatus,
+    SlotStatus,
+    SupervisorState,
+    WorkerVitals,
+)
 
 
 class Command(StrEnum):
@@ -42,7 +51,28 @@ class ProgramCommand:
 
 
 PROGRAM_ACTIONS = ("restart", "stop", "start")
-Message = str | FilesChanged | ProgramCommand
+
+
+@dataclass(frozen=True)
+class RecycleWorker:
+    """Replace worker ``pid`` for its health (the health watch's verdict): its successor first, one
+    slot at a time; with ``kill``, the old worker is SIGKILLed once the successor serves (hung)."""
+
+    pid: int
+    reason: ExitReason
+    kill: bool = False
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Run ``workers`` web worker slots: new slots start at once, removed ones drain. SIGTTIN and
+    SIGTTOU ask for one more or one fewer."""
+
+    workers: int
+
+
+MIN_WORKERS, MAX_WORKERS = field_bounds(AppSection, "workers")  # as for [app] workers and --workers
+Message = str | FilesChanged | ProgramCommand | RecycleWorker | Scale
 
 
 class SupervisorView(Protocol):
@@ -70,6 +100,10 @@ class SupervisorView(Protocol):
     def ready_workers(self) -> int: ...
     @property
     def worker_pids(self) -> set[int]: ...  # every worker not yet reaped, draining ones too
+    @property
+    def vitals(self) -> Mapping[int, WorkerVitals]: ...  # by pid, for every worker not yet reaped
+    @property
+    def health(self) -> HealthStatus: ...  # written by the health watch (and the runner: recycled)
 
     def wall(self) -> float: ...
     def redact(self, text: str) -> str: ...

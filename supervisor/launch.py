@@ -19,6 +19,7 @@ from supervisor.status.api import bind_status_api, build_status_api
 from supervisor.systemd.activation import activated_listener
 from supervisor.systemd.notify import install_sd_notify
 from supervisor.systemd.reaper import reaper_plugin
+from supervisor.workers.healthwatch import HealthWatch
 from supervisor.workers.ports import bind_port
 
 logger = logging.getLogger("supervisor")
@@ -56,6 +57,7 @@ def build(settings: Settings, resolve: Callable[[], Settings] | None, redactor: 
         Plugin("reload", service=reloader.serve, startup=reloader.wait_watching),
         api.plugin() if api is not None else None,
         reaper_plugin(runner),
+        HealthWatch(runner).plugin(),
         DatabaseWatch(runner).plugin(),
         migrate_plugin(runner),  # after the database answers, before the first worker
         install_sd_notify(runner, settings.environ),

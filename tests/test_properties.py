@@ -205,7 +205,7 @@ def plausible(section: str, key: str) -> st.SearchStrategy[Any]:
         return st.booleans()
     if kind is int:
         return st.integers(int(lo), int(hi)) | st.sampled_from([int(lo), int(hi)])
-    if kind is float:
+    if kind is float or kind == float | None:
         return st.floats(lo, hi) | st.sampled_from([lo, hi, math.nan])
     if kind is str:
         return st.text(ANY_CHAR, max_size=12) | st.sampled_from(["127.0.0.1", "webapp.app:app", "x\x00y"])

@@ -246,25 +246,32 @@ def test_durations_and_sizes_read_like_ps() -> None:
 def test_status_text_is_a_table_with_the_why() -> None:
     doc = {
         "supervisor": {"pid": 10, "state": "running", "mode": "production", "uptime": 65, "ready": False,
-                       "ready_reason": "database is waiting"},
+                       "ready_reason": "database is waiting", "started_at": 1000.0},
         "url": "http://127.0.0.1:8000",
         "workers": [
             {"slot": 0, "pid": 11, "state": "running", "uptime": 61, "restarts": 1, "memory_rss": 2048,
-             "cpu_percent": 1.25, "last_exit": {"description": "killed by SIGKILL (crash)"}},
+             "cpu_percent": 1.25, "loop_lag": 0.0042, "last_exit": {"description": "killed by SIGKILL (hung)"}},
             {"slot": 1, "pid": None, "state": "backoff", "retry_in": 1.5, "uptime": None, "restarts": 3,
              "memory_rss": None, "cpu_percent": None, "last_exit": {"description": "exit code 3 (crash)"}},
         ],
         "database": {"state": "waiting", "latency_ms": None, "attempts": 4, "last_error": "connection refused"},
         "reload": {"count": 2, "last_duration": 1.5, "last_files": ["app.py"], "last_error": None},
+        "health": {"hang_timeout": 30.0, "recycled": {"hung": 1, "requests": 2, "rss": 0},
+                   "last_hang": {"slot": 0, "pid": 9, "at": 1040.0, "silent_for": 31.04, "stacks": "...",
+                                 "file": "/srv/.supervisor/last-hang.txt"}},
     }
     assert display.render_text(doc) == "\n".join([
         "supervisor pid 10 running (production), up 1m05s, not ready (database is waiting); "
         "webapp http://127.0.0.1:8000",
         "",
-        "SLOT   PID  STATE                    UPTIME  RESTARTS  MEMORY   CPU   LAST EXIT",
-        "web.0  11   running                  1m01s   1         2.0 KiB  1.2%  killed by SIGKILL (crash)",
-        "web.1  -    backoff (retry in 1.5s)  -       3         -        -     exit code 3 (crash)",
+        "SLOT   PID  STATE                    UPTIME  RESTARTS  MEMORY   CPU   LOOP LAG  LAST EXIT",
+        "web.0  11   running                  1m01s   1         2.0 KiB  1.2%  4 ms      killed by SIGKILL (hung)",
+        "web.1  -    backoff (retry in 1.5s)  -       3         -        -     -         exit code 3 (crash)",
         "",
         "database: waiting, 4 attempt(s), last error: connection refused",
         "reloads: 2, last took 1.50s, last trigger: app.py",
+        "recycled: 3 (hung 1, requests 2); last hang: web.0 pid 9, 25s ago, no heartbeat for 31.0s; "
+        "stacks in /srv/.supervisor/last-hang.txt",
     ])
+    del doc["health"]  # a supervisor of an earlier version: no health line
+    assert display.render_text(doc).endswith("reloads: 2, last took 1.50s, last trigger: app.py")

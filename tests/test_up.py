@@ -69,11 +69,18 @@ def zombie_children(run: Running) -> list[int]:
             if c.status() == psutil.STATUS_ZOMBIE]
 
 
+def heartbeat_pipe(pid: int) -> str:
+    """The pipe a worker's heartbeat writes to (the descriptor its command line names)."""
+    argv = psutil.Process(pid).cmdline()
+    return os.readlink(f"/proc/{pid}/fd/{argv[argv.index('--heartbeat-fd') + 1]}")
+
+
 def stray_pipes(pid: int) -> list[str]:
-    """Pipes a worker holds besides its own stdout and stderr: leaked descriptors."""
+    """Pipes a worker holds besides its own stdout, stderr and heartbeat: leaked descriptors."""
     fds = Path(f"/proc/{pid}/fd")
+    own = heartbeat_pipe(pid)
     return [f"{fd.name} -> {target}" for fd in fds.iterdir()
-            if fd.name not in ("1", "2") and (target := os.readlink(fd)).startswith("pipe:")]
+            if fd.name not in ("1", "2") and (target := os.readlink(fd)).startswith("pipe:") and target != own]
 
 
 def listening_sockets(pid: int) -> list[str]:
@@ -263,6 +270,7 @@ def test_two_workers_serve_from_one_socket_and_restart_independently(tmp_path: P
         # ready pipe.
         assert listening_sockets(pids[0]) == listening_sockets(pids[1]) == listening_sockets(run.pid)
         assert [stray_pipes(pid) for pid in pids.values()] == [[], []]
+        assert heartbeat_pipe(pids[0]) != heartbeat_pipe(pids[1])
 
         psutil.Process(pids[0]).send_signal(signal.SIGKILL)
         after = wait_until(lambda: slot_pids(run)[0] != pids[0] and slot_pids(run), 20,

@@ -74,6 +74,16 @@ class AppSection:
     # Programs the app starts after, with a condition each ({ migrate = "completed" }); read by
     # _read_app, since the generic reader takes no tables.
     depends_on: tuple[tuple[str, str], ...] = ()
+    # Seconds a serving worker's event loop may go without a heartbeat before the worker counts as
+    # hung (start-up is ready_timeout's). None: 30 in production, off in development; 0: off.
+    hang_timeout: float | None = _opt(None, lo=0, hi=86400)
+    heartbeat_interval: float = _opt(1.0, lo=0.05, hi=10)
+    # Recycling limits (0: off): a worker past one is replaced blue/green, one slot at a time.
+    max_requests: int = _opt(0, lo=0, hi=100_000_000)
+    max_requests_jitter: int = _opt(0, lo=0, hi=100_000_000)
+    max_rss: float = _opt(0.0, lo=0, hi=1_048_576)  # MiB of the worker's resident memory
+    max_age: float = _opt(0.0, lo=0, hi=31_536_000)  # seconds since the worker started
+    max_age_jitter: float = _opt(0.0, lo=0, hi=31_536_000)
 
 
 @dataclass(frozen=True)
@@ -268,6 +278,13 @@ def _value_problem(key: str, value: Any, lo: float | None, hi: float | None) -> 
     return None
 
 
+def _bound(value: float | None) -> str:
+    """A range bound as written in the file: ``0.05``, ``100000000`` (not ``1e+08``)."""
+    if value is not None and float(value).is_integer():
+        return str(int(value))
+    return f"{value:g}" if value is not None else "?"
+
+
 # A bearer token travels in an HTTP header and sits alone on the token file's one line.
 TOKEN_FORM = re.compile(r"[\x21-\x7e]{16,256}")
 
@@ -317,7 +334,7 @@ def _read_section(cls: type, data: Any, table: str, path: str, locator: _Locator
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if (lo is not None and value < lo) or (hi is not None and value > hi):
                 problems.append(Problem(_where(path, locator, table, key),
-                                        f"{value!r} is out of range; expected {lo:g} to {hi:g}"))
+                                        f"{value!r} is out of range; expected {_bound(lo)} to {_bound(hi)}"))
                 continue
         values[key] = value
     return cls(**values)
@@ -335,6 +352,13 @@ def _cross_checks(cfg: Config, path: str, locator: _Locator, problems: list[Prob
             _where(path, locator, "app", "app"),
             f"{cfg.app.app!r} is not an import string; expected 'module:attribute', "
             "e.g. 'webapp.app:app'"))
+    app = cfg.app
+    if app.hang_timeout and app.hang_timeout < 2 * app.heartbeat_interval:
+        problems.append(Problem(
+            _where(path, locator, "app", "hang_timeout"),
+            f"{app.hang_timeout:g} is shorter than two heartbeats (heartbeat_interval = "
+            f"{app.heartbeat_interval:g}); expected at least {2 * app.heartbeat_interval:g}, or 0 to turn "
+            "hang detection off"))
     d = cfg.database
     if d.max_delay < d.initial_delay:
         problems.append(Problem(

@@ -9,6 +9,7 @@ Routes::
     GET  /metrics  Prometheus text format
     POST /restart  graceful rolling restart            (bearer token)
     POST /stop     graceful stop; ``up`` exits with 0  (bearer token)
+    POST /scale    {"workers": N}: run N workers       (bearer token)
 
 Access rules, unlike PM2, circus or supervisord: mutating requests always need the bearer token
 (generated at start unless ``[status] token`` is set, written to ``<runtime dir>/status.token``
@@ -48,7 +49,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from supervisor import __version__
 from supervisor.config.settings import Settings
-from supervisor.contract import PROGRAM_ACTIONS, Command, Plugin, ProgramCommand, SupervisorView
+from supervisor.contract import (
+    MAX_WORKERS,
+    MIN_WORKERS,
+    PROGRAM_ACTIONS,
+    Command,
+    Plugin,
+    ProgramCommand,
+    Scale,
+    SupervisorView,
+)
 from supervisor.errors import PortError
 from supervisor.secrets import Redactor
 from supervisor.state import SupervisorState
@@ -62,6 +72,7 @@ from supervisor.workers.ports import bind_listener, describe_holder, display_url
 logger = logging.getLogger("supervisor")
 
 PROBES = ("/livez", "/readyz")
+MAX_BODY = 4096  # bytes of a POST body: {"workers": 3} needs a dozen
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
@@ -176,6 +187,7 @@ class StatusAPI:
             Route("/restart", self.restart, methods=["POST"]),
             Route("/stop", self.stop, methods=["POST"]),
             Route("/programs/{program}/{action}", self.program_action, methods=["POST"]),
+            Route("/scale", self.scale, methods=["POST"]),
         ]
         return Starlette(routes=routes, middleware=[Middleware(_Guard, access=self.access)])
 
@@ -232,6 +244,23 @@ class StatusAPI:
         self.sup.post(ProgramCommand(action, name))
         return JSONResponse({"accepted": action, "program": name}, status_code=202)
 
+    async def scale(self, request: Request) -> Response:
+        """``{"workers": N}``: run N workers; new ones start at once, removed ones drain."""
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                return JSONResponse({"error": f"the body is over {MAX_BODY} bytes; expected {{\"workers\": N}}"},
+                                    status_code=413)
+        workers, problem = scale_request(body)
+        if problem:
+            return JSONResponse({"error": problem}, status_code=400)
+        if self.sup.state == SupervisorState.STOPPING:
+            return JSONResponse({"error": "the supervisor is stopping"}, status_code=409)
+        logger.info("status: scale to %d worker(s) requested through the API", workers)
+        self.sup.post(Scale(workers))
+        return JSONResponse({"accepted": "scale", "workers": workers}, status_code=202)
+
     def _post(self, action: Command) -> Response:
         if self.sup.state == SupervisorState.STOPPING:
             return JSONResponse({"error": "the supervisor is stopping"}, status_code=409)
@@ -281,6 +310,31 @@ class StatusAPI:
                 await asyncio.wait_for(task, 3)
             self.sock.close()
             release(runtime_dir, record)
+
+
+def scale_request(body: bytes) -> tuple[int, str | None]:
+    """The worker count a ``POST /scale`` body asks for, or what is wrong with it. Pure.
+
+    >>> scale_request(b'{"workers": 3}')
+    (3, None)
+    """
+    expected = f'expected a JSON object such as {{"workers": 3}}, with {MIN_WORKERS} to {MAX_WORKERS} workers'
+    try:
+        data = json.loads(body or b"null")
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return 0, f"the body is not JSON; {expected}"
+    if not isinstance(data, dict):
+        return 0, f"the body is not a JSON object; {expected}"
+    unknown = sorted(set(data) - {"workers"})
+    if unknown:
+        return 0, f"unknown key {unknown[0]!r}; {expected}"
+    workers = data.get("workers")
+    if isinstance(workers, bool) or not isinstance(workers, int):
+        return 0, f"workers: {workers!r} is not an integer; {expected}" if "workers" in data else \
+            f"workers is missing; {expected}"
+    if not MIN_WORKERS <= workers <= MAX_WORKERS:
+        return 0, f"workers: {workers} is out of range; {expected}"
+    return workers, None
 
 
 class _EmbeddedServer(uvicorn.Server):

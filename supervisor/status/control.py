@@ -37,7 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from supervisor.config.runtimedir import owner_problem, runtime_dir_problem
-from supervisor.config.toml import Config, load_config, missing_config
+from supervisor.config.toml import AppSection, Config, field_bounds, load_config, missing_config
 from supervisor.errors import EXIT_CONFIG, ConfigError
 from supervisor.options import add_project_options
 from supervisor.status.display import render_text
@@ -154,16 +154,19 @@ def find_target(args: argparse.Namespace) -> Target:
     return Target(url, _token_reader(args, rd), record)
 
 
-def request(target: Target, method: str, path: str, timeout: float = 5.0) -> tuple[int, Any]:
-    """One request to the API: (status, parsed JSON body).
+def request(target: Target, method: str, path: str, timeout: float = 5.0,
+            payload: dict[str, Any] | None = None) -> tuple[int, Any]:
+    """One request to the API (a POST may carry a JSON ``payload``): (status, parsed JSON body).
 
     Raises NotRunning when nothing answers, NotStatusAPI when a success is not JSON.
     """
     # Reads on loopback need no token: it is not sent where it is not needed.
     token = target.token() if method == "POST" or not target.loopback else None
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    req = urllib.request.Request(target.status_url + path, method=method, headers=headers,
-                                 data=b"" if method == "POST" else None)
+    data = None if method != "POST" else json.dumps(payload).encode() if payload is not None else b""
+    if payload is not None:
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(target.status_url + path, method=method, headers=headers, data=data)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             status, body, kind = resp.status, resp.read(), resp.headers.get_content_type()
@@ -394,6 +397,49 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return _guarded(body)
 
 
+def _scaled(target: Target, workers: int) -> Callable[[], bool]:
+    """True once exactly ``workers`` slots serve and no removed slot is still draining."""
+    def check() -> bool:
+        try:
+            slots = fetch_status(target)["workers"]
+        except (NotRunning, Refused):
+            return False
+        return len(slots) == workers and all(w["state"] == "running" for w in slots)
+    return check
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    def body() -> int:
+        target = find_target(args)
+        code, answer = request(target, "POST", "/scale", payload={"workers": args.workers})
+        if code != 202 or not isinstance(answer, dict) or answer.get("accepted") != "scale":
+            if code < 300:
+                raise _not_status_api(target, "/scale", f'{code} without {{"accepted": "scale"}}')
+            raise Refused(_refusal(code, answer))
+        if args.no_wait:
+            print(f"scale requested: {args.workers} worker(s); new ones start, removed ones drain")
+            return 0
+        if not wait_for(_scaled(target, args.workers), args.timeout):
+            raise Failed(f"{args.workers} worker(s) were not all serving within {args.timeout:g}s; "
+                         "see `python -m supervisor status` and the supervisor's log")
+        slots = fetch_status(target)["workers"]
+        print(f"scaled to {len(slots)} worker(s): " + ", ".join(f"web.{w['slot']} pid {w['pid']}" for w in slots))
+        return 0
+    return _guarded(body)
+
+
+def _worker_count(text: str) -> int:
+    """A worker count in the range of ``[app] workers``."""
+    lo, hi = field_bounds(AppSection, "workers")
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of workers") from None
+    if not lo <= value <= hi:
+        raise argparse.ArgumentTypeError(f"{value} is out of range; expected {lo} to {hi} workers")
+    return value
+
+
 # ----- registration -------------------------------------------------------------------------
 
 def _add_target_options(p: argparse.ArgumentParser) -> None:
@@ -435,3 +481,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         p.add_argument("--timeout", type=_seconds, default=default_timeout,
                        help=f"seconds to wait for the effect (default {default_timeout:g})")
         p.set_defaults(func=func)
+
+    scale = sub.add_parser("scale", help="run N workers: new ones start at once, removed ones drain "
+                                         "(SIGTTIN/SIGTTOU add or remove one)")
+    _add_target_options(scale)
+    scale.add_argument("workers", type=_worker_count, help="how many workers to run (as [app] workers: 1 to 64)")
+    scale.add_argument("--no-wait", action="store_true", help="return once the request is accepted")
+    scale.add_argument("--timeout", type=_seconds, default=120.0,
+                       help="seconds to wait until exactly N workers serve (default 120)")
+    scale.set_defaults(func=cmd_scale)

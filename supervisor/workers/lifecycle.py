@@ -72,8 +72,24 @@ class Replace:
 
 
 @dataclass(frozen=True)
+class Recycle:
+    """Replace the serving worker ``pid`` for its health (see :mod:`supervisor.workers.health`), the
+    way :class:`Replace` does: its successor starts beside it and the old worker goes only once the
+    successor serves. With ``kill_old`` (a hung worker: its event loop cannot drain anything) the
+    old worker's group is SIGKILLed rather than drained, and it is killed even if the successor
+    fails, since it serves no one. About a pid the slot has moved past, or a worker not serving
+    yet, it is stale and refused."""
+
+    pid: int
+    reason: ExitReason
+    kill_old: bool = False
+
+
+@dataclass(frozen=True)
 class Shutdown:
-    pass
+    """Stop the slot's workers for good: the supervisor stops, or the slot is removed (scale down)."""
+
+    reason: ExitReason = ExitReason.SHUTDOWN
 
 
 @dataclass(frozen=True)
@@ -94,8 +110,8 @@ class DependencyLost:
     reason: str
 
 
-Event = Begin | Spawned | SpawnFailed | Ready | ReadyTimedOut | Exited | TimerFired | Replace | Shutdown | \
-    DependencyLost | Halt | Resume
+Event = Begin | Spawned | SpawnFailed | Ready | ReadyTimedOut | Exited | TimerFired | Replace | Recycle | \
+    Shutdown | DependencyLost | Halt | Resume
 
 # ----- actions: what the runner must do -----------------------------------------------------
 
@@ -149,7 +165,7 @@ class GaveUp:
 
 @dataclass(frozen=True)
 class Replaced:
-    """The outcome of a :class:`Replace`: True once the fresh worker serves."""
+    """The outcome of a :class:`Replace` or :class:`Recycle`: True once the fresh worker serves."""
 
     ok: bool
 
@@ -178,8 +194,11 @@ class _Proc:
     spawned_at: float  # the machine's clock
     ready_at: float | None = None
     timed_out: bool = False  # killed for not reporting ready in time
+    killed_for: ExitReason | None = None  # killed while current: hung, and no successor took over
 
     def exit_reason(self) -> ExitReason:
+        if self.killed_for is not None:
+            return self.killed_for
         return ExitReason.START_TIMEOUT if self.timed_out else ExitReason.CRASH
 
 
@@ -202,7 +221,9 @@ class SlotMachine:
         self.spawning_successor = False  # which role the next Spawned/SpawnFailed is for
         self.replacing = False  # a Replaced outcome is owed
         self.pending_reason = ExitReason.RELOAD  # why the replaced worker will be stopped
+        self.kill_old = False  # the replaced worker is hung: SIGKILL it, do not drain it
         self.stopping = False
+        self.stop_reason = ExitReason.SHUTDOWN
         self.started = False
         self.halting = False  # a user's stop is under way
         self.resume_after_halt = False
@@ -238,8 +259,10 @@ class SlotMachine:
                 return self._spawn_current() if timer == self.timer and self._backing_off() else []
             case Replace(reason):
                 return self._replace(reason)
-            case Shutdown():
-                return self._shutdown()
+            case Recycle(pid, reason, kill_old):
+                return self._recycle(pid, reason, kill_old)
+            case Shutdown(reason):
+                return self._shutdown(reason)
             case Halt(resume):
                 return self._halt(resume)
             case Resume():
@@ -271,8 +294,8 @@ class SlotMachine:
     def _spawned(self, pid: int, tail: deque[str]) -> list[Action]:
         proc = _Proc(pid, self.clock())
         if self.stopping:  # cannot happen with a synchronous spawner; never leave one behind
-            self.draining[pid] = ExitReason.SHUTDOWN
-            return [Stop(pid, ExitReason.SHUTDOWN)]
+            self.draining[pid] = self.stop_reason
+            return [Stop(pid, self.stop_reason)]
         if self.spawning_successor:
             self.successor = proc
         else:
@@ -289,7 +312,8 @@ class SlotMachine:
     def _spawn_failed(self, error: str) -> list[Action]:
         if self.spawning_successor:
             self.spawning_successor = False
-            return [Log(logging.ERROR, f"cannot start a new worker: {error}"), *self._replaced(False)]
+            return [Log(logging.ERROR, f"cannot start a new worker: {error}"), *self._replaced(False),
+                    *self._kill_hung()]
         return self._failed(f"could not be started: {error}", served_for=None)
 
     def _ready(self, pid: int) -> list[Action]:
@@ -319,7 +343,8 @@ class SlotMachine:
         if old is not None:
             reason = self.pending_reason
             self.draining[old.pid] = reason
-            actions.append(Stop(old.pid, reason))
+            actions.append(Kill(old.pid) if self.kill_old else Stop(old.pid, reason))
+        self.kill_old = False
         return actions + self._replaced(True)
 
     def _timed_out(self, pid: int) -> list[Action]:
@@ -341,13 +366,13 @@ class SlotMachine:
             self.successor = None
             old = f"; still serving the previous version with pid {self.current.pid}" if self.current else ""
             return [Log(logging.ERROR, f"new {self.mode.noun} pid {pid} failed to start ({info.describe()}){old}"),
-                    *self._replaced(False), *self._settle_stop()]
+                    *self._replaced(False), *self._kill_hung(), *self._settle_stop()]
         if self.current is None or self.current.pid != pid:
             return []
         proc, self.current = self.current, None
         self.status.pid = None
         if self.stopping:
-            actions = self._record_exit(pid, code, ExitReason.SHUTDOWN, level=logging.INFO, verb="stopped")
+            actions = self._record_exit(pid, code, self.stop_reason, level=logging.INFO, verb="stopped")
             return actions + self._settle_stop()
         if self.halting:
             self.halting = False
@@ -363,6 +388,7 @@ class SlotMachine:
         if self.successor is not None:
             # Crashed while its replacement starts: the replacement takes over the slot.
             self.current, self.successor = self.successor, None
+            self.kill_old = False
             self._set(SlotState.STARTING, pid=self.current.pid)
             self.status.started_at, self.status.ready_at = self.wall(), None
             return [Log(logging.WARNING, f"{self.mode.noun} pid {pid} {info.describe()}; its replacement, pid "
@@ -441,6 +467,7 @@ class SlotMachine:
             return []
         self.timer += 1  # no restart from a backoff either
         self.resume_after_halt = resume
+        self.kill_old = False
         actions: list[Action] = self._replaced(False)
         if self.successor is not None:
             self.draining[self.successor.pid] = ExitReason.MANUAL
@@ -460,21 +487,45 @@ class SlotMachine:
         self.tracker.reset()
         return self._spawn_current()
 
+    def _recycle(self, pid: int, reason: ExitReason, kill_old: bool) -> list[Action]:
+        current = self.current
+        if (self.stopping or self.replacing or self.successor is not None or current is None
+                or current.pid != pid or current.ready_at is None):
+            return [Replaced(False)]
+        self.replacing, self.pending_reason, self.kill_old = True, reason, kill_old
+        self.spawning_successor = True
+        then = "killed" if kill_old else "drained"
+        return [Log(logging.WARNING, f"replacing {self.mode.noun} pid {pid} ({reason}): its successor starts first, "
+                                     f"then it is {then}"), Spawn()]
+
+    def _kill_hung(self) -> list[Action]:
+        """The successor of a hung worker failed: kill the hung one anyway (it serves no one); its
+        exit then goes through the restart policy like any other."""
+        if not self.kill_old or self.current is None:
+            self.kill_old = False
+            return []
+        self.kill_old = False
+        self.current.killed_for = self.pending_reason
+        pid = self.current.pid
+        return [Log(logging.WARNING, f"killing {self.mode.noun} pid {pid} anyway: it is {self.pending_reason} and "
+                                     "serves no one"), Kill(pid)]
+
     def _replaced(self, ok: bool) -> list[Action]:
         if not self.replacing:
             return []
         self.replacing = False
         return [Replaced(ok)]
 
-    def _shutdown(self) -> list[Action]:
+    def _shutdown(self, reason: ExitReason) -> list[Action]:
         if self.stopping:
             return []
-        self.stopping = True
+        self.stopping, self.stop_reason = True, reason
         self.timer += 1
+        self.kill_old = False
         actions: list[Action] = self._replaced(False)
         for proc in (self.current, self.successor):
             if proc is not None:
-                actions.append(Stop(proc.pid, ExitReason.SHUTDOWN))
+                actions.append(Stop(proc.pid, reason))
         if self.current is not None:
             self._set(SlotState.STOPPING, pid=self.current.pid)
         return actions + self._settle_stop()

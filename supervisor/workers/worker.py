@@ -23,6 +23,7 @@ import uvicorn
 from uvicorn.importer import import_from_string
 
 from supervisor.workers.accepting import stop_accepting
+from supervisor.workers.heartbeat import Heartbeat, RequestCounter, StackDump
 from supervisor.workers.longlived import LongLived
 
 PR_SET_PDEATHSIG = 1
@@ -43,13 +44,20 @@ class WorkerArgs:
     graceful_timeout: float
     # The supervisor's live-reload event stream; "" when the browser is not to follow reloads.
     livereload_url: str = ""
+    # The heartbeat pipe (-1: none) and its interval; the directory for stack dumps ("": none).
+    heartbeat_fd: int = -1
+    heartbeat_interval: float = 1.0
+    stacks_dir: str = ""
 
     def to_argv(self) -> list[str]:
         argv = ["--app", self.app, "--listen-fd", str(self.listen_fd), "--ready-fd", str(self.ready_fd),
                 "--parent-pid", str(self.parent_pid), "--log-level", self.log_level,
-                "--graceful-timeout", repr(self.graceful_timeout)]
+                "--graceful-timeout", repr(self.graceful_timeout), "--heartbeat-fd", str(self.heartbeat_fd),
+                "--heartbeat-interval", repr(self.heartbeat_interval)]
         if self.livereload_url:
             argv += ["--livereload-url", self.livereload_url]
+        if self.stacks_dir:
+            argv += ["--stacks-dir", self.stacks_dir]
         return argv + (["--factory"] if self.factory else [])
 
 
@@ -63,9 +71,12 @@ def parse_args(argv: list[str]) -> WorkerArgs:
     p.add_argument("--log-level", default="info")
     p.add_argument("--graceful-timeout", type=float, default=10.0)
     p.add_argument("--livereload-url", default="")
+    p.add_argument("--heartbeat-fd", type=int, default=-1)
+    p.add_argument("--heartbeat-interval", type=float, default=1.0)
+    p.add_argument("--stacks-dir", default="")
     ns = p.parse_args(argv)
     return WorkerArgs(ns.app, ns.factory, ns.listen_fd, ns.ready_fd, ns.parent_pid, ns.log_level,
-                      ns.graceful_timeout, ns.livereload_url)
+                      ns.graceful_timeout, ns.livereload_url, ns.heartbeat_fd, ns.heartbeat_interval, ns.stacks_dir)
 
 
 def die_with_parent(parent_pid: int) -> bool:
@@ -106,14 +117,16 @@ class ReportingServer(uvicorn.Server):
        lifespan shutdown.
     """
 
-    def __init__(self, config: uvicorn.Config, ready_fd: int,
-                 on_drain: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, config: uvicorn.Config, ready_fd: int, on_drain: Callable[[], None] = lambda: None,
+                 on_loop: Callable[[asyncio.AbstractEventLoop], None] = lambda loop: None) -> None:
         super().__init__(config)
         self.ready_fd = ready_fd
         self.on_drain = on_drain
+        self.on_loop = on_loop  # the heartbeat starts on the loop that serves the app
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
+        self.on_loop(self._loop)
         await super().startup(sockets=sockets)
         if self.started and not self.should_exit:
             os.write(self.ready_fd, READY_MESSAGE)
@@ -187,6 +200,11 @@ def run(args: WorkerArgs) -> int:
     # otherwise hold the port, and the ready pipe, after this worker and the supervisor are gone.
     sock.set_inheritable(False)
     os.set_inheritable(args.ready_fd, False)
+    if args.heartbeat_fd >= 0:
+        os.set_inheritable(args.heartbeat_fd, False)
+    stacks = StackDump(args.stacks_dir) if args.stacks_dir else None
+    if stacks is not None:
+        stacks.install()
     sys.path.insert(0, os.getcwd())
     try:
         import_from_string(args.app)
@@ -212,12 +230,23 @@ def run(args: WorkerArgs) -> int:
         return 1
     longlived = LongLived(config.loaded_app)
     config.loaded_app = longlived
-    server = ReportingServer(config, args.ready_fd, on_drain=longlived.drain)
+    counter = RequestCounter(longlived)
+    heartbeat = Heartbeat(args.heartbeat_fd, args.heartbeat_interval, lambda: counter.count) \
+        if args.heartbeat_fd >= 0 else None
+
+    def on_loop(loop: asyncio.AbstractEventLoop) -> None:
+        if heartbeat is not None:
+            heartbeat.start(loop)
+        if stacks is not None:
+            stacks.loop = loop
+
+    server = ReportingServer(config, args.ready_fd, on_drain=longlived.drain, on_loop=on_loop)
     if args.livereload_url:
         from supervisor.workers.htmlinject import LiveReloadScript
 
-        config.loaded_app = LiveReloadScript(longlived, args.livereload_url, os.getpid(),
-                                             draining=lambda: server.should_exit)
+        counter.app = LiveReloadScript(longlived, args.livereload_url, os.getpid(),
+                                       draining=lambda: server.should_exit)
+    config.loaded_app = counter
     server.run(sockets=[sock])
     return 0
 
