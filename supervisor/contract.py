@@ -69,6 +69,7 @@ class Scale:
     SIGTTOU ask for one more or one fewer."""
 
     workers: int
+    program: str = "web"  # or a [programs] name: run that many instances of it
 
 
 MIN_WORKERS, MAX_WORKERS = field_bounds(AppSection, "workers")  # as for [app] workers and --workers

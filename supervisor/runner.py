@@ -19,8 +19,6 @@ from typing import Any
 from supervisor.config.settings import Settings
 from supervisor.config.toml import Config
 from supervisor.contract import (
-    MAX_WORKERS,
-    MIN_WORKERS,
     Command,
     FilesChanged,
     Message,
@@ -49,7 +47,7 @@ from supervisor.state import (
     SupervisorState,
     WorkerVitals,
 )
-from supervisor.workers import lifecycle as L
+from supervisor.workers.capacity import Capacity
 from supervisor.workers.fallback import FallbackResponder, explain_fatal, fallback_text
 from supervisor.workers.ports import Bound, display_url
 from supervisor.workers.process import spawn_worker, worker_spec
@@ -89,12 +87,9 @@ class Runner:
         self._queue: asyncio.Queue[Message] = asyncio.Queue()
         self._tasks: set[asyncio.Future[Any]] = set()
         self._rollout = Rollout(self, resolve, self.reload_status)
-        # One replacement at a time (reloads, restarts, recycling, removing a slot): capacity never
-        # drops, and a slot is never removed while it is being replaced.
-        self._one_at_a_time = asyncio.Lock()
-        self._wanted_workers = settings.workers
         self._fallback = FallbackResponder(listener.sock, self._fallback_body)
         self._begun = self._served = self._stopping = self._rolling = self._failed = self._done = False
+        self._capacity = Capacity(self._slots, settings.workers, self.health, self.stopping, self.changed)
         self._shown_state = SupervisorState.STARTING
 
     # ----- the read model (SupervisorView) -------------------------------------------------
@@ -243,12 +238,13 @@ class Runner:
         elif message == Command.RESTART and not self._stopping:
             self.run_task(self._rollout.rolling_restart(ExitReason.MANUAL))
         elif isinstance(message, RecycleWorker) and not self._stopping:
-            self.run_task(self._recycle(message))
-        elif isinstance(message, Scale):
-            if not self._stopping:
-                self._scale(message.workers, "scale request")
+            self.run_task(self._capacity.recycle(message))
+        elif isinstance(message, Scale) and message.program != WEB and not self._stopping:
+            self._programs.scale(message.program, message.workers)
+        elif isinstance(message, Scale) and not self._stopping:
+            self._scale(message.workers, "scale request")
         elif message in ("SIGTTIN", "SIGTTOU") and not self._stopping:
-            self._scale(self._wanted_workers + (1 if message == "SIGTTIN" else -1), str(message))
+            self._scale(self._capacity.wanted + (1 if message == "SIGTTIN" else -1), str(message))
         elif message == _INTERNAL_ERROR:
             self._begin_shutdown(EXIT_RUNTIME)
         elif message == _DONE:
@@ -293,6 +289,10 @@ class Runner:
         elif name == WEB:
             logger.error("web.%d: waiting for a change (file edit, restart request) before trying again", index)
 
+    def _scale(self, wanted: int, why: str) -> None:
+        if self._capacity.want(wanted, why):
+            self.run_task(self._capacity.apply())
+
     def _livereload(self) -> str:
         # Re-checked per worker: a SIGHUP may have switched to production mode.
         return self._livereload_url if browser_follows(self._settings) else ""
@@ -305,48 +305,13 @@ class Runner:
         text = fallback_text(self.slots, self._settings.production, self.wall()) or explain_fatal(self.slots)
         return self.redact(text)
 
-    # ----- recycling and scaling --------------------------------------------------------------
-
-    async def _recycle(self, message: RecycleWorker) -> None:
-        async with self._one_at_a_time:
-            index = self._slots.index_of(message.pid)
-            if index is None or self._stopping:
-                return  # replaced or removed meanwhile
-            event = L.Recycle(message.pid, message.reason, kill_old=message.kill)
-            if await self._slots.recycle(index, event):
-                recycled = self.health.recycled
-                recycled[message.reason] = recycled.get(message.reason, 0) + 1
-                self.changed()
-
-    def _scale(self, wanted: int, why: str) -> None:
-        before = self._wanted_workers
-        if not MIN_WORKERS <= wanted <= MAX_WORKERS:
-            logger.warning("supervisor: %s: cannot run %d workers (%d to %d); still %d", why, wanted, MIN_WORKERS,
-                           MAX_WORKERS, before)
-            return
-        self._wanted_workers = wanted
-        logger.info("supervisor: %s: %d -> %d worker(s)", why, before, wanted)
-        self.run_task(self._apply_scale())
-
-    async def _apply_scale(self) -> None:
-        """Add or remove slots until there are as many as wanted; removed slots drain."""
-        async with self._one_at_a_time:
-            while not self._stopping and self.slot_count() < self._wanted_workers:
-                self._slots.add()
-            while not self._stopping and self.slot_count() > self._wanted_workers:
-                index = self._slots.remove()
-                logger.info("web.%d: removed; its worker drains", index)
-
     # ----- what a rollout needs (rollout.Slots) ----------------------------------------------
 
     def slot_count(self) -> int:
         return len(self._slots.machines)
 
     async def replace_slot(self, index: int, reason: ExitReason) -> bool:
-        async with self._one_at_a_time:
-            if index >= self.slot_count():
-                return True  # removed since the rollout began: nothing left to replace
-            return await self._slots.replace(index, reason)
+        return await self._capacity.replace(index, reason)
 
     def apply_settings(self, new: Settings) -> None:
         """Adopt re-read settings: the next workers get the new app settings and environment, and

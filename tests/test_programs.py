@@ -323,3 +323,26 @@ watch = ["frontend"]
         assert run.output.count("steady: started pid") == 1
         assert run.output.count("frontend: started pid") == 1
         assert run.stop() == 0
+
+
+@pytest.mark.timeout(90)
+def test_scale_a_program_up_and_down_through_the_cli(tmp_path: Path) -> None:
+    root = project(tmp_path, f"""
+[programs.worker]
+command = "{PROG} serve worker"
+""", status_port=0)
+    with supervisor(UP, root) as run:
+        run.wait_url()
+        run.wait_for_output(r"worker: started pid")
+        up = run_cli(["scale", "worker", "3", "--project-dir", str(root)], root)
+        assert up.returncode == 0 and "scaled worker to 3 instance(s)" in up.stdout, up.stderr
+        pids = [int(p) for p in re.findall(r"worker\.\d pid (\d+)", up.stdout)]
+        assert len(set(pids)) == 3
+        down = run_cli(["scale", "worker", "1", "--project-dir", str(root)], root)
+        assert down.returncode == 0 and "scaled worker to 1 instance(s)" in down.stdout, down.stderr
+        wait_until(lambda: all(gone(p) for p in pids[1:]) or None, 20, "the removed instances gone",
+                   lambda: run.output)
+        assert not gone(pids[0])
+        bad = run_cli(["scale", "worker", "many", "--project-dir", str(root)], root)
+        assert bad.returncode == 2 and "not a whole number" in bad.stderr
+        assert run.stop() == 0

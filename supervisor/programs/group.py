@@ -93,6 +93,16 @@ class Programs:
         else:
             node.broadcast(L.Halt(resume=action == "restart"))
 
+    def scale(self, name: str, instances: int) -> None:
+        """Run ``instances`` of program ``name``: new ones start (once its dependencies allowed it
+        to), removed ones stop, the last first."""
+        node = self.nodes[name]
+        logger.info("%s: %d -> %d instance(s)", name, len(node.machines), instances)
+        while len(node.machines) < instances:
+            node.add()
+        while len(node.machines) > instances:
+            node.remove()
+
     def restart_for(self, files: set[str], project_dir: Path) -> list[str]:
         """Restart (stop, then start) the programs a change concerns: with ``watch``, a file under
         one of its paths; without, any change, except for one-shot jobs (a migration need not run

@@ -49,6 +49,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from supervisor import __version__
 from supervisor.config.settings import Settings
+from supervisor.config.toml import AppSection, field_bounds
 from supervisor.contract import (
     MAX_WORKERS,
     MIN_WORKERS,
@@ -186,6 +187,7 @@ class StatusAPI:
             Route("/metrics", self.metrics_text, methods=["GET"]),
             Route("/restart", self.restart, methods=["POST"]),
             Route("/stop", self.stop, methods=["POST"]),
+            Route("/programs/{program}/scale", self.scale_program, methods=["POST"]),
             Route("/programs/{program}/{action}", self.program_action, methods=["POST"]),
             Route("/scale", self.scale, methods=["POST"]),
         ]
@@ -261,6 +263,24 @@ class StatusAPI:
         self.sup.post(Scale(workers))
         return JSONResponse({"accepted": "scale", "workers": workers}, status_code=202)
 
+    async def scale_program(self, request: Request) -> Response:
+        """``{"instances": N}``: run N instances of a program (0 stops it without forgetting it)."""
+        name = request.path_params["program"]
+        if name == "web":
+            return JSONResponse({"error": 'scale web with POST /scale {"workers": N}'}, status_code=409)
+        if name not in self.sup.programs:
+            return JSONResponse({"error": f"no program {name!r}; expected one of "
+                                          f"{', '.join(self.sup.programs) or 'none'}"}, status_code=404)
+        body = await request.body() if int(request.headers.get("content-length", "0") or 0) <= MAX_BODY else b""
+        instances, problem = instances_request(body)
+        if problem:
+            return JSONResponse({"error": problem}, status_code=400)
+        if self.sup.state == SupervisorState.STOPPING:
+            return JSONResponse({"error": "the supervisor is stopping"}, status_code=409)
+        logger.info("status: scale %s to %d instance(s) requested through the API", name, instances)
+        self.sup.post(Scale(instances, program=name))
+        return JSONResponse({"accepted": "scale", "program": name, "instances": instances}, status_code=202)
+
     def _post(self, action: Command) -> Response:
         if self.sup.state == SupervisorState.STOPPING:
             return JSONResponse({"error": "the supervisor is stopping"}, status_code=409)
@@ -335,6 +355,25 @@ def scale_request(body: bytes) -> tuple[int, str | None]:
     if not MIN_WORKERS <= workers <= MAX_WORKERS:
         return 0, f"workers: {workers} is out of range; {expected}"
     return workers, None
+
+
+def instances_request(body: bytes) -> tuple[int, str | None]:
+    """The instance count a ``POST /programs/NAME/scale`` body asks for, or what is wrong. Pure.
+
+    >>> instances_request(b'{"instances": 0}')
+    (0, None)
+    """
+    hi = field_bounds(AppSection, "workers")[1]
+    expected = f'expected a JSON object such as {{"instances": 2}}, with 0 to {hi} instances'
+    try:
+        data = json.loads(body or b"null")
+    except ValueError:
+        return 0, f"the body is not JSON; {expected}"
+    count = data.get("instances") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or set(data) != {"instances"} or isinstance(count, bool) \
+            or not isinstance(count, int) or not 0 <= count <= hi:
+        return 0, f"the body is not a valid request; {expected}"
+    return count, None
 
 
 class _EmbeddedServer(uvicorn.Server):

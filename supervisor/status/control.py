@@ -408,7 +408,44 @@ def _scaled(target: Target, workers: int) -> Callable[[], bool]:
     return check
 
 
+def cmd_scale_program(args: argparse.Namespace, name: str, instances: int) -> int:
+    def body() -> int:
+        target = find_target(args)
+        _program_instances(target, name)  # exists
+        code, answer = request(target, "POST", f"/programs/{name}/scale", payload={"instances": instances})
+        if code != 202:
+            raise Refused(_refusal(code, answer))
+        if args.no_wait:
+            print(f"scale {name} requested: {instances} instance(s)")
+            return 0
+
+        def settled(ws: list[dict[str, Any]]) -> bool:
+            return len(ws) == instances and all(w["state"] in ("running", "completed") for w in ws)
+
+        if not wait_for(_program_state(target, name, settled), args.timeout):
+            raise Failed(f"{name} did not reach {instances} running instance(s) within {args.timeout:g}s")
+        after = _program_instances(target, name)
+        print(f"scaled {name} to {len(after)} instance(s)" + "".join(
+            f", {name}.{w['slot']} pid {w['pid']}" for w in after))
+        return 0
+    return _guarded(body)
+
+
 def cmd_scale(args: argparse.Namespace) -> int:
+    if len(args.target) == 2:
+        name, count = args.target
+        try:
+            instances = int(count)
+        except ValueError:
+            return _usage_error(f"scale: {count!r} is not a whole number of instances")
+        return cmd_scale_program(args, name, instances)
+    if len(args.target) != 1:
+        return _usage_error("scale: expected N (web workers) or NAME N (a program's instances)")
+    try:
+        args.workers = _worker_count(args.target[0])
+    except argparse.ArgumentTypeError as exc:
+        return _usage_error(f"scale: {exc}")
+
     def body() -> int:
         target = find_target(args)
         code, answer = request(target, "POST", "/scale", payload={"workers": args.workers})
@@ -426,6 +463,11 @@ def cmd_scale(args: argparse.Namespace) -> int:
         print(f"scaled to {len(slots)} worker(s): " + ", ".join(f"web.{w['slot']} pid {w['pid']}" for w in slots))
         return 0
     return _guarded(body)
+
+
+def _usage_error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 def _worker_count(text: str) -> int:
@@ -485,7 +527,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     scale = sub.add_parser("scale", help="run N workers: new ones start at once, removed ones drain "
                                          "(SIGTTIN/SIGTTOU add or remove one)")
     _add_target_options(scale)
-    scale.add_argument("workers", type=_worker_count, help="how many workers to run (as [app] workers: 1 to 64)")
+    scale.add_argument("target", nargs="+", metavar="[NAME] N",
+                       help="how many web workers to run (as [app] workers: 1 to 64), or NAME N: how many "
+                            "instances of a program (0 to 64)")
     scale.add_argument("--no-wait", action="store_true", help="return once the request is accepted")
     scale.add_argument("--timeout", type=_seconds, default=120.0,
                        help="seconds to wait until exactly N workers serve (default 120)")
