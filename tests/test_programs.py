@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import sys
@@ -12,6 +13,7 @@ import pytest
 
 from supervisor.config.toml import parse_config
 from supervisor.errors import ConfigError
+from tests.loadgen import Load
 from tests.support import APPS, Running, app_project, http_json, run_cli, supervisor, wait_until
 
 UP = ["up", "--no-reload"]
@@ -99,11 +101,15 @@ command = "{PROG} crash flaky 0.2"
     with supervisor(UP, root) as run:
         url = run.wait_url()
         web = http_json(url + "/pid")[1]["pid"]
-        run.wait_for_output(r"flaky\.0: process pid \d+ exit code 1 \(crash\) .*restarting in", 30)
-        starts = wait_until(lambda: len(re.findall(r"flaky: started pid", run.output)) >= 3 or None, 30,
-                            "three starts of the flaky program", lambda: run.output)
-        assert starts
-        assert http_json(url + "/pid") == (200, {"pid": web})  # never restarted
+        load = Load("127.0.0.1", int(url.rsplit(":", 1)[1]), path="/pid", clients=2).start()
+        try:
+            run.wait_for_output(r"flaky\.0: process pid \d+ exit code 1 \(crash\) .*restarting in", 30)
+            wait_until(lambda: len(re.findall(r"flaky: started pid", run.output)) >= 3 or None, 30,
+                       "three starts of the flaky program", lambda: run.output)
+        finally:
+            result = load.stop()
+        assert result.failures == [] and result.ok > 0, result.failures[:5]
+        assert {json.loads(body)["pid"] for body in result.bodies} == {web}  # web was never restarted
         assert run.stop() == 0
 
 
