@@ -20,6 +20,9 @@ from supervisor.systemd.activation import activated_listener
 from supervisor.systemd.notify import install_sd_notify
 from supervisor.systemd.reaper import reaper_plugin
 from supervisor.workers.ports import bind_port
+from supervisor.workers.process import spawn_worker
+from supervisor.workers.slots import Spawner
+from supervisor.workers.spawner import TemplateSpawner, project_roots, template_choice
 
 logger = logging.getLogger("supervisor")
 
@@ -45,7 +48,11 @@ def build(settings: Settings, resolve: Callable[[], Settings] | None, redactor: 
                 settings.mode, settings.host, bound.port, settings.workers, settings.config.app.app)
     status = bind_status_api(settings)  # PortError (exit 4) if unusable; None when disabled
     browser_url = livereload_url(settings, status.url if status is not None else None)
-    runner = Runner(settings, bound, resolve=resolve, redactor=redactor, livereload_url=browser_url)
+    use_template, why = template_choice(settings)
+    logger.info("supervisor: %s", why)
+    template = TemplateSpawner(lambda: project_roots(runner.settings)) if use_template else None
+    spawn: Spawner = template if template is not None else spawn_worker
+    runner = Runner(settings, bound, resolve=resolve, redactor=redactor, livereload_url=browser_url, spawn=spawn)
     reloader = Reloader(runner)
     api = build_status_api(runner, status, redactor) if status is not None else None
     if api is not None and browser_url:
@@ -59,5 +66,6 @@ def build(settings: Settings, resolve: Callable[[], Settings] | None, redactor: 
         DatabaseWatch(runner).plugin(),
         migrate_plugin(runner),  # after the database answers, before the first worker
         install_sd_notify(runner, settings.environ),
+        template.plugin() if template is not None else None,
     ]
     return Launch(runner, [plugin for plugin in plugins if plugin is not None])

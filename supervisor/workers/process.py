@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any, Protocol
 
 from supervisor.config.settings import Settings
 from supervisor.systemd.environ import scrub_systemd_env
@@ -46,10 +47,25 @@ class WorkerSpec:
     python: str = field(default_factory=lambda: sys.executable)
 
 
+class Child(Protocol):
+    """The child process a :class:`WorkerProcess` watches: a :class:`subprocess.Popen`, or a worker
+    forked from a template (:class:`supervisor.workers.template.ForkedChild`)."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def returncode(self) -> Any: ...
+    @property
+    def stdout(self) -> IO[bytes] | None: ...
+    @property
+    def stderr(self) -> IO[bytes] | None: ...
+    def wait(self) -> int: ...
+
+
 class WorkerProcess:
     """A started worker. Await :meth:`ready` and :meth:`wait`; call :meth:`stop` to end it."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], ready_fd: int, on_line: LineSink,
+    def __init__(self, popen: Child, ready_fd: int, on_line: LineSink,
                  tail: int = 20, descendants: Descendants | None = None) -> None:
         self.popen = popen
         self.pid = popen.pid
@@ -184,8 +200,10 @@ def kill_group(pgid: int, sig: int) -> None:
         pass
 
 
-def spawn_worker(spec: WorkerSpec, on_line: LineSink) -> WorkerProcess:
-    """Start a worker in its own session, handing it the listening socket and a readiness pipe.
+def spawn_worker(spec: WorkerSpec, on_line: LineSink, report_fd: int = -1) -> WorkerProcess:
+    """Start a worker in its own session, handing it the listening socket and a readiness pipe
+    (and ``report_fd``, the write end of a pipe for its module reports, when not -1; the caller
+    closes its own copy).
 
     Must run on the main thread: the worker's parent-death signal is tied to the forking thread.
     """
@@ -193,14 +211,16 @@ def spawn_worker(spec: WorkerSpec, on_line: LineSink) -> WorkerProcess:
     mark = new_mark()
     args = WorkerArgs(app=spec.app, factory=spec.factory, listen_fd=spec.listen_fd, ready_fd=ready_w,
                       parent_pid=os.getpid(), log_level=spec.log_level,
-                      graceful_timeout=spec.graceful_timeout, livereload_url=spec.livereload_url)
+                      graceful_timeout=spec.graceful_timeout, livereload_url=spec.livereload_url,
+                      report_fd=report_fd)
     env = dict(spec.environ)
     env["PYTHONUNBUFFERED"] = "1"
     env[MARK_VAR] = mark  # inherited by whatever the worker starts
     try:
         popen = subprocess.Popen(
             [spec.python, "-m", "supervisor.workers.worker", *args.to_argv()],
-            cwd=spec.cwd, env=env, pass_fds=(spec.listen_fd, ready_w), start_new_session=True,
+            cwd=spec.cwd, env=env, start_new_session=True,
+            pass_fds=(spec.listen_fd, ready_w, *([report_fd] if report_fd >= 0 else [])),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
     except BaseException:
