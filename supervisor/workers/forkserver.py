@@ -103,11 +103,20 @@ def _within(path: str, roots: Sequence[str]) -> bool:
     return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
 
-def _fds() -> set[int]:
+def _fds() -> dict[int, str]:
+    """Open descriptors and what each refers to (by target, not number: the one listing the
+    directory is reused by whatever opens next)."""
+    found = {}
     try:
-        return {int(fd) for fd in os.listdir("/proc/self/fd")}
+        numbers = os.listdir("/proc/self/fd")
     except OSError:
-        return set()
+        return {}
+    for number in numbers:
+        try:
+            found[int(number)] = os.readlink(f"/proc/self/fd/{number}")
+        except OSError:
+            continue  # the listing's own descriptor, closed by now
+    return found
 
 
 def _threads() -> int:
@@ -118,17 +127,13 @@ def _threads() -> int:
         return threading.active_count()
 
 
-def unsafe_leftovers(new_modules: Iterable[str], new_fds: Iterable[int], project_names: set[str],
+def unsafe_leftovers(new_modules: Iterable[str], new_fds: Iterable[str], project_names: set[str],
                      roots: Sequence[str]) -> str | None:
     """Why what an import left behind makes it unsafe to fork from, or None."""
     if _threads() > 1:
         names = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
         return f"a thread was still running after importing it ({', '.join(names) or 'a native thread'})"
-    for fd in sorted(new_fds):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue  # closed again meanwhile
+    for target in new_fds:
         for prefix, what in _UNSAFE_FD_KINDS:
             if target.startswith(prefix):
                 return f"it left {what} open"
@@ -158,7 +163,8 @@ def preload(names: Sequence[str], project_names: set[str], roots: Sequence[str])
         except BaseException as exc:  # noqa: BLE001 - the worker imports it itself, and sees the error there
             failed[name] = (f"{type(exc).__name__}: {exc}".splitlines() or [""])[0][:200]
         new = [m for m in sys.modules if m not in modules_before]
-        reason = unsafe_leftovers(new, _fds() - fds_before, project_names, roots)
+        opened = [target for fd, target in _fds().items() if fds_before.get(fd) != target]
+        reason = unsafe_leftovers(new, opened, project_names, roots)
         if reason is not None:
             return Preloaded(failed, {"module": name, "reason": reason, "pulled": new})
     return Preloaded(failed, None)
