@@ -85,8 +85,11 @@ class FakeTemplate:
         self.changed: str | None = None
         self.forked: list[int] = []
         self.report: dict[str, str | None] = {}
+        self.release = asyncio.Event()  # built() answers once this is set
+        self.release.set()
 
     async def built(self, timeout: float) -> Outcome:
+        await self.release.wait()
         if isinstance(self.outcome, Built):
             self.built_info = self.outcome
         return self.outcome
@@ -266,3 +269,23 @@ async def test_a_template_that_loaded_what_turns_out_to_be_a_project_module_is_r
 
 def re_search(pattern: str, text: str) -> bool:
     return re.search(pattern, text) is not None
+
+
+@pytest.mark.asyncio
+async def test_a_stop_in_the_middle_of_a_build_ends_the_template_being_built() -> None:
+    h = Harness()
+    service = asyncio.ensure_future(h.spawner.serve())
+    h.outcomes = [built("os")]
+    real_start = h.start
+
+    def held(spec: WorkerSpec, plan: Plan, on_line: LineSink, dirs: Sequence[Path]) -> TemplateProcess:
+        template = real_start(spec, plan, on_line, dirs)
+        cast(FakeTemplate, template).release.clear()  # still importing when the stop comes
+        return template
+
+    h.spawner._start = held
+    h.spawn()
+    await h.until(lambda: h.templates, "a build started")
+    service.cancel()
+    await asyncio.gather(service, return_exceptions=True)
+    assert h.templates[0].closed

@@ -91,6 +91,18 @@ def template_pid(sup: Running, after: int = 0) -> int:
     return wait_until(found, 60, "a template ready", lambda: sup.output)
 
 
+def templates(sup: Running) -> list[psutil.Process]:
+    """The supervisor's template processes alive now: forked-server children in its session."""
+    found = []
+    for child in psutil.Process(sup.pid).children():
+        try:
+            if forked(child.pid) and os.getsid(child.pid) != child.pid:
+                found.append(child)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
 def set_version(root: Path, version: int) -> None:
     (root / "layer_c.py").write_text(f"VERSION = {version}\n")
 
@@ -206,7 +218,7 @@ def test_forked_workers_draw_distinct_random_seeds_and_inherit_no_database_conne
     with supervisor(["up"], root, env) as sup:
         url = sup.wait_url()
         sup.wait_for_output(r"template: kept dbatimport out of the template: it left an open socket", timeout=60)
-        template = template_pid(sup)
+        template_pid(sup)
         set_version(root, 11)
         sup.wait_for_output(r"reload: done", timeout=60)
         bodies: dict[int, dict[str, int]] = {}
@@ -216,7 +228,8 @@ def test_forked_workers_draw_distinct_random_seeds_and_inherit_no_database_conne
         assert all(forked(pid) for pid in fresh)
         assert len({b["draw"] for b in fresh.values()}) == 3, "forked workers share a random state"
         assert len({b["local_port"] for b in fresh.values()}) == 3, "forked workers share a connection"
-        assert not [c for c in psutil.Process(template).net_connections() if c.raddr and c.raddr.port == pg.port]
+        for template in templates(sup):  # the one in use and any being built
+            assert not [c for c in template.net_connections() if c.raddr and c.raddr.port == pg.port]
         for pid, b in fresh.items():
             ours = [c for c in psutil.Process(pid).net_connections() if c.raddr and c.raddr.port == pg.port]
             assert [c.laddr.port for c in ours] == [b["local_port"]]
@@ -274,3 +287,19 @@ def test_crash_restarts_and_rolling_restarts_fork_from_the_template_too(tmp_path
         rolled = new_worker_answer(url, {crashed, restarted}, sup)["pid"]
         assert forked(rolled), sup.output
         assert sup.stop() == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_stop_while_the_first_template_is_built_ends_everything_promptly(tmp_path: Path) -> None:
+    """SIGTERM the moment the first worker serves, when the template is being built: the
+    supervisor exits 0 within its stop deadline and leaves no template behind."""
+    for attempt in range(3):
+        (tmp_path / str(attempt)).mkdir()
+        root, env = template_project(tmp_path / str(attempt))
+        with supervisor(["up"], root, env) as sup:
+            sup.wait_url()
+            assert sup.stop(timeout=15) == 0, sup.output
+            marker = f"--parent-pid {sup.pid}"
+            left = [p.pid for p in psutil.process_iter(["cmdline"])
+                    if marker in " ".join(p.info["cmdline"] or []) and p.status() != psutil.STATUS_ZOMBIE]
+            assert left == [], f"left behind: {left}\n{sup.output}"

@@ -73,11 +73,13 @@ class WorkerProcess:
         self.stderr_tail: deque[str] = deque(maxlen=tail)
         self._exit_callbacks: list[Callable[[WorkerProcess], None]] = []
         self._loop = asyncio.get_running_loop()
+        # First: it can fail (EMFILE; ESRCH for a forked worker reaped already), and must then
+        # leave no task behind reading pipes its caller closes.
+        self._pidfd = os.pidfd_open(self.pid)
         self._exited: asyncio.Future[int] = self._loop.create_future()
         self._ready = asyncio.ensure_future(self._read_ready(ready_fd))
         self._relays = [asyncio.ensure_future(self._relay(popen.stdout, on_line, False)),
                         asyncio.ensure_future(self._relay(popen.stderr, on_line, True))]
-        self._pidfd = os.pidfd_open(self.pid)
         self._loop.add_reader(self._pidfd, self._on_exit)
 
     def _on_exit(self) -> None:

@@ -21,7 +21,6 @@ import asyncio
 import importlib.util
 import logging
 import os
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -30,7 +29,8 @@ from supervisor.config.settings import Settings
 from supervisor.contract import Plugin
 from supervisor.reload.plan import watched_roots
 from supervisor.systemd.reaper import become_subreaper
-from supervisor.workers.preload import decode_report, learn, missing, preload_list
+from supervisor.workers.early import EarlyWorker, changed_since
+from supervisor.workers.preload import Learned, decode_report, learn, missing, preload_list
 from supervisor.workers.process import LineSink, WorkerProcess, WorkerSpec, spawn_worker
 from supervisor.workers.template import (
     Built,
@@ -68,29 +68,16 @@ def project_roots(settings: Settings) -> list[Path]:
     return list(dict.fromkeys([*roots, settings.project_dir, app_dir]))
 
 
-def template_choice(settings: Settings) -> tuple[bool, str]:
-    """Whether workers fork from a template, and the line that says why (logged once at start)."""
-    setting = settings.config.reload.template
-    if setting is False:
-        return False, "workers start as fresh interpreters ([reload] template = false)"
-    if setting is None and not settings.reload:
-        return False, "workers start as fresh interpreters (reload is off; [reload] template = true forks them)"
-    needs = (("os.fork", hasattr(os, "fork")), ("os.pidfd_open", hasattr(os, "pidfd_open")),
-             ("Linux", sys.platform.startswith("linux")))
-    lacking = [what for what, present in needs if not present]
-    if lacking:
-        return False, f"workers start as fresh interpreters: forking them from a template needs {', '.join(lacking)}"
-    return True, ("workers fork from a template process that preloads the app's libraries "
-                  "([reload] template = false: fresh interpreters)")
-
-
 class TemplateSpawner:
     """See the module's docstring. ``roots()`` says where the project's own modules live."""
 
     def __init__(self, roots: Callable[[], Sequence[Path]], *, plain: PlainSpawner = spawn_worker,
                  start: TemplateStarter = TemplateProcess.start, build_timeout: float = BUILD_TIMEOUT,
-                 subreaper: Callable[[], bool] = become_subreaper) -> None:
+                 subreaper: Callable[[], bool] = become_subreaper, early: EarlyWorker | None = None,
+                 on_stale: Callable[[set[str]], None] = lambda files: None) -> None:
         self._roots = roots
+        self._early = early  # the first worker, forked at start (supervisor.workers.early)
+        self._on_stale = on_stale  # files it may have loaded before they changed: reload them
         self._plain = plain
         self._start = start
         self._build_timeout = build_timeout
@@ -111,6 +98,7 @@ class TemplateSpawner:
         self._wake: asyncio.Event | None = None
         self._readers: set[asyncio.Future[None]] = set()
         self._closing: set[asyncio.Future[None]] = set()
+        self._alive: set[TemplateProcess] = set()  # every template started and not yet closed
 
     def plugin(self) -> Plugin:
         return Plugin("template", service=self.serve)
@@ -119,6 +107,13 @@ class TemplateSpawner:
 
     def __call__(self, spec: WorkerSpec, on_line: LineSink) -> WorkerProcess:
         self._spec = spec
+        early, self._early = self._early, None
+        claimed = early.claim(spec, on_line) if early is not None else None
+        if claimed is not None and early is not None:
+            # What it has from the supervisor is not what the app imports; the worker's own
+            # modules come with the worker module, which every template preloads.
+            self._read_reports(claimed[1], omit=early.inherited, since=early.since)
+            return claimed[0]
         template = self._usable(spec)
         if template is not None:
             try:
@@ -161,12 +156,14 @@ class TemplateSpawner:
 
     # ----- learning what to preload ------------------------------------------------------------
 
-    def _read_reports(self, fd: int) -> None:
-        reader = asyncio.ensure_future(self._reports(fd))
+    def _read_reports(self, fd: int, omit: frozenset[str] = frozenset(), since: float | None = None) -> None:
+        reader = asyncio.ensure_future(self._reports(fd, omit, since))
         self._readers.add(reader)
         reader.add_done_callback(self._readers.discard)
 
-    async def _reports(self, fd: int) -> None:
+    async def _reports(self, fd: int, omit: frozenset[str], since: float | None) -> None:
+        """Learn from each report; ``since``: check the first for project files changed since then
+        (a worker that loaded the project before the file watches were in place)."""
         loop = asyncio.get_running_loop()
         stream = asyncio.StreamReader(limit=1 << 24)
         transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stream),
@@ -174,12 +171,22 @@ class TemplateSpawner:
         try:
             while line := await stream.readline():
                 modules = decode_report(line.strip())
-                if modules:
-                    self.learn(modules)
+                if not modules:
+                    continue
+                modules = {name: file for name, file in modules.items() if name not in omit}
+                learned = self.learn(modules)
+                if since is not None:
+                    files = [file for name in learned.project if (file := modules.get(name)) is not None]
+                    changed = changed_since(files, since)
+                    if changed:
+                        logger.info("reload: %s changed while the first worker was starting; reloading it",
+                                    ", ".join(sorted(changed)))
+                        self._on_stale(set(changed))
+                    since = None
         finally:
             transport.close()
 
-    def learn(self, modules: dict[str, str | None]) -> None:
+    def learn(self, modules: dict[str, str | None]) -> Learned:
         """Take in one worker's module report; ask for a new template if it is worth one."""
         if self._entry is None:
             spec = importlib.util.find_spec(WORKER_MODULE)
@@ -191,24 +198,25 @@ class TemplateSpawner:
         self._order.extend(fresh)
         template = self.template
         if self.disabled is not None:
-            return
+            return learned
         # A template being built has every module seen before it started: only news need another.
         building_enough = self._candidate is not None and not fresh
         if template is None or template.built_info is None:
             if not building_enough:
                 self._want()
-            return
+            return learned
         info = template.built_info
         wrong = sorted(learned.project & (info.loaded - info.own))
         if wrong:
             self._replace(template, f"it had loaded {wrong[0]!r}, which the workers import from the project")
-            return
+            return learned
         lacking = missing(learned, info.loaded, info.failed, self.unsafe)
         if lacking and not building_enough:
             shown = ", ".join(lacking[:3]) + (f" and {len(lacking) - 3} more" if len(lacking) > 3 else "")
             logger.info("template: a worker imported %d module(s) the template lacks (%s); rebuilding it "
                         "in the background", len(lacking), shown)
             self._want()
+        return learned
 
     # ----- building ------------------------------------------------------------------------------
 
@@ -231,9 +239,11 @@ class TemplateSpawner:
                 if self.disabled is None and self._spec is not None and self._order:
                     await self._build(self._spec)
         finally:
+            if self._early is not None:
+                self._early.close()  # never claimed: the supervisor stopped before any worker started
             for reader in list(self._readers):
                 reader.cancel()
-            ending = [template.close() for template in (self._candidate, self.template) if template is not None]
+            ending = [template.close() for template in self._alive]
             await asyncio.gather(*ending, *self._closing, return_exceptions=True)
 
     async def _build(self, spec: WorkerSpec) -> None:
@@ -246,11 +256,10 @@ class TemplateSpawner:
             except OSError as exc:
                 self._failed(f"it could not be started: {exc.strerror or exc}")
                 return
+            self._track(candidate)
             self._candidate = candidate
-            try:
-                outcome = await candidate.built(self._build_timeout)
-            finally:
-                self._candidate = None
+            outcome = await candidate.built(self._build_timeout)
+            self._candidate = None
             match outcome:
                 case Built():
                     self._install(candidate, outcome)
@@ -265,6 +274,15 @@ class TemplateSpawner:
                     self._failed(reason)
                     return
         self._failed(f"more than {MAX_UNSAFE_ROUNDS} modules were unsafe to preload")
+
+    def _track(self, template: TemplateProcess) -> None:
+        """Whatever happens next (a stop in the middle of a build), serve() ends it."""
+        self._alive.add(template)
+
+        def exited(_: WorkerProcess) -> None:
+            self._alive.discard(template)
+
+        template.proc.add_exit_callback(exited)
 
     def _install(self, candidate: TemplateProcess, built: Built) -> None:
         failed = f", {len(built.failed)} not importable there" if built.failed else ""

@@ -23,12 +23,14 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from supervisor.config.settings import Settings
 from supervisor.workers import forkserver
 from supervisor.workers.descendants import MARK_VAR, new_mark, track
 from supervisor.workers.process import LineSink, WorkerProcess, WorkerSpec
@@ -82,6 +84,22 @@ class Failed:
 
 
 Outcome = Built | Unsafe | Failed
+
+
+def template_choice(settings: Settings) -> tuple[bool, str]:
+    """Whether workers fork from a template, and the line that says why (logged once at start)."""
+    setting = settings.config.reload.template
+    if setting is False:
+        return False, "workers start as fresh interpreters ([reload] template = false)"
+    if setting is None and not settings.reload:
+        return False, "workers start as fresh interpreters (reload is off; [reload] template = true forks them)"
+    needs = (("os.fork", hasattr(os, "fork")), ("os.pidfd_open", hasattr(os, "pidfd_open")),
+             ("Linux", sys.platform.startswith("linux")))
+    lacking = [what for what, present in needs if not present]
+    if lacking:
+        return False, f"workers start as fresh interpreters: forking them from a template needs {', '.join(lacking)}"
+    return True, ("workers fork from a template process that preloads the app's libraries "
+                  "([reload] template = false: fresh interpreters)")
 
 
 def template_key(spec: WorkerSpec) -> tuple[str, str, frozenset[tuple[str, str]]]:
@@ -193,10 +211,14 @@ class TemplateProcess:
 
     async def built(self, timeout: float) -> Outcome:
         """Wait until it has preloaded its plan (or failed to)."""
+        # asyncio.timeout, not wait_for: on 3.11, wait_for swallows a cancellation that arrives as
+        # the template becomes ready (a stop during a build), and the build would go on forever.
         try:
-            ok = await asyncio.wait_for(self.proc.ready(), timeout)
+            async with asyncio.timeout(timeout):
+                ok = await self.proc.ready()
             if not ok:  # it is exiting: what it sent before is buffered, then the socket ends
-                await asyncio.wait_for(self.proc.wait(), FORK_TIMEOUT)
+                async with asyncio.timeout(FORK_TIMEOUT):
+                    await self.proc.wait()
         except TimeoutError:
             return Failed(f"not built within {timeout:g}s" if self.proc.popen.returncode is None
                           else "it closed its ready pipe and did not exit")
@@ -291,10 +313,12 @@ class TemplateProcess:
         if not self.closed:
             self.closed = True
             self.control.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.proc.wait(), timeout / 2)
+        try:
+            async with asyncio.timeout(timeout / 2):
+                await self.proc.wait()
             return
-        await self.proc.stop(timeout / 2)
+        except TimeoutError:
+            await self.proc.stop(timeout / 2)
 
 
 def _close(fds: Iterable[int]) -> None:
