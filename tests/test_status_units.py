@@ -275,3 +275,33 @@ def test_status_text_is_a_table_with_the_why() -> None:
     ])
     del doc["health"]  # a supervisor of an earlier version: no health line
     assert display.render_text(doc).endswith("reloads: 2, last took 1.50s, last trigger: app.py")
+
+
+@pytest.mark.asyncio
+async def test_the_embedded_server_loop_waits_for_a_stop_instead_of_ticking() -> None:
+    """uvicorn's own loop wakes every 0.1 s; the API's sleeps until told to stop, and the Date
+    header it answers with is made when asked for."""
+    import asyncio
+    from email.utils import parsedate_to_datetime
+
+    import uvicorn
+
+    from supervisor.status.api import _EmbeddedServer
+
+    server = _EmbeddedServer(uvicorn.Config(app=lambda *args: None, lifespan="off"))
+    ticks: list[int] = []
+    tick = server.on_tick
+
+    async def counted(counter: int) -> bool:
+        ticks.append(counter)
+        return await tick(counter)
+
+    server.on_tick = counted  # type: ignore[method-assign]
+    loop = asyncio.ensure_future(server.main_loop())
+    await asyncio.sleep(0.35)  # an observation window: uvicorn would have ticked three more times
+    assert ticks == [0]
+    (name, value), *_ = server.server_state.default_headers
+    assert name == b"date" and abs(parsedate_to_datetime(value.decode()).timestamp() - time.time()) < 2
+    server.should_exit = True
+    await asyncio.wait_for(loop, 1)
+    assert len(ticks) == 2

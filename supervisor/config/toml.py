@@ -126,6 +126,9 @@ class ReloadSection:
     poll_interval: float = _opt(0.3, lo=0.05, hi=60)
     # Development mode: HTML pages reload once the new workers serve (needs the status API).
     browser: bool = _opt(True)
+    # Fork workers from a template process that has the app's libraries imported already.
+    # None: when reload is on; false: always fresh interpreters; true: also without reload.
+    template: bool | None = _opt(None)
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,10 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from email.utils import formatdate
 from typing import Any
 
 import uvicorn
@@ -46,6 +48,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.server import ServerState
 
 from supervisor import __version__
 from supervisor.config.settings import Settings
@@ -376,8 +379,59 @@ def instances_request(body: bytes) -> tuple[int, str | None]:
     return count, None
 
 
+class _DatedState(ServerState):
+    """uvicorn's shared server state, whose default headers carry a Date made when a response
+    asks for them, instead of one a timer refreshes every second whether anyone asks or not."""
+
+    def __init__(self) -> None:
+        self._others: list[tuple[bytes, bytes]] = []
+        self._second = -1
+        self._headers: list[tuple[bytes, bytes]] = []
+        super().__init__()
+
+    @property
+    def default_headers(self) -> list[tuple[bytes, bytes]]:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._headers = [(b"date", formatdate(now, usegmt=True).encode()), *self._others]
+        return self._headers
+
+    @default_headers.setter
+    def default_headers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self._others = [header for header in headers if header[0] != b"date"]
+        self._second = -1
+
+
 class _EmbeddedServer(uvicorn.Server):
-    """uvicorn without its signal handling: the supervisor owns SIGINT and SIGTERM."""
+    """uvicorn without its signal handling (the supervisor owns SIGINT and SIGTERM), and without
+    its ten wake-ups a second at rest."""
+
+    _stop: asyncio.Event | None = None
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.server_state = _DatedState()
+
+    @property
+    def should_exit(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        if self._stop is None:
+            self._stop = asyncio.Event()
+        if value:
+            self._stop.set()
+        else:
+            self._stop.clear()
+
+    async def main_loop(self) -> None:
+        """uvicorn's loop wakes every 0.1 s to refresh the Date header and look for a stop; here
+        the header is made on demand (:class:`_DatedState`) and a stop wakes the loop itself."""
+        stop = self._stop or asyncio.Event()  # made by __init__ (should_exit = False)
+        while not await self.on_tick(0):
+            await stop.wait()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

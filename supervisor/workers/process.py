@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Protocol
 
 from supervisor.config.settings import Settings
 from supervisor.state import WorkerVitals
@@ -58,10 +58,25 @@ def stacks_dir(runtime_dir: Path) -> Path:
     return runtime_dir / "stacks"
 
 
+class Child(Protocol):
+    """The child process a :class:`WorkerProcess` watches: a :class:`subprocess.Popen`, or a worker
+    forked from a template (:class:`supervisor.workers.template.ForkedChild`)."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def returncode(self) -> Any: ...
+    @property
+    def stdout(self) -> IO[bytes] | None: ...
+    @property
+    def stderr(self) -> IO[bytes] | None: ...
+    def wait(self) -> int: ...
+
+
 class WorkerProcess:
     """A started worker. Await :meth:`ready` and :meth:`wait`; call :meth:`stop` to end it."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], ready_fd: int | None, on_line: LineSink,
+    def __init__(self, popen: Child, ready_fd: int | None, on_line: LineSink,
                  tail: int = 20, descendants: Descendants | None = None, stop_signal: int = signal.SIGTERM,
                  readiness: Callable[[WorkerProcess], Coroutine[Any, Any, bool]] | None = None,
                  heartbeat_fd: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
@@ -79,6 +94,9 @@ class WorkerProcess:
         self.line_listeners: list[Callable[[str], None]] = []  # a log-line readiness probe
         self._exit_callbacks: list[Callable[[WorkerProcess], None]] = []
         self._loop = asyncio.get_running_loop()
+        # First: it can fail (EMFILE; ESRCH for a forked worker reaped already), and must then
+        # leave no task behind reading pipes its caller closes.
+        self._pidfd = os.pidfd_open(self.pid)
         self._exited: asyncio.Future[int] = self._loop.create_future()
         self._probing = ready_fd is None
         if ready_fd is not None:
@@ -89,7 +107,6 @@ class WorkerProcess:
                         asyncio.ensure_future(self._relay(popen.stderr, on_line, True))]
         self._heartbeat_fd: int | None = None
         self._beats = BeatReader()
-        self._pidfd = os.pidfd_open(self.pid)
         self._loop.add_reader(self._pidfd, self._on_exit)
         if heartbeat_fd is not None:  # last: nothing after this can fail and leave it registered
             os.set_blocking(heartbeat_fd, False)
@@ -256,8 +273,10 @@ def kill_group(pgid: int, sig: int) -> None:
         pass
 
 
-def spawn_worker(spec: WorkerSpec, on_line: LineSink) -> WorkerProcess:
-    """Start a worker in its own session, handing it the listening socket and a readiness pipe.
+def spawn_worker(spec: WorkerSpec, on_line: LineSink, report_fd: int = -1) -> WorkerProcess:
+    """Start a worker in its own session, handing it the listening socket and a readiness pipe
+    (and ``report_fd``, the write end of a pipe for its module reports, when not -1; the caller
+    closes its own copy).
 
     Must run on the main thread: the worker's parent-death signal is tied to the forking thread.
     """
@@ -272,14 +291,16 @@ def spawn_worker(spec: WorkerSpec, on_line: LineSink) -> WorkerProcess:
     args = WorkerArgs(app=spec.app, factory=spec.factory, listen_fd=spec.listen_fd, ready_fd=ready_w,
                       parent_pid=os.getpid(), log_level=spec.log_level,
                       graceful_timeout=spec.graceful_timeout, livereload_url=spec.livereload_url,
-                      heartbeat_fd=beat_w, heartbeat_interval=spec.heartbeat_interval, stacks_dir=spec.stacks_dir)
+                      heartbeat_fd=beat_w, heartbeat_interval=spec.heartbeat_interval, stacks_dir=spec.stacks_dir,
+                      report_fd=report_fd)
     env = dict(spec.environ)
     env["PYTHONUNBUFFERED"] = "1"
     env[MARK_VAR] = mark  # inherited by whatever the worker starts
     try:
         popen = subprocess.Popen(
             [spec.python, "-m", "supervisor.workers.worker", *args.to_argv()],
-            cwd=spec.cwd, env=env, pass_fds=(spec.listen_fd, ready_w, beat_w), start_new_session=True,
+            cwd=spec.cwd, env=env, start_new_session=True,
+            pass_fds=(spec.listen_fd, ready_w, beat_w, *([report_fd] if report_fd >= 0 else [])),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
     except BaseException:
