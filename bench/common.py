@@ -17,9 +17,11 @@ APP = (REPO / "tests" / "apps" / "versioned.py").read_text()
 
 
 @contextlib.contextmanager
-def running(argv: list[str], cwd: Path, log: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``argv`` in its own session; stop its whole group at the end (SIGTERM, then SIGKILL)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def running(argv: list[str], cwd: Path, log: Path | None = None,
+            env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``argv`` in its own session; stop its whole group at the end (SIGTERM, then SIGKILL).
+    ``env``: the environment (default: ours, with this checkout on PYTHONPATH)."""
+    env = env if env is not None else {**os.environ, "PYTHONPATH": str(REPO)}
     with open(log or os.devnull, "wb") as out:
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)

@@ -14,11 +14,9 @@ from supervisor import __version__
 from supervisor.config.runtimedir import ensure_runtime_dir
 from supervisor.config.settings import Overrides, Settings, problem_redactor, resolve_settings, runtime_dir_where
 from supervisor.errors import EXIT_CONFIG, EXIT_OK, ConfigError, SupervisorError
+from supervisor.options import add_project_options
 from supervisor.output import logger, setup_logging
-from supervisor.reload import why
 from supervisor.secrets import Redactor
-from supervisor.status import control
-from supervisor.systemd import units
 from supervisor.workers.descendants import release_base
 from supervisor.workers.limits import AcceptErrorLog, raise_open_file_limit
 
@@ -48,12 +46,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"ok: {settings.config.path} and {dotenv} are valid "
           f"(mode {settings.mode}, port {settings.port}, {settings.workers} worker(s), "
           f"{len(settings.config.env)} declared variable(s))")
+    programs = settings.config.programs
+    if programs:
+        source = "from the Procfile" if settings.config.procfile else "from [programs]"
+        print(f"programs {source}: {', '.join(programs)} (started in depends_on order; web is the app "
+              f"{settings.config.app.app})")
     return EXIT_OK
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from supervisor.launch import build  # heavy imports only for `up`
-
     # First: nothing the supervisor opens may count against the low default (see supervisor.workers.limits).
     raised = raise_open_file_limit()
     settings = _settings(args)
@@ -63,7 +64,23 @@ def cmd_up(args: argparse.Namespace) -> int:
     setup_logging(redact, args.log_level or settings.config.supervisor.log_level)
     if raised:
         logger.debug("supervisor: raised the open-file limit from %d to %d", *raised)
-    launch = build(settings, resolve=lambda: _settings(args), redactor=redact)
+    # The ports, and the first worker serving, before the rest of the supervisor is imported and
+    # set up: a cold start then costs the longer of the two, not both (supervisor.workers.early).
+    known = frozenset(sys.modules)  # the supervisor's, before it imports what a worker needs
+    from supervisor.workers.early import start_early
+    from supervisor.workers.template import template_choice
+
+    early = start_early(settings, template_choice(settings)[0], known)
+    try:
+        from supervisor.launch import build  # heavy imports only for `up`
+
+        launch = build(settings, resolve=lambda: _settings(args), redactor=redact, early=early)
+    except BaseException:
+        if early.worker is not None:
+            early.worker.close()
+        if early.status_sock is not None:
+            early.status_sock.close()
+        raise
     try:
         return asyncio.run(_serve(launch.run()))
     finally:
@@ -76,19 +93,14 @@ async def _serve(run: Coroutine[Any, Any, int]) -> int:
     return await run
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--project-dir", default=".", help="directory holding supervisor.toml and .env")
-    p.add_argument("--config", help="path of supervisor.toml (default: in the project directory)")
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only_up: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m supervisor",
                                      description="Process supervisor and dev launcher for Python web apps.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="validate, bind the port and run the webapp under supervision")
-    _add_common(up)
+    add_project_options(up)
     up.add_argument("--port", type=int, help="preferred port (default: PORT, then [server] port)")
     up.add_argument("--mode", choices=("development", "production"))
     up.add_argument("--workers", type=int)
@@ -100,11 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
 
     check = sub.add_parser("check", help="validate configuration and environment, start nothing")
-    _add_common(check)
+    add_project_options(check)
     check.add_argument("--mode", choices=("development", "production"))
     check.set_defaults(func=cmd_check)
 
-    # Subcommands that live in their own modules.
+    if only_up:
+        return parser
+    # Subcommands that live in their own modules: imported only when one of them may be asked for,
+    # as `up` is timed from its command line to its first answer.
+    from supervisor.reload import why
+    from supervisor.status import control
+    from supervisor.systemd import units
+
     control.register(sub)  # status, restart, stop
     units.register(sub)  # systemd-unit
     why.register(sub, _settings)  # why PATH...
@@ -112,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(only_up=argv[:1] == ["up"]).parse_args(argv)
     try:
         return int(args.func(args))
     except ConfigError as exc:

@@ -1,21 +1,30 @@
 """What everything that plugs into the runner may see and do.
 
-The status API, metrics, sd_notify, the database watch, the orphan reaper and the file watcher
-depend on :class:`SupervisorView`, never on the runner class: a typed read model (the records in
-:mod:`supervisor.state`, which they read and do not write) plus three commands: post a message
+The status API, metrics, sd_notify, the database watch, the orphan reaper, the health watch and
+the file watcher depend on :class:`SupervisorView`, never on the runner class: a typed read model
+(the records in :mod:`supervisor.state`, which they read and do not write) plus three commands: post a message
 to the runner's loop, run a background task, subscribe to changes. A plugin is handed to the
 runner as a :class:`Plugin`: a long-running service, a startup step, or both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
 from supervisor.config.settings import Settings
-from supervisor.state import DatabaseStatus, ReloadStatus, SlotStatus, SupervisorState
+from supervisor.config.toml import AppSection, field_bounds
+from supervisor.state import (
+    DatabaseStatus,
+    ExitReason,
+    HealthStatus,
+    ReloadStatus,
+    SlotStatus,
+    SupervisorState,
+    WorkerVitals,
+)
 
 
 class Command(StrEnum):
@@ -33,7 +42,38 @@ class FilesChanged:
     files: frozenset[str]
 
 
-Message = str | FilesChanged
+@dataclass(frozen=True)
+class ProgramCommand:
+    """``restart``, ``stop`` or ``start`` one program (``restart web``: a rolling restart)."""
+
+    action: str
+    program: str
+
+
+PROGRAM_ACTIONS = ("restart", "stop", "start")
+
+
+@dataclass(frozen=True)
+class RecycleWorker:
+    """Replace worker ``pid`` for its health (the health watch's verdict): its successor first, one
+    slot at a time; with ``kill``, the old worker is SIGKILLed once the successor serves (hung)."""
+
+    pid: int
+    reason: ExitReason
+    kill: bool = False
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Run ``workers`` web worker slots: new slots start at once, removed ones drain. SIGTTIN and
+    SIGTTOU ask for one more or one fewer."""
+
+    workers: int
+    program: str = "web"  # or a [programs] name: run that many instances of it
+
+
+MIN_WORKERS, MAX_WORKERS = field_bounds(AppSection, "workers")  # as for [app] workers and --workers
+Message = str | FilesChanged | ProgramCommand | RecycleWorker | Scale
 
 
 class SupervisorView(Protocol):
@@ -56,9 +96,15 @@ class SupervisorView(Protocol):
     @property
     def reload_status(self) -> ReloadStatus: ...
     @property
+    def programs(self) -> Mapping[str, Sequence[SlotStatus]]: ...  # [programs.NAME] -> its instances
+    @property
     def ready_workers(self) -> int: ...
     @property
     def worker_pids(self) -> set[int]: ...  # every worker not yet reaped, draining ones too
+    @property
+    def vitals(self) -> Mapping[int, WorkerVitals]: ...  # by pid, for every worker not yet reaped
+    @property
+    def health(self) -> HealthStatus: ...  # written by the health watch (and the runner: recycled)
 
     def wall(self) -> float: ...
     def redact(self, text: str) -> str: ...

@@ -45,3 +45,25 @@ def setup_logging(redact: Callable[[str], str], level: str = "info",
 def banner(url: str) -> str:
     line = f"  Serving on {url}  "
     return "\n".join(["", "=" * len(line), line, "=" * len(line), ""])
+
+
+# Foreground colours for program prefixes, in order of first appearance (as honcho does).
+_COLOURS = ("36", "33", "32", "35", "34", "96", "93", "92", "95", "94")
+
+
+def colour_wanted(stream: TextIO, environ: dict[str, str]) -> bool:
+    """Colour only on a terminal, and never when ``NO_COLOR`` is set (https://no-color.org)."""
+    return not environ.get("NO_COLOR") and stream.isatty()
+
+
+def output_prefix(name: str, index: int, *, width: int = 0, colour: int | None = None) -> str:
+    """``worker.0`` padded to ``width`` so the lines of every program align; coloured when
+    ``colour`` (a program's position) is given.
+
+    >>> output_prefix("web", 0, width=8)
+    'web.0   '
+    """
+    text = f"{name}.{index}".ljust(width)
+    if colour is None:
+        return text
+    return f"\033[{_COLOURS[colour % len(_COLOURS)]}m{text}\033[0m"

@@ -13,13 +13,25 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from supervisor.config.settings import Settings
-from supervisor.contract import Command, FilesChanged, Message, Plugin, Step
+from supervisor.config.toml import Config
+from supervisor.contract import (
+    Command,
+    FilesChanged,
+    Message,
+    Plugin,
+    ProgramCommand,
+    RecycleWorker,
+    Scale,
+    Step,
+)
 from supervisor.errors import EXIT_FORCED, EXIT_OK, EXIT_RUNTIME, SupervisorError
 from supervisor.output import banner
+from supervisor.programs.group import Programs, prefix_for
+from supervisor.programs.spec import WEB
 from supervisor.reload.browser import browser_follows
 from supervisor.reload.rollout import Rollout
 from supervisor.secrets import Redactor
@@ -28,16 +40,18 @@ from supervisor.state import (
     DatabaseState,
     DatabaseStatus,
     ExitReason,
+    HealthStatus,
     ReloadStatus,
     SlotState,
     SlotStatus,
     SupervisorState,
+    WorkerVitals,
 )
-from supervisor.workers import lifecycle as L
+from supervisor.workers.capacity import Capacity
 from supervisor.workers.fallback import FallbackResponder, explain_fatal, fallback_text
 from supervisor.workers.ports import Bound, display_url
 from supervisor.workers.process import spawn_worker, worker_spec
-from supervisor.workers.slots import Slots, Spawner
+from supervisor.workers.slots import Slots, Spawner, Timing
 
 logger = logging.getLogger("supervisor")
 _DONE, _INTERNAL_ERROR = "done", "internal_error"
@@ -57,10 +71,16 @@ class Runner:
         self.started_at = wall()
         self.database = DatabaseStatus()
         self.reload_status = ReloadStatus()
-        self._slots = Slots(settings.workers, settings.config, spawn=spawn, run_task=self.run_task,
-                            spec=lambda: worker_spec(self._settings, listener.sock.fileno(), self._livereload()),
-                            changed=self.changed, gave_up=self._gave_up, crashed=self._crashed, clock=clock,
-                            wall=wall, rand=rand)
+        self.health = HealthStatus()
+        def slots(name: str, count: int, timing: Timing, **kwargs: Any) -> Slots:
+            return Slots(name, count, timing, run_task=self.run_task, changed=self.changed, gave_up=self._gave_up,
+                         crashed=self._crashed, clock=clock, wall=wall, rand=rand, **kwargs)
+
+        fd = listener.sock.fileno()
+        self._slots = slots(WEB, settings.workers, web_timing(settings.config), prefix=prefix_for(settings, WEB),
+                            start=lambda _, sink: spawn(worker_spec(self._settings, fd, self._livereload()), sink))
+        self._programs = Programs(self._slots, settings, slots)
+        self._idle_changed = asyncio.Event()
         self._livereload_url = livereload_url
         self.exit_code = EXIT_OK
         self._observers: list[Callable[[], None]] = []
@@ -69,6 +89,7 @@ class Runner:
         self._rollout = Rollout(self, resolve, self.reload_status)
         self._fallback = FallbackResponder(listener.sock, self._fallback_body)
         self._begun = self._served = self._stopping = self._rolling = self._failed = self._done = False
+        self._capacity = Capacity(self._slots, settings.workers, self.health, self.stopping, self.changed)
         self._shown_state = SupervisorState.STARTING
 
     # ----- the read model (SupervisorView) -------------------------------------------------
@@ -109,8 +130,16 @@ class Runner:
         return sum(1 for slot in self.slots if slot.state == SlotState.RUNNING)
 
     @property
+    def programs(self) -> dict[str, Sequence[SlotStatus]]:
+        return self._programs.programs
+
+    @property
     def worker_pids(self) -> set[int]:
-        return set(self._slots.procs)
+        return set(self._programs.procs())
+
+    @property
+    def vitals(self) -> Mapping[int, WorkerVitals]:
+        return {pid: proc.vitals for pid, proc in self._slots.procs.items()}
 
     def wall(self) -> float:
         return self._wall()
@@ -148,7 +177,10 @@ class Runner:
                 observer()
             except Exception:  # an observer's bug must not take down supervision
                 logger.exception("supervisor: a state-change observer failed")
-        if self._stopping and self._slots.idle:
+        if self._begun and not self._stopping:
+            self._programs.gate()
+        self._idle_changed.set()
+        if self._stopping and self._programs.idle:
             self.post(_DONE)
 
     # ----- the loop --------------------------------------------------------------------------
@@ -168,7 +200,7 @@ class Runner:
                 while not self._done:
                     self._handle(await self._queue.get())
             finally:
-                self._slots.cancel_timers()
+                self._programs.cancel_timers()
                 for task in (*services, *self._tasks):
                     task.cancel()
                 await asyncio.gather(*services, *self._tasks, return_exceptions=True)
@@ -188,18 +220,31 @@ class Runner:
             return
         if not self._stopping:
             self._begun = True
-            self._slots.broadcast(L.Begin())
+            self._programs.gate()
 
     def _handle(self, message: Message) -> None:
         if isinstance(message, FilesChanged):
             if not self._stopping:
                 self._rollout.files_changed(set(message.files))
+        elif isinstance(message, ProgramCommand):
+            if message.program == WEB:
+                self._handle(Command.RESTART)
+            elif not self._stopping:
+                self._programs.control(message.action, message.program)
         elif message in ("SIGTERM", "SIGINT", Command.STOP):
             self._request_stop("stop request" if message == Command.STOP else message)
         elif message in ("SIGHUP", Command.REREAD) and not self._stopping:
             self.run_task(self._rollout.reload(set(), f"{message}: re-reading configuration", reread=True))
         elif message == Command.RESTART and not self._stopping:
             self.run_task(self._rollout.rolling_restart(ExitReason.MANUAL))
+        elif isinstance(message, RecycleWorker) and not self._stopping:
+            self.run_task(self._capacity.recycle(message))
+        elif isinstance(message, Scale) and message.program != WEB and not self._stopping:
+            self._programs.scale(message.program, message.workers)
+        elif isinstance(message, Scale) and not self._stopping:
+            self._scale(message.workers, "scale request")
+        elif message in ("SIGTTIN", "SIGTTOU") and not self._stopping:
+            self._scale(self._capacity.wanted + (1 if message == "SIGTTIN" else -1), str(message))
         elif message == _INTERNAL_ERROR:
             self._begin_shutdown(EXIT_RUNTIME)
         elif message == _DONE:
@@ -212,7 +257,7 @@ class Runner:
             self._begin_shutdown(EXIT_OK)
             return
         logger.warning("supervisor: %s again: stopping at once", why)
-        self._slots.kill_all()
+        self._programs.kill_all()
         self.exit_code = EXIT_FORCED
         self.post(_DONE)
 
@@ -220,7 +265,8 @@ class Runner:
         if self._stopping:
             return
         self.exit_code, self._stopping = code, True
-        self._slots.broadcast(L.Shutdown())
+        self.changed()
+        self.run_task(self._programs.shutdown(self._idle_changed))
 
     def _task_done(self, task: asyncio.Future[Any]) -> None:
         """A bug or an OS failure in a task must end ``up``, not leave it running unseen."""
@@ -235,12 +281,17 @@ class Runner:
         if not task.cancelled() and task.exception() is not None:
             logger.error("supervisor: a background service failed", exc_info=task.exception())
 
-    def _gave_up(self, index: int) -> None:
+    def _gave_up(self, name: str, index: int) -> None:
         if self._settings.production:
-            logger.error("supervisor: a worker slot is in a crash loop; stopping (production mode)")
+            what = "a worker slot is in a crash loop" if name == WEB else f"program {name} gave up"
+            logger.error("supervisor: %s; stopping (production mode)", what)
             self.post(_INTERNAL_ERROR)
-        else:
+        elif name == WEB:
             logger.error("web.%d: waiting for a change (file edit, restart request) before trying again", index)
+
+    def _scale(self, wanted: int, why: str) -> None:
+        if self._capacity.want(wanted, why):
+            self.run_task(self._capacity.apply())
 
     def _livereload(self) -> str:
         # Re-checked per worker: a SIGHUP may have switched to production mode.
@@ -259,8 +310,8 @@ class Runner:
     def slot_count(self) -> int:
         return len(self._slots.machines)
 
-    def replace_slot(self, index: int, reason: ExitReason) -> Awaitable[bool]:
-        return self._slots.replace(index, reason)
+    async def replace_slot(self, index: int, reason: ExitReason) -> bool:
+        return await self._capacity.replace(index, reason)
 
     def apply_settings(self, new: Settings) -> None:
         """Adopt re-read settings: the next workers get the new app settings and environment, and
@@ -268,7 +319,7 @@ class Runner:
         status API, the file watcher, the worker count) stays as it is."""
         self._redactor.add(new.secrets)
         self._settings = new
-        self._slots.reconfigure(new.config)
+        self._slots.reconfigure(web_timing(new.config))
 
     def set_rolling(self, rolling: bool) -> None:
         self._rolling = rolling
@@ -276,3 +327,10 @@ class Runner:
 
     def stopping(self) -> bool:
         return self._stopping
+
+    def restart_programs(self, files: set[str]) -> list[str]:
+        return self._programs.restart_for(files, self._settings.project_dir)
+
+
+def web_timing(config: Config) -> Timing:
+    return Timing(config.restart, config.app.ready_timeout, config.supervisor.stop_timeout)

@@ -8,7 +8,8 @@ import signal
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# SIGTTIN and SIGTTOU add and remove a worker, as in gunicorn and uvicorn.
+DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
 
 
 @contextlib.contextmanager

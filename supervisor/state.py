@@ -32,6 +32,7 @@ class SlotState(StrEnum):
     FATAL = "fatal"
     STOPPING = "stopping"
     STOPPED = "stopped"
+    COMPLETED = "completed"  # a one-shot job that succeeded
 
 
 class ExitReason(StrEnum):
@@ -42,6 +43,18 @@ class ExitReason(StrEnum):
     MANUAL = "manual"
     SHUTDOWN = "shutdown"
     START_TIMEOUT = "start timeout"
+    EXITED = "exited"  # by itself, with a success code, where that ends the program
+    # Replaced while alive (see supervisor.workers.health): no heartbeat from its event loop for
+    # hang_timeout (SIGKILLed once its successor served), or past a limit (drained).
+    HUNG = "hung"
+    REQUESTS = "requests"
+    RSS = "rss"
+    AGE = "age"
+    SCALE_DOWN = "scale down"  # its slot was removed (SIGTTOU, ``scale``)
+
+
+# The reasons counted by supervisor_worker_recycled_total: a live worker replaced for its health.
+RECYCLE_REASONS = (ExitReason.HUNG, ExitReason.REQUESTS, ExitReason.RSS, ExitReason.AGE)
 
 
 class DatabaseState(StrEnum):
@@ -95,7 +108,44 @@ class SlotStatus:
     last_exit: ExitInfo | None = None
     next_retry_at: float | None = None  # wall clock
     fatal_reason: str | None = None
+    waiting_for: str | None = None  # before its start: the dependency it waits for, in words
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+
+
+@dataclass
+class WorkerVitals:
+    """What a worker's heartbeat says about it (see :mod:`supervisor.workers.heartbeat`), kept by its
+    process handle. Times are the supervisor's monotonic clock."""
+
+    spawned_at: float
+    ready_at: float | None = None
+    last_beat_at: float | None = None  # when the last heartbeat arrived
+    beats: int = 0
+    loop_lag: float = 0.0  # seconds the last heartbeat ran late on the worker's event loop
+    requests: int = 0  # HTTP requests and WebSocket sessions the worker has begun
+    exited: bool = False  # reaped: its pid may belong to another process from now on
+
+
+@dataclass
+class HangIncident:
+    """The last worker found hung: where it was stuck, as captured before it was killed."""
+
+    slot: int
+    pid: int
+    at: float  # wall clock
+    silent_for: float  # seconds without a heartbeat when it was judged hung
+    stacks: str  # its threads' and asyncio tasks' stacks, redacted
+    file: str | None = None  # the copy in the runtime directory
+
+
+@dataclass
+class HealthStatus:
+    """Workers' health: ``loop_lag`` and ``last_hang`` are kept by the health watch, ``recycled`` by
+    the runner (workers replaced for being hung or past a limit, by reason)."""
+
+    loop_lag: dict[int, float] = field(default_factory=dict)  # pid -> seconds behind; grows while hung
+    last_hang: HangIncident | None = None
+    recycled: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

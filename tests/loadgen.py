@@ -1,7 +1,7 @@
 """A small closed-loop HTTP load generator for availability checks (tests and bench).
 
 Each client thread keeps one keep-alive connection (reopened when the server says
-``Connection: close``, as any HTTP/1.1 client does) and never retries: every refused, reset or
+``Connection: close``, as any HTTP/1.1 client does; or a new one per request) and never retries: every refused, reset or
 non-200 request counts as a failure. Loopback only, and bounded by ``stop()`` or ``max_seconds``.
 """
 
@@ -23,9 +23,11 @@ class LoadResult:
 
 class Load:
     def __init__(self, host: str, port: int, path: str = "/", clients: int = 4,
-                 max_seconds: float = 120.0) -> None:
+                 max_seconds: float = 120.0, fresh_connections: bool = False) -> None:
         self.host, self.port, self.path = host, port, path
         self.clients = clients
+        # True: a new connection for every request, so none stays pinned to one worker.
+        self.fresh = fresh_connections
         self.max_seconds = max_seconds
         self.result = LoadResult()
         self._lock = threading.Lock()
@@ -75,6 +77,8 @@ class Load:
                     self._record(body, None)
                 else:
                     self._record(None, f"HTTP {resp.status}")
+                if self.fresh:
+                    conn.close()
             except (OSError, http.client.HTTPException) as exc:
                 self._record(None, f"{type(exc).__name__}: {exc}")
                 conn.close()

@@ -15,7 +15,15 @@ from typing import Any
 from supervisor.config.settings import Settings
 from supervisor.contract import Message
 from supervisor.secrets import Redactor
-from supervisor.state import DatabaseStatus, ReloadStatus, SlotState, SlotStatus, SupervisorState
+from supervisor.state import (
+    DatabaseStatus,
+    HealthStatus,
+    ReloadStatus,
+    SlotState,
+    SlotStatus,
+    SupervisorState,
+    WorkerVitals,
+)
 from supervisor.workers.ports import display_url
 
 
@@ -28,8 +36,11 @@ class ScriptedSupervisor:
     redactor: Redactor = field(default_factory=Redactor)
     started_at: float = 0.0
     slots: list[SlotStatus] = field(default_factory=list)
+    programs: dict[str, list[SlotStatus]] = field(default_factory=dict)
     database: DatabaseStatus = field(default_factory=DatabaseStatus)
     reload_status: ReloadStatus = field(default_factory=ReloadStatus)
+    health: HealthStatus = field(default_factory=HealthStatus)
+    vitals: dict[int, WorkerVitals] = field(default_factory=dict)
     posted: list[Message] = field(default_factory=list)
     observers: list[Callable[[], None]] = field(default_factory=list)
     tasks: list[asyncio.Future[Any]] = field(default_factory=list)
@@ -51,7 +62,7 @@ class ScriptedSupervisor:
 
     @property
     def worker_pids(self) -> set[int]:
-        return {slot.pid for slot in self.slots if slot.pid is not None}
+        return {slot.pid for slot in self.slots if slot.pid is not None} | set(self.vitals)
 
     def wall(self) -> float:
         return self.clock()

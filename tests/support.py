@@ -203,11 +203,18 @@ class Running:
         return self.wait_for_output(r"Serving on (http://\S+)", timeout).group(1)
 
     def worker_pids(self) -> list[int]:
+        """The supervisor's live children that lead a session: its workers (spawned or forked),
+        not the template process workers are forked from, which stays in the supervisor's session."""
+        found = []
         try:
-            return sorted(c.pid for c in psutil.Process(self.pid).children()
-                          if c.status() != psutil.STATUS_ZOMBIE)
+            children = psutil.Process(self.pid).children()
         except psutil.NoSuchProcess:
             return []
+        for child in children:
+            with contextlib.suppress(psutil.Error, OSError):
+                if child.status() != psutil.STATUS_ZOMBIE and os.getsid(child.pid) == child.pid:
+                    found.append(child.pid)
+        return sorted(found)
 
     def wait_exit(self, timeout: float = 30.0) -> int:
         timeout = scaled(timeout)

@@ -251,3 +251,47 @@ def test_a_config_file_named_explicitly_must_exist(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.toml", required=True)
     [problem] = info.value.problems
     assert problem.where == "--config" and "does not exist" in problem.message
+
+
+def test_health_keys_default_to_off_and_take_their_values() -> None:
+    assert (Config().app.hang_timeout, Config().app.max_requests, Config().app.max_rss) == (None, 0, 0.0)
+    cfg = parse_config("""
+[app]
+hang_timeout = 5
+heartbeat_interval = 0.5
+max_requests = 1000
+max_requests_jitter = 50
+max_rss = 512
+max_age = 3600
+max_age_jitter = 600
+""")
+    app = cfg.app
+    assert (app.hang_timeout, app.heartbeat_interval, app.max_requests, app.max_requests_jitter) == (5.0, 0.5, 1000, 50)
+    assert (app.max_rss, app.max_age, app.max_age_jitter) == (512.0, 3600.0, 600.0)
+
+
+def test_bad_health_keys_name_the_key_the_value_and_the_expected_form() -> None:
+    problems = problems_of("""
+        [app]
+        hang_timeout = -1
+        heartbeat_interval = 0
+        max_requests = 1.5
+        max_rss = "1G"
+        max_age = 1e12
+    """)
+    assert "proj/supervisor.toml:3 [app] hang_timeout: -1.0 is out of range; expected 0 to 86400" in problems
+    assert "proj/supervisor.toml:4 [app] heartbeat_interval: 0.0 is out of range; expected 0.05 to 10" in problems
+    assert "proj/supervisor.toml:5 [app] max_requests: 1.5 is not an integer" in problems
+    assert "proj/supervisor.toml:6 [app] max_rss: '1G' is not a number" in problems
+    assert "proj/supervisor.toml:7 [app] max_age: 1000000000000.0 is out of range; expected 0 to 31536000" in problems
+
+
+def test_a_hang_timeout_shorter_than_two_heartbeats_is_refused_but_0_turns_it_off() -> None:
+    [problem] = problems_of("""
+        [app]
+        heartbeat_interval = 2
+        hang_timeout = 3
+    """)
+    assert problem.startswith("proj/supervisor.toml:4 [app] hang_timeout: 3 is shorter than two heartbeats")
+    assert "expected at least 4, or 0 to turn hang detection off" in problem
+    assert parse_config("[app]\nheartbeat_interval = 2\nhang_timeout = 0\n").app.hang_timeout == 0

@@ -3,7 +3,6 @@ status record the database watch keeps for the status API."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,12 +70,13 @@ def refused() -> ProbeFailure:
     return ProbeFailure(REFUSED, "", True)
 
 
-def test_delays_double_from_initial_and_stop_at_max_delay_without_jitter() -> None:
+@pytest.mark.asyncio
+async def test_delays_double_from_initial_and_stop_at_max_delay_without_jitter() -> None:
     fake = FakeTime()
     attempts: list[Attempt] = []
-    result = asyncio.run(wait_for_database(scripted_probe([refused()] * 7, fake), CFG,
+    result = await wait_for_database(scripted_probe([refused()] * 7, fake), CFG,
                                            on_attempt=attempts.append, sleep=fake.sleep,
-                                           clock=fake.clock, rand=lambda: 0.5))
+                                           clock=fake.clock, rand=lambda: 0.5)
     assert result == (8, 1.5)
     assert fake.sleeps == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
     assert [a.number for a in attempts] == [1, 2, 3, 4, 5, 6, 7]
@@ -92,14 +92,15 @@ def test_jitter_spreads_each_delay_by_the_fraction_but_never_past_max_delay(
     assert delays == pytest.approx(expected)
 
 
-def test_past_the_deadline_the_last_failure_is_raised_and_no_sleep_overshoots() -> None:
+@pytest.mark.asyncio
+async def test_past_the_deadline_the_last_failure_is_raised_and_no_sleep_overshoots() -> None:
     fake = FakeTime()
     cfg = DatabaseSection(initial_delay=0.25, max_delay=2.0, deadline=6.0)
     attempts: list[Attempt] = []
     with pytest.raises(ProbeFailure) as info:
-        asyncio.run(wait_for_database(scripted_probe([refused()] * 100, fake, cost=0.1), cfg,
+        await wait_for_database(scripted_probe([refused()] * 100, fake, cost=0.1), cfg,
                                       on_attempt=attempts.append, sleep=fake.sleep, clock=fake.clock,
-                                      rand=lambda: 0.5))
+                                      rand=lambda: 0.5)
     assert info.value.reason == REFUSED
     assert fake.now == pytest.approx(6.1)  # the deadline, plus the last attempt's own time
     assert fake.sleeps[-1] < 2.0  # the last sleep was cut to the time left
@@ -107,11 +108,12 @@ def test_past_the_deadline_the_last_failure_is_raised_and_no_sleep_overshoots() 
 
 
 @pytest.mark.parametrize("reason", [AUTH_FAILED, DB_MISSING])
-def test_failures_retrying_cannot_fix_end_the_wait_at_once(reason: str) -> None:
+@pytest.mark.asyncio
+async def test_failures_retrying_cannot_fix_end_the_wait_at_once(reason: str) -> None:
     fake = FakeTime()
     with pytest.raises(ProbeFailure) as info:
-        asyncio.run(wait_for_database(scripted_probe([refused(), ProbeFailure(reason, "x", False)], fake),
-                                      CFG, sleep=fake.sleep, clock=fake.clock, rand=lambda: 0.5))
+        await wait_for_database(scripted_probe([refused(), ProbeFailure(reason, "x", False)], fake),
+                                      CFG, sleep=fake.sleep, clock=fake.clock, rand=lambda: 0.5)
     assert info.value.reason == reason
     assert fake.sleeps == [0.25]
 
@@ -122,6 +124,11 @@ def test_starting_up_is_recognised_by_its_sqlstate_and_retried() -> None:
     assert "the database system is starting up" in str(failure)
 
 
+def test_a_connection_reset_by_a_server_going_down_is_a_lost_connection_and_retried() -> None:
+    failure = classify(ConnectionResetError(104, "Connection reset by peer"))
+    assert failure.reason == "connection lost" and failure.retryable
+
+
 def test_a_server_shutting_down_is_not_called_starting_up() -> None:
     failure = classify(asyncpg.exceptions.CannotConnectNowError("the database system is shutting down"))
     assert failure.reason == SHUTTING_DOWN and failure.retryable
@@ -129,28 +136,30 @@ def test_a_server_shutting_down_is_not_called_starting_up() -> None:
 
 
 @pytest.mark.timeout(60)
-def test_real_failures_are_sorted_into_plain_reasons_without_the_password(pg: PgServer) -> None:
+@pytest.mark.asyncio
+async def test_real_failures_are_sorted_into_plain_reasons_without_the_password(pg: PgServer) -> None:
     cases = [(pg.url(password="wrong-pw-77aa"), AUTH_FAILED, False),
              (pg.url(database="no_such_db"), DB_MISSING, False),
              (pg.url(port=free_port()), REFUSED, True)]
     for url, reason, retryable in cases:
         probe = EngineProbe(normalize_database_url(url), 2.0)
         with pytest.raises(ProbeFailure) as info:
-            asyncio.run(probe(2.0))
+            await probe(2.0)
         assert (info.value.reason, info.value.retryable) == (reason, retryable), str(info.value)
         assert "wrong-pw-77aa" not in str(info.value) and APP_PASSWORD not in str(info.value)
-    latency = asyncio.run(EngineProbe(normalize_database_url(pg.url()), 2.0)(2.0))
+    latency = await EngineProbe(normalize_database_url(pg.url()), 2.0)(2.0)
     assert 0 < latency < 2000
 
 
 @pytest.mark.timeout(30)
-def test_a_server_that_accepts_but_never_answers_times_out() -> None:
+@pytest.mark.asyncio
+async def test_a_server_that_accepts_but_never_answers_times_out() -> None:
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)  # the kernel completes handshakes; nobody ever answers
         url = f"postgresql://app:pw@127.0.0.1:{silent.getsockname()[1]}/app"
         with pytest.raises(ProbeFailure) as info:
-            asyncio.run(EngineProbe(normalize_database_url(url), 5.0)(0.3))
+            await EngineProbe(normalize_database_url(url), 5.0)(0.3)
     assert info.value.reason == TIMED_OUT and info.value.retryable
 
 
@@ -170,7 +179,8 @@ def stopped(pg: PgServer) -> Iterator[PgServer]:
 
 
 @pytest.mark.timeout(60)
-def test_wait_reports_waiting_then_ok_when_the_server_comes_up(tmp_path: Path, stopped: PgServer) -> None:
+@pytest.mark.asyncio
+async def test_wait_reports_waiting_then_ok_when_the_server_comes_up(tmp_path: Path, stopped: PgServer) -> None:
     sup = scripted(tmp_path, stopped.url(), initial_delay=0.1, max_delay=0.2, deadline=60.0)
     seen: list[tuple[str, int, str | None]] = []
 
@@ -180,7 +190,7 @@ def test_wait_reports_waiting_then_ok_when_the_server_comes_up(tmp_path: Path, s
             stopped.start()  # the server arrives while the supervisor waits
 
     watch = DatabaseWatch(sup, sleep=sleep)
-    asyncio.run(watch.wait())
+    await watch.wait()
     assert seen == [(DatabaseState.WAITING, 1, REFUSED), (DatabaseState.WAITING, 2, REFUSED)]
     assert sup.changes >= 4  # waiting, two failed attempts, ok: each one reported
     db = sup.database
@@ -189,11 +199,12 @@ def test_wait_reports_waiting_then_ok_when_the_server_comes_up(tmp_path: Path, s
 
 
 @pytest.mark.timeout(60)
-def test_wait_gives_up_with_exit_3_and_records_unavailable(tmp_path: Path) -> None:
+@pytest.mark.asyncio
+async def test_wait_gives_up_with_exit_3_and_records_unavailable(tmp_path: Path) -> None:
     sup = scripted(tmp_path, f"postgresql://app:{APP_PASSWORD}@127.0.0.1:{free_port()}/app",
                           initial_delay=0.01, max_delay=0.05, deadline=0.3)
     with pytest.raises(DatabaseUnavailable) as info:
-        asyncio.run(DatabaseWatch(sup).wait())
+        await DatabaseWatch(sup).wait()
     message = str(info.value)
     assert info.value.exit_code == 3
     assert message.startswith("database unreachable at postgresql+asyncpg://app:***@127.0.0.1:")
@@ -203,7 +214,8 @@ def test_wait_gives_up_with_exit_3_and_records_unavailable(tmp_path: Path) -> No
 
 
 @pytest.mark.timeout(60)
-def test_monitor_probe_records_an_outage_and_the_recovery(tmp_path: Path, pg: PgServer) -> None:
+@pytest.mark.asyncio
+async def test_monitor_probe_records_an_outage_and_the_recovery(tmp_path: Path, pg: PgServer) -> None:
     sup = scripted(tmp_path, pg.url())
     sup.database.state = DatabaseState.OK
     watch = DatabaseWatch(sup)
@@ -219,5 +231,5 @@ def test_monitor_probe_records_an_outage_and_the_recovery(tmp_path: Path, pg: Pg
         await watch._probe.close()
         return records
 
-    assert asyncio.run(scenario()) == [(DatabaseState.UNAVAILABLE, 1, REFUSED), (DatabaseState.UNAVAILABLE, 2, REFUSED),
+    assert await scenario() == [(DatabaseState.UNAVAILABLE, 1, REFUSED), (DatabaseState.UNAVAILABLE, 2, REFUSED),
                                        (DatabaseState.OK, 0, None)]

@@ -16,13 +16,17 @@ from supervisor.workers.lifecycle import (
     Begin,
     DependencyLost,
     Exited,
+    ExitPolicy,
     GaveUp,
+    Halt,
     Kill,
     Log,
     Ready,
     ReadyTimedOut,
+    Recycle,
     Replace,
     Replaced,
+    Resume,
     Shutdown,
     Sleep,
     SlotMachine,
@@ -268,7 +272,207 @@ def test_a_replacement_is_refused_before_start_and_during_another() -> None:
 def test_a_lost_dependency_before_start_is_shown_and_the_slot_waits() -> None:
     m = machine(Clock())
     assert m.handle(DependencyLost("waiting for the database")) == []
-    assert (m.status.state, m.status.fatal_reason) == (SlotState.WAITING, "waiting for the database")
+    assert (m.status.state, m.status.waiting_for) == (SlotState.WAITING, "waiting for the database")
     assert m.handle(Begin()) == [Spawn()]
+    assert m.status.waiting_for is None
+
+
+def policy_machine(clock: Clock, policy: ExitPolicy) -> SlotMachine:
+    cfg = RestartSection(initial_delay=0.5, max_delay=4.0, crash_loop_failures=4)
+    m = SlotMachine(0, cfg, ready_timeout=5.0, clock=clock, wall=clock.wall, rand=lambda: 0.5, mode=policy)
+    m.handle(Begin())
     spawn(m, 10)
-    assert m.status.fatal_reason is None
+    m.handle(Ready(10))
+    return m
+
+
+def test_a_one_shot_job_that_succeeds_completes_and_is_not_restarted() -> None:
+    m = policy_machine(Clock(), ExitPolicy(restart="never", once=True))
+    actions = m.handle(Exited(10, 0))
+    assert without_logs(actions) == [] and "completed" in str(actions[0])
+    assert (m.status.state, m.status.pid) == (SlotState.COMPLETED, None)
+    assert m.idle
+
+
+def test_a_one_shot_job_that_fails_gives_up_with_its_exit_as_the_reason() -> None:
+    m = policy_machine(Clock(), ExitPolicy(restart="never", once=True))
+    actions = m.handle(Exited(10, 3))
+    assert actions[-1] == GaveUp("exit code 3 (crash) (restart = never)")
+    assert (m.status.state, m.status.fatal_reason) == (SlotState.FATAL, "exit code 3 (crash) (restart = never)")
+
+
+def test_a_one_shot_job_with_restart_on_failure_is_retried_with_backoff_until_it_succeeds() -> None:
+    clock = Clock()
+    m = policy_machine(clock, ExitPolicy(restart="on-failure", once=True))
+    assert [type(a) for a in without_logs(m.handle(Exited(10, 1)))] == [Sleep]
+    m.handle(TimerFired(m.timer))
+    spawn(m, 11)
+    m.handle(Ready(11))
+    m.handle(Exited(11, 0))
+    assert m.status.state == SlotState.COMPLETED
+
+
+@pytest.mark.parametrize("code, state", [(0, SlotState.STOPPED), (4, SlotState.STOPPED), (1, SlotState.BACKOFF)])
+def test_restart_on_failure_ends_a_service_on_a_success_code(code: int, state: SlotState) -> None:
+    m = policy_machine(Clock(), ExitPolicy(restart="on-failure", success_codes=(0, 4)))
+    m.handle(Exited(10, code))
+    assert m.status.state == state
+
+
+def test_restart_never_leaves_a_service_that_exited_stopped() -> None:
+    m = policy_machine(Clock(), ExitPolicy(restart="never"))
+    assert without_logs(m.handle(Exited(10, 0))) == []
+    assert m.status.state == SlotState.STOPPED and m.idle
+
+
+def test_a_halted_instance_stops_without_a_restart_and_starts_again_on_resume() -> None:
+    clock = Clock()
+    m = serving(clock)
+    assert without_logs(m.handle(Halt())) == [Stop(10, ExitReason.MANUAL)]
+    assert m.status.state == SlotState.STOPPING
+    m.handle(Exited(10, -15))
+    assert (m.status.state, m.status.pid) == (SlotState.STOPPED, None)
+    assert m.status.last_exit is not None and m.status.last_exit.reason == ExitReason.MANUAL
+    assert m.handle(Resume()) == [Spawn()]
+    spawn(m, 11)
+    assert m.status.restarts == 1
+
+
+def test_restart_of_a_program_is_stop_then_start() -> None:
+    m = serving(Clock())
+    assert without_logs(m.handle(Halt(resume=True))) == [Stop(10, ExitReason.MANUAL)]
+    assert without_logs(m.handle(Exited(10, -15))) == [Spawn()]
+
+
+def test_halting_during_backoff_cancels_the_restart() -> None:
+    clock = Clock()
+    m = serving(clock)
+    clock.now += 0.1
+    sleep = [a for a in m.handle(Exited(10, 1)) if isinstance(a, Sleep)][0]
+    assert m.handle(Halt()) == []
+    assert m.status.state == SlotState.STOPPED
+    assert m.handle(TimerFired(sleep.timer)) == []
+
+
+# ----- recycling: a live worker replaced for its health ------------------------------------------
+
+
+def test_a_recycled_worker_is_drained_only_once_its_successor_serves() -> None:
+    clock = Clock()
+    m = serving(clock)
+    actions = m.handle(Recycle(10, ExitReason.REQUESTS))
+    assert without_logs(actions) == [Spawn()]
+    assert "replacing worker pid 10 (requests)" in str(actions[0])
+    spawn(m, 11)
+    assert (m.status.state, m.status.pid) == (SlotState.RUNNING, 10)  # the old one still serves
+    assert without_logs(m.handle(Ready(11))) == [Stop(10, ExitReason.REQUESTS), Replaced(True)]
+    assert (m.status.pid, m.status.restarts) == (11, 1)
+    assert m.handle(Exited(10, -15)) == [Log(logging.INFO, "worker pid 10 stopped: drained and exited on "
+                                                         "SIGTERM (requests)")]
+    assert m.status.last_exit is not None and m.status.last_exit.reason == ExitReason.REQUESTS
+
+
+def test_a_hung_worker_is_killed_not_drained_once_its_successor_serves() -> None:
+    clock = Clock()
+    m = serving(clock)
+    assert without_logs(m.handle(Recycle(10, ExitReason.HUNG, kill_old=True))) == [Spawn()]
+    spawn(m, 11)
+    assert without_logs(m.handle(Ready(11))) == [Kill(10), Replaced(True)]
+    assert m.handle(Exited(10, SIGKILL)) == [Log(logging.INFO, "worker pid 10 stopped: killed by SIGKILL (hung)")]
+    assert (m.status.state, m.status.pid) == (SlotState.RUNNING, 11)
+    # The next replacement drains again: the kill was for that worker only.
+    m.handle(Replace(ExitReason.RELOAD))
+    spawn(m, 12)
+    assert without_logs(m.handle(Ready(12))) == [Stop(11, ExitReason.RELOAD), Replaced(True)]
+
+
+@pytest.mark.parametrize("failure", ["exit", "spawn", "timeout"])
+def test_a_hung_worker_whose_successor_fails_is_killed_anyway_and_restarted_by_the_policy(failure: str) -> None:
+    clock = Clock()
+    m = serving(clock)
+    m.handle(Recycle(10, ExitReason.HUNG, kill_old=True))
+    clock.now += 40
+    if failure == "spawn":
+        actions = m.handle(SpawnFailed("Too many open files"))
+    else:
+        spawn(m, 11)
+        if failure == "timeout":
+            assert without_logs(m.handle(ReadyTimedOut(11))) == [Kill(11)]
+        actions = m.handle(Exited(11, 1))
+    assert without_logs(actions) == [Replaced(False), Kill(10)]
+    assert "killing worker pid 10 anyway: it is hung and serves no one" in str(actions)
+    actions = m.handle(Exited(10, SIGKILL))
+    assert without_logs(actions) == [Spawn()]  # it had served: restarted at once, through the policy
+    assert "worker pid 10 killed by SIGKILL (hung) after 40.0s; restarting now" in str(actions[0])
+    assert m.status.last_exit is not None and m.status.last_exit.reason == ExitReason.HUNG
+
+
+def test_a_recycled_worker_that_fails_to_be_replaced_is_kept_when_it_was_not_hung() -> None:
+    m = serving(Clock())
+    m.handle(Recycle(10, ExitReason.RSS))
+    spawn(m, 11)
+    assert without_logs(m.handle(Exited(11, 1))) == [Replaced(False)]
+    assert (m.status.state, m.status.pid) == (SlotState.RUNNING, 10)
+
+
+def test_when_the_hung_worker_dies_first_its_successor_takes_over_without_a_kill() -> None:
+    clock = Clock()
+    m = serving(clock)
+    m.handle(Recycle(10, ExitReason.HUNG, kill_old=True))
+    spawn(m, 11)
+    clock.now += 5
+    assert without_logs(m.handle(Exited(10, SIGKILL))) == []
+    assert without_logs(m.handle(Ready(11))) == [Replaced(True)]
+    assert (m.status.state, m.status.pid) == (SlotState.RUNNING, 11)
+
+
+def test_a_stale_recycle_is_refused() -> None:
+    clock = Clock()
+    m = serving(clock)
+    assert m.handle(Recycle(99, ExitReason.HUNG, kill_old=True)) == [Replaced(False)]  # not this slot's worker
+    m.handle(Replace(ExitReason.RELOAD))
+    assert m.handle(Recycle(10, ExitReason.RSS)) == [Replaced(False)]  # another replacement is under way
+    spawn(m, 11)
+    assert m.handle(Recycle(11, ExitReason.RSS)) == [Replaced(False)]  # the successor does not serve yet
+    m.handle(Ready(11))
+    m.handle(Shutdown())
+    assert m.handle(Recycle(11, ExitReason.AGE)) == [Replaced(False)]  # stopping
+    starting = machine(clock)
+    starting.handle(Begin())
+    spawn(starting, 20)
+    # Start-up is governed by ready_timeout, not by the heartbeat.
+    assert starting.handle(Recycle(20, ExitReason.HUNG, kill_old=True)) == [Replaced(False)]
+
+
+def test_shutdown_during_a_hung_recycle_stops_both_and_kills_nothing_early() -> None:
+    m = serving(Clock())
+    m.handle(Recycle(10, ExitReason.HUNG, kill_old=True))
+    spawn(m, 11)
+    assert m.handle(Shutdown()) == [Replaced(False), Stop(10, ExitReason.SHUTDOWN), Stop(11, ExitReason.SHUTDOWN)]
+    assert m.handle(Ready(11)) == []
+    m.handle(Exited(11, 1))
+    m.handle(Exited(10, SIGKILL))
+    assert m.idle and m.status.state == SlotState.STOPPED
+
+
+def test_a_halt_during_a_hung_recycle_stops_both_and_forgets_the_kill() -> None:
+    m = serving(Clock())
+    m.handle(Recycle(10, ExitReason.HUNG, kill_old=True))
+    spawn(m, 11)
+    assert without_logs(m.handle(Halt(resume=True))) == [Replaced(False), Stop(11, ExitReason.MANUAL),
+                                                          Stop(10, ExitReason.MANUAL)]
+    m.handle(Exited(11, -15))
+    assert without_logs(m.handle(Exited(10, -15))) == [Spawn()]  # restart NAME: started again
+    spawn(m, 12)
+    m.handle(Ready(12))
+    m.handle(Replace(ExitReason.RELOAD))
+    spawn(m, 13)
+    assert without_logs(m.handle(Ready(13))) == [Stop(12, ExitReason.RELOAD), Replaced(True)]
+
+
+def test_a_removed_slot_drains_its_worker_for_the_scale_down() -> None:
+    m = serving(Clock())
+    assert m.handle(Shutdown(ExitReason.SCALE_DOWN)) == [Stop(10, ExitReason.SCALE_DOWN)]
+    assert m.handle(Exited(10, -15)) == [Log(logging.INFO, "worker pid 10 stopped: drained and exited on SIGTERM "
+                                                         "(scale down)")]
+    assert m.idle and m.status.state == SlotState.STOPPED

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from starlette.types import Message
 
 from supervisor.workers.htmlinject import LiveReloadScript
@@ -62,7 +63,8 @@ def test_a_stream_mid_event_or_with_its_own_retry_just_ends() -> None:
     assert sent[-1]["body"] == b""
 
 
-def test_a_websocket_is_closed_with_1012_and_later_sends_fail_like_a_gone_client() -> None:
+@pytest.mark.asyncio
+async def test_a_websocket_is_closed_with_1012_and_later_sends_fail_like_a_gone_client() -> None:
     sent: list[Message] = []
     outcome: list[str] = []
 
@@ -92,13 +94,14 @@ def test_a_websocket_is_closed_with_1012_and_later_sends_fail_like_a_gone_client
         middleware.drain()
         await asyncio.wait_for(task, 5)
 
-    asyncio.run(main())
+    await main()
     assert sent == [{"type": "websocket.accept"},
                     {"type": "websocket.close", "code": 1012, "reason": "service restart"}]
     assert outcome == ["OSError"]
 
 
-def test_a_draining_development_worker_sends_navigations_to_the_same_url_again() -> None:
+@pytest.mark.asyncio
+async def test_a_draining_development_worker_sends_navigations_to_the_same_url_again() -> None:
     sent: list[Message] = []
 
     async def app(scope: object, receive: object, send: object) -> None:
@@ -113,5 +116,5 @@ def test_a_draining_development_worker_sends_navigations_to_the_same_url_again()
     middleware = LiveReloadScript(app, "http://127.0.0.1:8787/livereload", 1, draining=lambda: True)
     scope = {"type": "http", "method": "GET", "path": "/notes", "raw_path": b"/notes", "query_string": b"page=2",
              "headers": [(b"sec-fetch-mode", b"navigate")]}
-    asyncio.run(middleware(scope, receive, send))
+    await middleware(scope, receive, send)
     assert sent[0]["status"] == 307 and (b"location", b"/notes?page=2") in sent[0]["headers"]

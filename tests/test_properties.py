@@ -36,7 +36,9 @@ from supervisor.config.dburl import DatabaseURLError, normalize_database_url
 from supervisor.config.settings import resolve_settings
 from tests.support import REPO, base_env
 
-EXAMPLES = settings(max_examples=500, deadline=None, database=None,
+# derandomize: the same 500 examples in every run, so that CI's verdict does not depend on luck;
+# set derandomize=False locally to explore other examples.
+EXAMPLES = settings(max_examples=500, deadline=None, database=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 FEW = settings(max_examples=4, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 SCHEMA = """
@@ -68,7 +70,7 @@ ANY_CHAR = st.characters(codec="utf-8")
 PRINTABLE = st.sampled_from(string.printable)
 # Text the output may contain whatever the input: messages (in the source) and temporary paths.
 # Hypothesis draws strings from the code under test, so a "secret" can be a piece of a message.
-STATIC_TEXT = "\n".join([*(p.read_text() for p in (REPO / "supervisor").glob("*.py")), tempfile.gettempdir(),
+STATIC_TEXT = "\n".join([*(p.read_text() for p in (REPO / "supervisor").rglob("*.py")), tempfile.gettempdir(),
                          "/prop-", "supervisor.toml", ".env"])
 
 
@@ -203,7 +205,7 @@ def plausible(section: str, key: str) -> st.SearchStrategy[Any]:
         return st.booleans()
     if kind is int:
         return st.integers(int(lo), int(hi)) | st.sampled_from([int(lo), int(hi)])
-    if kind is float:
+    if kind is float or kind == float | None:
         return st.floats(lo, hi) | st.sampled_from([lo, hi, math.nan])
     if kind is str:
         return st.text(ANY_CHAR, max_size=12) | st.sampled_from(["127.0.0.1", "webapp.app:app", "x\x00y"])

@@ -42,6 +42,9 @@ class ScriptedSlots:
     def stopping(self) -> bool:
         return False
 
+    def restart_programs(self, files: set[str]) -> list[str]:
+        return []
+
     def changed(self) -> None:
         pass
 

@@ -20,8 +20,18 @@ from starlette.testclient import TestClient
 
 from supervisor import __version__
 from supervisor.config.settings import resolve_settings
+from supervisor.contract import Scale
 from supervisor.secrets import Redactor
-from supervisor.state import DatabaseState, ExitInfo, ExitReason, SlotState, SlotStatus, SupervisorState
+from supervisor.state import (
+    DatabaseState,
+    ExitInfo,
+    ExitReason,
+    HangIncident,
+    SlotState,
+    SlotStatus,
+    SupervisorState,
+    WorkerVitals,
+)
 from supervisor.status.api import StatusAPI
 from tests.scripted import ScriptedSupervisor
 from tests.support import make_project
@@ -176,7 +186,7 @@ def test_every_worker_state_is_reported_with_its_details(sup: ScriptedSupervisor
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.parametrize("reason", [ExitReason.CRASH, ExitReason.RELOAD, ExitReason.MANUAL, ExitReason.SHUTDOWN])
+@pytest.mark.parametrize("reason", list(ExitReason))
 def test_every_exit_reason_is_reported(sup: ScriptedSupervisor, client: TestClient, reason: ExitReason) -> None:
     sup.slots[0].last_exit = ExitInfo(code=None, signal=15, reason=reason, at=NOW)
     assert client.get("/status").json()["workers"][0]["last_exit"]["reason"] == reason
@@ -294,7 +304,7 @@ def test_secrets_appear_in_no_response(sup: ScriptedSupervisor, client: TestClie
 # ----- access ----------------------------------------------------------------------------------
 
 @pytest.mark.timeout(10)
-@pytest.mark.parametrize("path", ["/restart", "/stop"])
+@pytest.mark.parametrize("path", ["/restart", "/stop", "/scale"])
 @pytest.mark.parametrize("headers", [{}, bearer("wrong-token"), bearer(""), {"Authorization": TOKEN},
                                      {"Authorization": "Basic " + base64.b64encode(f"x:{TOKEN}".encode()).decode()}])
 def test_mutating_endpoints_refuse_a_missing_or_wrong_token(sup: ScriptedSupervisor, client: TestClient, path: str,
@@ -324,7 +334,40 @@ def test_mutating_endpoints_with_the_token_ask_the_loop(sup: ScriptedSupervisor,
 def test_mutating_while_stopping_is_a_conflict(sup: ScriptedSupervisor, client: TestClient) -> None:
     sup.state = SupervisorState.STOPPING
     assert client.post("/restart", headers=bearer()).status_code == 409
+    assert client.post("/scale", headers=bearer(), json={"workers": 2}).status_code == 409
     assert sup.posted == []
+
+
+@pytest.mark.timeout(10)
+def test_scale_with_the_token_asks_the_loop_for_that_many_workers(sup: ScriptedSupervisor,
+                                                                 client: TestClient) -> None:
+    serving(sup)
+    response = client.post("/scale", headers=bearer(), json={"workers": 5})
+    assert response.status_code == 202 and response.json() == {"accepted": "scale", "workers": 5}
+    assert sup.posted == [Scale(5)]
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("body,problem", [
+    (b"", "the body is not a JSON object"),
+    (b"3", "the body is not a JSON object"),
+    (b"{workers: 3}", "the body is not JSON"),
+    (b'{"workers": "3"}', "workers: '3' is not an integer"),
+    (b'{"workers": true}', "workers: True is not an integer"),
+    (b'{"workers": 0}', "workers: 0 is out of range"),
+    (b'{"workers": 65}', "workers: 65 is out of range"),
+    (b'{}', "workers is missing"),
+    (b'{"workers": 2, "program": "web"}', "unknown key 'program'"),
+])
+def test_a_bad_scale_request_says_what_is_wrong_and_what_is_expected(sup: ScriptedSupervisor, client: TestClient,
+                                                                     body: bytes, problem: str) -> None:
+    response = client.post("/scale", headers=bearer(), content=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error.startswith(problem) and error.endswith('expected a JSON object such as {"workers": 3}, '
+                                                        "with 1 to 64 workers"), error
+    assert sup.posted == []
+    assert client.post("/scale", headers=bearer(), content=b" " * 5000).status_code == 413
 
 
 @pytest.mark.timeout(10)
@@ -401,3 +444,64 @@ def test_metrics_keep_numbers_intact_with_a_short_numeric_secret(tmp_path: Path)
     assert metric(text, "supervisor_database_probe_latency_seconds") == pytest.approx(1.234)
     assert metric(text, "supervisor_info", {"version": __version__, "mode": "***"}) == 1
     assert "development" not in text and "1234" in text
+
+
+@pytest.mark.timeout(10)
+def test_programs_appear_in_the_document_the_dashboard_and_the_metrics(sup: ScriptedSupervisor,
+                                                                        client: TestClient) -> None:
+    serving(sup)
+    migrate = SlotStatus(0, SlotState.COMPLETED)
+    migrate.last_exit = ExitInfo(code=0, signal=None, reason=ExitReason.EXITED, at=NOW - 5)
+    worker = SlotStatus(0, SlotState.WAITING, waiting_for="waiting for migrate to complete")
+    sup.programs = {"migrate": [migrate], "worker": [worker]}
+    doc = client.get("/status").json()
+    assert doc["programs"]["migrate"][0]["state"] == "completed"
+    assert doc["programs"]["worker"][0]["waiting_for"] == "waiting for migrate to complete"
+    page = client.get("/").text
+    assert 'id="program-migrate-0"' in page and "waiting for migrate to complete" in page
+    text = client.get("/metrics").text
+    assert metric(text, "supervisor_program_up", {"program": "migrate", "instance": "0", "state": "completed"}) == 1.0
+    assert metric(text, "supervisor_program_up", {"program": "worker", "instance": "0", "state": "waiting"}) == 0.0
+
+
+# ----- worker health -------------------------------------------------------------------------
+
+@pytest.mark.timeout(10)
+def test_loop_lag_requests_recycling_and_the_last_hang_are_reported_redacted(
+        sup: ScriptedSupervisor, client: TestClient) -> None:
+    serving(sup)
+    sup.vitals = {4000: WorkerVitals(spawned_at=0.0, ready_at=1.0, last_beat_at=5.0, requests=1234)}
+    sup.health.loop_lag = {4000: 0.004, 4001: 7.5}
+    sup.health.recycled = {ExitReason.HUNG: 1, ExitReason.REQUESTS: 3}
+    stacks = f'Current thread (most recent call first):\n  File "app.py", line 9 in stuck  # {SECRET}'
+    sup.health.last_hang = HangIncident(1, 3999, NOW - 30, 31.5, stacks, "/x/.supervisor/last-hang.txt")
+
+    doc = client.get("/status").json()
+    assert [(w["loop_lag"], w["requests"]) for w in doc["workers"]] == [(0.004, 1234), (7.5, None)]
+    health = doc["health"]
+    assert health["recycled"] == {"hung": 1, "requests": 3}
+    assert health["hang_timeout"] is None  # development mode, unset
+    assert health["last_hang"]["pid"] == 3999 and "line 9 in stuck" in health["last_hang"]["stacks"]
+    assert SECRET not in client.get("/status").text
+
+    text = client.get("/metrics").text
+    assert metric(text, "supervisor_worker_loop_lag_seconds", {"slot": "1"}) == 7.5
+    assert metric(text, "supervisor_worker_recycled_total", {"reason": "requests"}) == 3
+    assert metric(text, "supervisor_worker_recycled_total", {"reason": "rss"}) == 0
+
+    page = client.get("/").text
+    assert '<a href="#last-hang">where it was stuck</a>' in page
+    assert '<h2 id="last-hang">Last hang: web.1 pid 3999</h2>' in page and "line 9 in stuck" in page
+    assert SECRET not in page
+    assert '<td data-field="loop_lag">7.5s</td>' in page
+
+
+@pytest.mark.timeout(10)
+def test_before_any_heartbeat_or_incident_the_health_fields_are_empty(sup: ScriptedSupervisor,
+                                                                     client: TestClient) -> None:
+    serving(sup)
+    doc = client.get("/status").json()
+    assert [w["loop_lag"] for w in doc["workers"]] == [None, None]
+    assert doc["health"] == {"hang_timeout": None, "last_hang": None, "recycled": {}}
+    assert metric(client.get("/metrics").text, "supervisor_worker_loop_lag_seconds") is None
+    assert 'id="last-hang"' not in client.get("/").text

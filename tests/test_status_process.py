@@ -218,3 +218,22 @@ def test_taken_status_port_in_production_exits_4_naming_the_port(tmp_path: Path)
             assert run.wait_exit() == 4
             assert f"status API: port {taken} on 127.0.0.1 is held by" in run.output
             assert "Serving on" not in run.output
+
+
+@pytest.mark.timeout(60)
+def test_the_date_header_of_the_api_stays_current(tmp_path: Path) -> None:
+    from email.utils import parsedate_to_datetime
+
+    root = project(tmp_path)
+    with supervisor(UP, root) as run:
+        run.wait_url()
+        url = status_url(root, run)
+
+        def date() -> float:
+            code, headers, _ = http_get(url + "/livez")
+            assert code == 200
+            return parsedate_to_datetime(headers["date"]).timestamp()
+
+        first = date()
+        later = wait_until(lambda: (d := date()) > first and d, 10, "a later Date header", lambda: run.output)
+        assert later - first < 5

@@ -11,8 +11,6 @@ import dataclasses
 import http.server
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -78,17 +76,6 @@ def recorder() -> Iterator[Recorder]:
         server.shutdown()
         server.server_close()
         thread.join(5)
-
-
-@pytest.fixture
-def supervisor_pid() -> Iterator[int]:
-    """A live process whose command line reads like ``python -m supervisor up``."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "supervisor", "up"])
-    try:
-        yield proc.pid
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def plant(root: Path, **fields: Any) -> Path:

@@ -42,18 +42,6 @@ def record(rd: Path, pid: int | None = None, started_at: float | None = None) ->
                        token_file=str(rd / TOKEN_NAME), version="0.1.0", project_dir=str(rd.parent))
 
 
-@pytest.fixture
-def supervisor_pid() -> Iterator[int]:
-    """A live process whose command line reads like a supervisor's (``... supervisor up``):
-    what a state file's pid must be to be trusted."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "supervisor", "up"])
-    try:
-        yield proc.pid
-    finally:
-        proc.kill()
-        proc.wait()
-
-
 def dead_pid() -> int:
     """The pid of a process that has exited and been reaped."""
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -258,25 +246,62 @@ def test_durations_and_sizes_read_like_ps() -> None:
 def test_status_text_is_a_table_with_the_why() -> None:
     doc = {
         "supervisor": {"pid": 10, "state": "running", "mode": "production", "uptime": 65, "ready": False,
-                       "ready_reason": "database is waiting"},
+                       "ready_reason": "database is waiting", "started_at": 1000.0},
         "url": "http://127.0.0.1:8000",
         "workers": [
             {"slot": 0, "pid": 11, "state": "running", "uptime": 61, "restarts": 1, "memory_rss": 2048,
-             "cpu_percent": 1.25, "last_exit": {"description": "killed by SIGKILL (crash)"}},
+             "cpu_percent": 1.25, "loop_lag": 0.0042, "last_exit": {"description": "killed by SIGKILL (hung)"}},
             {"slot": 1, "pid": None, "state": "backoff", "retry_in": 1.5, "uptime": None, "restarts": 3,
              "memory_rss": None, "cpu_percent": None, "last_exit": {"description": "exit code 3 (crash)"}},
         ],
         "database": {"state": "waiting", "latency_ms": None, "attempts": 4, "last_error": "connection refused"},
         "reload": {"count": 2, "last_duration": 1.5, "last_files": ["app.py"], "last_error": None},
+        "health": {"hang_timeout": 30.0, "recycled": {"hung": 1, "requests": 2, "rss": 0},
+                   "last_hang": {"slot": 0, "pid": 9, "at": 1040.0, "silent_for": 31.04, "stacks": "...",
+                                 "file": "/srv/.supervisor/last-hang.txt"}},
     }
     assert display.render_text(doc) == "\n".join([
         "supervisor pid 10 running (production), up 1m05s, not ready (database is waiting); "
         "webapp http://127.0.0.1:8000",
         "",
-        "SLOT   PID  STATE                    UPTIME  RESTARTS  MEMORY   CPU   LAST EXIT",
-        "web.0  11   running                  1m01s   1         2.0 KiB  1.2%  killed by SIGKILL (crash)",
-        "web.1  -    backoff (retry in 1.5s)  -       3         -        -     exit code 3 (crash)",
+        "SLOT   PID  STATE                    UPTIME  RESTARTS  MEMORY   CPU   LOOP LAG  LAST EXIT",
+        "web.0  11   running                  1m01s   1         2.0 KiB  1.2%  4 ms      killed by SIGKILL (hung)",
+        "web.1  -    backoff (retry in 1.5s)  -       3         -        -     -         exit code 3 (crash)",
         "",
         "database: waiting, 4 attempt(s), last error: connection refused",
         "reloads: 2, last took 1.50s, last trigger: app.py",
+        "recycled: 3 (hung 1, requests 2); last hang: web.0 pid 9, 25s ago, no heartbeat for 31.0s; "
+        "stacks in /srv/.supervisor/last-hang.txt",
     ])
+    del doc["health"]  # a supervisor of an earlier version: no health line
+    assert display.render_text(doc).endswith("reloads: 2, last took 1.50s, last trigger: app.py")
+
+
+@pytest.mark.asyncio
+async def test_the_embedded_server_loop_waits_for_a_stop_instead_of_ticking() -> None:
+    """uvicorn's own loop wakes every 0.1 s; the API's sleeps until told to stop, and the Date
+    header it answers with is made when asked for."""
+    import asyncio
+    from email.utils import parsedate_to_datetime
+
+    import uvicorn
+
+    from supervisor.status.api import _EmbeddedServer
+
+    server = _EmbeddedServer(uvicorn.Config(app=lambda *args: None, lifespan="off"))
+    ticks: list[int] = []
+    tick = server.on_tick
+
+    async def counted(counter: int) -> bool:
+        ticks.append(counter)
+        return await tick(counter)
+
+    server.on_tick = counted  # type: ignore[method-assign]
+    loop = asyncio.ensure_future(server.main_loop())
+    await asyncio.sleep(0.35)  # an observation window: uvicorn would have ticked three more times
+    assert ticks == [0]
+    (name, value), *_ = server.server_state.default_headers
+    assert name == b"date" and abs(parsedate_to_datetime(value.decode()).timestamp() - time.time()) < 2
+    server.should_exit = True
+    await asyncio.wait_for(loop, 1)
+    assert len(ticks) == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
@@ -109,7 +108,8 @@ class Stop(Exception):
     pass
 
 
-def test_watchdog_pings_once_per_interval_from_the_loop() -> None:
+@pytest.mark.asyncio
+async def test_watchdog_pings_once_per_interval_from_the_loop() -> None:
     sent: list[str] = []
     sleeps: list[float] = []
 
@@ -119,7 +119,7 @@ def test_watchdog_pings_once_per_interval_from_the_loop() -> None:
             raise Stop
 
     with pytest.raises(Stop):
-        asyncio.run(watchdog_pings(sent.append, 7.5, sleep=fake_sleep))
+        await watchdog_pings(sent.append, 7.5, sleep=fake_sleep)
     assert sent == ["WATCHDOG=1"] * 3 and sleeps == [7.5] * 3
 
 

@@ -69,11 +69,18 @@ def zombie_children(run: Running) -> list[int]:
             if c.status() == psutil.STATUS_ZOMBIE]
 
 
+def heartbeat_pipe(pid: int) -> str:
+    """The pipe a worker's heartbeat writes to (the descriptor its command line names)."""
+    argv = psutil.Process(pid).cmdline()
+    return os.readlink(f"/proc/{pid}/fd/{argv[argv.index('--heartbeat-fd') + 1]}")
+
+
 def stray_pipes(pid: int) -> list[str]:
-    """Pipes a worker holds besides its own stdout and stderr: leaked descriptors."""
+    """Pipes a worker holds besides its own stdout, stderr and heartbeat: leaked descriptors."""
     fds = Path(f"/proc/{pid}/fd")
+    own = heartbeat_pipe(pid)
     return [f"{fd.name} -> {target}" for fd in fds.iterdir()
-            if fd.name not in ("1", "2") and (target := os.readlink(fd)).startswith("pipe:")]
+            if fd.name not in ("1", "2") and (target := os.readlink(fd)).startswith("pipe:") and target != own]
 
 
 def listening_sockets(pid: int) -> list[str]:
@@ -263,6 +270,7 @@ def test_two_workers_serve_from_one_socket_and_restart_independently(tmp_path: P
         # ready pipe.
         assert listening_sockets(pids[0]) == listening_sockets(pids[1]) == listening_sockets(run.pid)
         assert [stray_pipes(pid) for pid in pids.values()] == [[], []]
+        assert heartbeat_pipe(pids[0]) != heartbeat_pipe(pids[1])
 
         psutil.Process(pids[0]).send_signal(signal.SIGKILL)
         after = wait_until(lambda: slot_pids(run)[0] != pids[0] and slot_pids(run), 20,
@@ -378,19 +386,21 @@ def in_process_runner(root: Path, **kwargs: Any) -> Runner:
 
 
 @pytest.mark.timeout(30)
-def test_unexpected_error_in_a_startup_step_stops_up_with_exit_1(
+@pytest.mark.asyncio
+async def test_unexpected_error_in_a_startup_step_stops_up_with_exit_1(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     runner = in_process_runner(app_project(tmp_path))
 
     async def broken() -> None:
         raise RuntimeError("the probe itself crashed")
 
-    assert asyncio.run(asyncio.wait_for(runner.run([Plugin("broken", startup=broken)]), 20)) == 1
+    assert await asyncio.wait_for(runner.run([Plugin("broken", startup=broken)]), 20) == 1
     assert "the probe itself crashed" in caplog.text
 
 
 @pytest.mark.timeout(60)
-def test_a_worker_that_cannot_be_spawned_for_now_is_retried_with_backoff(
+@pytest.mark.asyncio
+async def test_a_worker_that_cannot_be_spawned_for_now_is_retried_with_backoff(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """EAGAIN or EMFILE at fork time is a failed start like any other, never an internal error."""
     failures = [BlockingIOError(11, "Resource temporarily unavailable"), OSError(24, "Too many open files")]
@@ -409,7 +419,7 @@ def test_a_worker_that_cannot_be_spawned_for_now_is_retried_with_backoff(
         runner.post(Command.STOP)
         return await running
 
-    assert asyncio.run(asyncio.wait_for(scenario(), 45)) == 0
+    assert await asyncio.wait_for(scenario(), 45) == 0
     assert re.search(r"could not be started: Resource temporarily unavailable; restarting in", caplog.text)
     assert re.search(r"could not be started: Too many open files; restarting in", caplog.text)
     assert "internal error" not in caplog.text

@@ -66,7 +66,8 @@ async def scripted(events: list[tuple[asyncio.Event | None, set[str]]],
 
 
 @pytest.mark.timeout(10)
-def test_batches_arriving_during_a_reload_are_merged_into_one_more() -> None:
+@pytest.mark.asyncio
+async def test_batches_arriving_during_a_reload_are_merged_into_one_more() -> None:
     async def scenario() -> list[set[str]]:
         applied: list[set[str]] = []
         first_running = asyncio.Event()
@@ -89,11 +90,12 @@ def test_batches_arriving_during_a_reload_are_merged_into_one_more() -> None:
         await asyncio.wait_for(task, 5)
         return applied
 
-    assert asyncio.run(scenario()) == [{"a.py"}, {"b.py", "c.py", "d.py"}]
+    assert await scenario() == [{"a.py"}, {"b.py", "c.py", "d.py"}]
 
 
 @pytest.mark.timeout(10)
-def test_each_batch_after_a_finished_reload_gets_its_own_reload() -> None:
+@pytest.mark.asyncio
+async def test_each_batch_after_a_finished_reload_gets_its_own_reload() -> None:
     async def scenario() -> list[set[str]]:
         applied: list[set[str]] = []
         first_done = asyncio.Event()
@@ -107,11 +109,12 @@ def test_each_batch_after_a_finished_reload_gets_its_own_reload() -> None:
         await asyncio.wait_for(coalesce(scripted(events), apply), 5)
         return applied
 
-    assert asyncio.run(scenario()) == [{"a.py"}, {"b.py"}]
+    assert await scenario() == [{"a.py"}, {"b.py"}]
 
 
 @pytest.mark.timeout(10)
-def test_a_failing_watcher_is_reported_not_swallowed() -> None:
+@pytest.mark.asyncio
+async def test_a_failing_watcher_is_reported_not_swallowed() -> None:
     async def broken() -> AsyncIterator[set[str]]:
         yield {"a.py"}
         raise OSError("inotify watch limit reached")
@@ -120,4 +123,4 @@ def test_a_failing_watcher_is_reported_not_swallowed() -> None:
         pass
 
     with pytest.raises(OSError, match="inotify watch limit"):
-        asyncio.run(asyncio.wait_for(coalesce(broken(), apply), 5))
+        await asyncio.wait_for(coalesce(broken(), apply), 5)

@@ -14,6 +14,7 @@ developer's file without editing it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,9 @@ from supervisor.config.dotenv import DotEnv, load_dotenv_file
 from supervisor.config.envrules import apply_environment_rules
 from supervisor.config.envschema import VarSpec, validate_environ
 from supervisor.config.runtimedir import runtime_dir_problem
-from supervisor.config.toml import Config, load_config, missing_config
+from supervisor.config.toml import AppSection, Config, ServerSection, field_bounds, load_config, missing_config
 from supervisor.errors import ConfigError, Problem
+from supervisor.programs.procfile import read_procfile
 from supervisor.secrets import Redactor, secret_values
 
 # Variables the supervisor itself reads; checked even when supervisor.toml declares nothing.
@@ -104,6 +106,7 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
         # Keep going with defaults so .env and environment problems are reported in the same run.
         problems.extend(exc.problems)
         config = Config(path=str(config_path))
+    config = with_procfile(config, project_dir, problems)
 
     env_file = Path(config.supervisor.env_file)
     dotenv = load_dotenv_file(env_file if env_file.is_absolute() else project_dir / env_file, environ)
@@ -130,10 +133,10 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
         reload = mode == "development"
 
     # Command-line values get the same ranges as their supervisor.toml keys (argparse checks types only).
-    if overrides.port is not None and not 0 <= overrides.port <= 65535:
-        problems.append(Problem("--port", f"{overrides.port} is out of range; expected 0 to 65535"))
-    if overrides.workers is not None and not 1 <= overrides.workers <= 64:
-        problems.append(Problem("--workers", f"{overrides.workers} is out of range; expected 1 to 64"))
+    for option, value, (lo, hi) in (("--port", overrides.port, field_bounds(ServerSection, "port")),
+                                    ("--workers", overrides.workers, field_bounds(AppSection, "workers"))):
+        if value is not None and not lo <= value <= hi:
+            problems.append(Problem(option, f"{value} is out of range; expected {lo} to {hi}"))
 
     runtime_dir = Path(config.supervisor.runtime_dir)
     runtime_dir = runtime_dir if runtime_dir.is_absolute() else project_dir / runtime_dir
@@ -206,5 +209,23 @@ def needs_restart(old: Settings, new: Settings) -> list[str]:
         ("[reload]", (old.reload, old.reload_poll, old.config.reload),
          (new.reload, new.reload_poll, new.config.reload)),
         ("[supervisor] runtime_dir", old.runtime_dir, new.runtime_dir),
+        ("[programs]", old.config.programs, new.config.programs),
+        ("[app] depends_on", old.config.app.depends_on, new.config.app.depends_on),
     )
     return [name for name, before, after in pairs if before != after]
+
+
+def with_procfile(config: Config, project_dir: Path, problems: list[Problem]) -> Config:
+    """Without ``[programs]``, the project's ``Procfile`` names the programs (and a uvicorn ``web``
+    line the app, unless ``[app] app`` is set)."""
+    if config.programs:
+        return config
+    found = read_procfile(project_dir)
+    if found is None:
+        return config
+    procfile, procfile_problems = found
+    problems.extend(procfile_problems)
+    app = config.app
+    if procfile.app is not None and app.app == AppSection().app:
+        app = dataclasses.replace(app, app=procfile.app)
+    return dataclasses.replace(config, programs=procfile.programs, app=app, procfile=True)

@@ -9,6 +9,7 @@ stays a pure function of the file's text.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import math
@@ -23,6 +24,7 @@ from typing import Any, Literal
 
 from supervisor.config.envschema import VarSpec, parse_var_spec
 from supervisor.errors import ConfigError, Problem
+from supervisor.programs.spec import CONDITIONS, ProgramSpec, check_dependencies, parse_program
 from supervisor.secrets import is_secret_name
 
 Mode = Literal["development", "production"]
@@ -69,6 +71,19 @@ class AppSection:
     workers: int = _opt(1, lo=1, hi=64)
     app_dir: str = _opt(".")
     ready_timeout: float = _opt(60.0, lo=1, hi=3600)
+    # Programs the app starts after, with a condition each ({ migrate = "completed" }); read by
+    # _read_app, since the generic reader takes no tables.
+    depends_on: tuple[tuple[str, str], ...] = ()
+    # Seconds a serving worker's event loop may go without a heartbeat before the worker counts as
+    # hung (start-up is ready_timeout's). None: 30 in production, off in development; 0: off.
+    hang_timeout: float | None = _opt(None, lo=0, hi=86400)
+    heartbeat_interval: float = _opt(1.0, lo=0.05, hi=10)
+    # Recycling limits (0: off): a worker past one is replaced blue/green, one slot at a time.
+    max_requests: int = _opt(0, lo=0, hi=100_000_000)
+    max_requests_jitter: int = _opt(0, lo=0, hi=100_000_000)
+    max_rss: float = _opt(0.0, lo=0, hi=1_048_576)  # MiB of the worker's resident memory
+    max_age: float = _opt(0.0, lo=0, hi=31_536_000)  # seconds since the worker started
+    max_age_jitter: float = _opt(0.0, lo=0, hi=31_536_000)
 
 
 @dataclass(frozen=True)
@@ -111,6 +126,9 @@ class ReloadSection:
     poll_interval: float = _opt(0.3, lo=0.05, hi=60)
     # Development mode: HTML pages reload once the new workers serve (needs the status API).
     browser: bool = _opt(True)
+    # Fork workers from a template process that has the app's libraries imported already.
+    # None: when reload is on; false: always fresh interpreters; true: also without reload.
+    template: bool | None = _opt(None)
 
 
 @dataclass(frozen=True)
@@ -138,6 +156,8 @@ class Config:
     reload: ReloadSection = field(default_factory=ReloadSection)
     status: StatusSection = field(default_factory=StatusSection)
     env: dict[str, VarSpec] = field(default_factory=dict)
+    programs: dict[str, ProgramSpec] = field(default_factory=dict)
+    procfile: bool = False  # the programs come from the project's Procfile
     path: str = "supervisor.toml"
 
 
@@ -231,6 +251,13 @@ def _command(raw: Any) -> list[str] | str:
     return list(raw)
 
 
+def field_bounds(section: type, key: str) -> tuple[int, int]:
+    """The ``lo``/``hi`` a section's field declares: ``field_bounds(AppSection, "workers")``, so
+    that command-line options check the same range as the file."""
+    meta = next(f.metadata for f in fields(section) if f.name == key)
+    return int(meta["lo"]), int(meta["hi"])
+
+
 def _kind(value: Any) -> str:
     """The TOML type of ``value`` in words, for messages that must not quote it."""
     names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
@@ -252,6 +279,13 @@ def _value_problem(key: str, value: Any, lo: float | None, hi: float | None) -> 
         return ("the value is not usable as a token; expected 16 to 256 visible ASCII characters "
                 "without spaces, or \"\" for a new random token at each start")
     return None
+
+
+def _bound(value: float | None) -> str:
+    """A range bound as written in the file: ``0.05``, ``100000000`` (not ``1e+08``)."""
+    if value is not None and float(value).is_integer():
+        return str(int(value))
+    return f"{value:g}" if value is not None else "?"
 
 
 # A bearer token travels in an HTTP header and sits alone on the token file's one line.
@@ -303,7 +337,7 @@ def _read_section(cls: type, data: Any, table: str, path: str, locator: _Locator
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if (lo is not None and value < lo) or (hi is not None and value > hi):
                 problems.append(Problem(_where(path, locator, table, key),
-                                        f"{value!r} is out of range; expected {lo:g} to {hi:g}"))
+                                        f"{value!r} is out of range; expected {_bound(lo)} to {_bound(hi)}"))
                 continue
         values[key] = value
     return cls(**values)
@@ -321,6 +355,13 @@ def _cross_checks(cfg: Config, path: str, locator: _Locator, problems: list[Prob
             _where(path, locator, "app", "app"),
             f"{cfg.app.app!r} is not an import string; expected 'module:attribute', "
             "e.g. 'webapp.app:app'"))
+    app = cfg.app
+    if app.hang_timeout and app.hang_timeout < 2 * app.heartbeat_interval:
+        problems.append(Problem(
+            _where(path, locator, "app", "hang_timeout"),
+            f"{app.hang_timeout:g} is shorter than two heartbeats (heartbeat_interval = "
+            f"{app.heartbeat_interval:g}); expected at least {2 * app.heartbeat_interval:g}, or 0 to turn "
+            "hang detection off"))
     d = cfg.database
     if d.max_delay < d.initial_delay:
         problems.append(Problem(
@@ -339,9 +380,32 @@ def parse_config(text: str, path: str = "supervisor.toml") -> Config:
     problems: list[Problem] = []
     sections: dict[str, Any] = {}
     env_specs: dict[str, VarSpec] = {}
+    programs: dict[str, ProgramSpec] = {}
+    app_deps: tuple[tuple[str, str], ...] = ()
+
+    def program_where(name: str) -> Any:
+        return lambda key: _where(path, locator, f"programs.{name}", key)
+
     for table, raw in data.items():
+        if table == "app" and isinstance(raw, dict) and "depends_on" in raw:
+            raw = dict(raw)
+            deps = raw.pop("depends_on")
+            if isinstance(deps, dict) and all(c in CONDITIONS for c in deps.values()):
+                app_deps = tuple(deps.items())
+            else:
+                problems.append(Problem(_where(path, locator, "app", "depends_on"),
+                                        f"{deps!r} is not a table of program = condition; expected conditions "
+                                        f"{', '.join(map(repr, CONDITIONS))}, e.g. {{ migrate = \"completed\" }}"))
         if table in _SECTIONS:
             sections[table] = _read_section(_SECTIONS[table], raw, table, path, locator, problems)
+        elif table == "programs":
+            if not isinstance(raw, dict):
+                problems.append(Problem(_where(path, locator, "programs"), "expected [programs.NAME] tables"))
+                continue
+            for name, spec in raw.items():
+                program = parse_program(name, spec, program_where(name), problems)
+                if program is not None:
+                    programs[name] = program
         elif table == "env":
             if not isinstance(raw, dict):
                 problems.append(Problem(_where(path, locator, "env"), "expected a table of variables"))
@@ -356,12 +420,16 @@ def parse_config(text: str, path: str = "supervisor.toml") -> Config:
             problems.append(Problem(path, f"top-level key {table!r} belongs in a section; "
                                           f"expected it under a table such as [server] or [app]"))
         else:
-            expected = ", ".join(sorted([*_SECTIONS, "env"]))
-            hint = difflib.get_close_matches(table, [*_SECTIONS, "env"], n=1)
+            expected = ", ".join(sorted([*_SECTIONS, "env", "programs"]))
+            hint = difflib.get_close_matches(table, [*_SECTIONS, "env", "programs"], n=1)
             suggestion = f"; did you mean [{hint[0]}]?" if hint else ""
             problems.append(Problem(_where(path, locator, table),
                                     f"unknown section [{table}]; expected one of {expected}{suggestion}"))
-    cfg = Config(**sections, env=env_specs, path=path)
+    if app_deps:
+        sections["app"] = dataclasses.replace(sections.get("app", AppSection()), depends_on=app_deps)
+    check_dependencies(programs, app_deps, lambda name: _where(path, locator, "app" if name == "web" else
+                                                                f"programs.{name}", "depends_on"), problems)
+    cfg = Config(**sections, env=env_specs, programs=programs, path=path)
     _cross_checks(cfg, path, locator, problems)
     if problems:
         raise ConfigError(problems)

@@ -31,6 +31,7 @@ from supervisor.workers.policy import backoff_delay
 
 # Plain-words reasons.
 REFUSED = "connection refused"
+LOST = "connection lost"  # reset or aborted by the server, typically while it shuts down
 TIMED_OUT = "timed out"
 AUTH_FAILED = "authentication failed"
 DB_MISSING = "database missing"
@@ -51,6 +52,7 @@ _SQLSTATES = {
 }
 _HINTS = {
     REFUSED: "check that the server is running and listening there",
+    LOST: "the server closed the connection; check that it is running and not restarting",
     TIMED_OUT: "check the host, the port and any firewall in between",
     AUTH_FAILED: "check the user name and password in the database URL",
     DB_MISSING: "create the database (createdb) or fix its name in the database URL",
@@ -101,6 +103,8 @@ def classify(exc: BaseException, mask: Callable[[str], str] = lambda s: s) -> Pr
             return item
         if isinstance(item, ConnectionRefusedError):
             return ProbeFailure(REFUSED, "", True)
+        if isinstance(item, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
+            return ProbeFailure(LOST, "", True)
         if isinstance(item, (TimeoutError, asyncio.TimeoutError)):
             return ProbeFailure(TIMED_OUT, "", True)
         if isinstance(item, socket.gaierror):

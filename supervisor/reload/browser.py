@@ -19,7 +19,6 @@ scripted snapshots; :mod:`supervisor.reload.browser_events` feeds it and serves 
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from urllib.parse import urlsplit
 
 from supervisor.config.settings import Settings
 from supervisor.state import SlotState, SupervisorState
+from supervisor.workers.ports import is_loopback
 
 if TYPE_CHECKING:
     from supervisor.contract import SupervisorView
@@ -41,21 +41,12 @@ def browser_follows(settings: Settings) -> bool:
     status API on loopback to serve the stream (beyond loopback it would need the token)."""
     status = settings.config.status
     return (not settings.production and settings.config.reload.browser and status.enabled
-            and _is_loopback(status.host))
+            and is_loopback(status.host))
 
 
 def only_stylesheets(files: Iterable[str]) -> bool:
     names = [PurePosixPath(f).name for f in files]
     return bool(names) and all(any(fnmatch.fnmatch(n, pat) for pat in STYLESHEETS) for n in names)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def app_origins(app_url: str) -> frozenset[str]:

@@ -26,6 +26,8 @@ def watched_roots(settings: Settings) -> list[Path]:
     paths = [p if p.is_absolute() else settings.project_dir / p for p in map(Path, cfg.paths)]
     env_file, config_file = settings_files(settings)
     paths += [env_file.parent, config_file.parent]
+    # Programs' own watch paths (a frontend's sources, the migrations) are watched too.
+    paths += [settings.project_dir / w for spec in settings.config.programs.values() if spec.reload for w in spec.watch]
     unique = sorted({p.resolve() for p in paths if p.exists()}, key=lambda p: len(p.parts))
     return [p for i, p in enumerate(unique) if not any(p.is_relative_to(q) for q in unique[:i])]
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
+import os
+from collections.abc import Iterable
 
 from supervisor.contract import FilesChanged, SupervisorView
 from supervisor.reload import plan as watchplan
@@ -50,6 +53,23 @@ class Reloader:
         await asyncio.sleep(0)
         self.watching.set()
 
-        self.sup.post(FilesChanged(frozenset(await first)))
+        self._report(await first)
         async for batch in stream:
-            self.sup.post(FilesChanged(frozenset(batch)))
+            self._report(batch)
+
+    def _report(self, batch: set[str]) -> None:
+        forget_bytecode(batch)
+        self.sup.post(FilesChanged(frozenset(batch)))
+
+
+def forget_bytecode(paths: Iterable[str]) -> None:
+    """Remove the cached bytecode of changed source files before a worker imports them.
+
+    A ``.pyc`` records its source's size and modification time in whole seconds: a second edit
+    within the same second that keeps the size (``VERSION = 11`` to ``12``) would otherwise be
+    served from the bytecode of the first, which a fast reload makes likely.
+    """
+    for path in paths:
+        if path.endswith(".py"):
+            with contextlib.suppress(OSError, ValueError, NotImplementedError):
+                os.unlink(importlib.util.cache_from_source(path))

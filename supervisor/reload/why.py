@@ -16,6 +16,7 @@ from pathlib import Path
 
 from supervisor.config.settings import Settings
 from supervisor.errors import EXIT_OK
+from supervisor.options import add_project_options
 from supervisor.reload.browser import browser_follows, only_stylesheets
 from supervisor.reload.plan import change_filter_for, settings_files, watched_roots
 
@@ -55,8 +56,7 @@ def register(sub: argparse._SubParsersAction,  # type: ignore[type-arg]
                        description="Paths are relative to the current directory. Exit code 0; 2 when "
                                    "the configuration or environment is invalid (as `check`).")
     p.add_argument("paths", nargs="+", metavar="PATH")
-    p.add_argument("--project-dir", default=".", help="directory holding supervisor.toml and .env")
-    p.add_argument("--config", help="path of supervisor.toml (default: in the project directory)")
+    add_project_options(p)
 
     def run(args: argparse.Namespace) -> int:
         for line in report(args.paths, settings(args), Path.cwd()):

@@ -9,6 +9,7 @@ Routes::
     GET  /metrics  Prometheus text format
     POST /restart  graceful rolling restart            (bearer token)
     POST /stop     graceful stop; ``up`` exits with 0  (bearer token)
+    POST /scale    {"workers": N}: run N workers       (bearer token)
 
 Access rules, unlike PM2, circus or supervisord: mutating requests always need the bearer token
 (generated at start unless ``[status] token`` is set, written to ``<runtime dir>/status.token``
@@ -33,8 +34,10 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from email.utils import formatdate
 from typing import Any
 
 import uvicorn
@@ -45,10 +48,21 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.server import ServerState
 
 from supervisor import __version__
 from supervisor.config.settings import Settings
-from supervisor.contract import Command, Plugin, SupervisorView
+from supervisor.config.toml import AppSection, field_bounds
+from supervisor.contract import (
+    MAX_WORKERS,
+    MIN_WORKERS,
+    PROGRAM_ACTIONS,
+    Command,
+    Plugin,
+    ProgramCommand,
+    Scale,
+    SupervisorView,
+)
 from supervisor.errors import PortError
 from supervisor.secrets import Redactor
 from supervisor.state import SupervisorState
@@ -62,6 +76,7 @@ from supervisor.workers.ports import bind_listener, describe_holder, display_url
 logger = logging.getLogger("supervisor")
 
 PROBES = ("/livez", "/readyz")
+MAX_BODY = 4096  # bytes of a POST body: {"workers": 3} needs a dozen
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
@@ -175,6 +190,9 @@ class StatusAPI:
             Route("/metrics", self.metrics_text, methods=["GET"]),
             Route("/restart", self.restart, methods=["POST"]),
             Route("/stop", self.stop, methods=["POST"]),
+            Route("/programs/{program}/scale", self.scale_program, methods=["POST"]),
+            Route("/programs/{program}/{action}", self.program_action, methods=["POST"]),
+            Route("/scale", self.scale, methods=["POST"]),
         ]
         return Starlette(routes=routes, middleware=[Middleware(_Guard, access=self.access)])
 
@@ -187,7 +205,7 @@ class StatusAPI:
 
     def document(self) -> dict[str, Any]:
         sup = self.sup
-        self.sampler.forget_except({s.pid for s in sup.slots if s.pid is not None})
+        self.sampler.forget_except(sup.worker_pids)
         doc = status_document(sup, sup.wall(), self.sampler, os.getpid(), self.url)
         return redact_tree(doc, sup.redact)  # type: ignore[no-any-return]
 
@@ -214,6 +232,57 @@ class StatusAPI:
 
     async def stop(self, request: Request) -> Response:
         return self._post(Command.STOP)
+
+    async def program_action(self, request: Request) -> Response:
+        name, action = request.path_params["program"], request.path_params["action"]
+        if action not in PROGRAM_ACTIONS:
+            return JSONResponse({"error": f"unknown action {action!r}; expected one of "
+                                          f"{', '.join(PROGRAM_ACTIONS)}"}, status_code=404)
+        if name != "web" and name not in self.sup.programs:
+            return JSONResponse({"error": f"no program {name!r}; expected one of "
+                                          f"{', '.join(['web', *self.sup.programs])}"}, status_code=404)
+        if name == "web" and action != "restart":
+            return JSONResponse({"error": "web is the app: restart it, or stop the supervisor"}, status_code=409)
+        if self.sup.state == SupervisorState.STOPPING:
+            return JSONResponse({"error": "the supervisor is stopping"}, status_code=409)
+        logger.info("status: %s %s requested through the API", action, name)
+        self.sup.post(ProgramCommand(action, name))
+        return JSONResponse({"accepted": action, "program": name}, status_code=202)
+
+    async def scale(self, request: Request) -> Response:
+        """``{"workers": N}``: run N workers; new ones start at once, removed ones drain."""
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                return JSONResponse({"error": f"the body is over {MAX_BODY} bytes; expected {{\"workers\": N}}"},
+                                    status_code=413)
+        workers, problem = scale_request(body)
+        if problem:
+            return JSONResponse({"error": problem}, status_code=400)
+        if self.sup.state == SupervisorState.STOPPING:
+            return JSONResponse({"error": "the supervisor is stopping"}, status_code=409)
+        logger.info("status: scale to %d worker(s) requested through the API", workers)
+        self.sup.post(Scale(workers))
+        return JSONResponse({"accepted": "scale", "workers": workers}, status_code=202)
+
+    async def scale_program(self, request: Request) -> Response:
+        """``{"instances": N}``: run N instances of a program (0 stops it without forgetting it)."""
+        name = request.path_params["program"]
+        if name == "web":
+            return JSONResponse({"error": 'scale web with POST /scale {"workers": N}'}, status_code=409)
+        if name not in self.sup.programs:
+            return JSONResponse({"error": f"no program {name!r}; expected one of "
+                                          f"{', '.join(self.sup.programs) or 'none'}"}, status_code=404)
+        body = await request.body() if int(request.headers.get("content-length", "0") or 0) <= MAX_BODY else b""
+        instances, problem = instances_request(body)
+        if problem:
+            return JSONResponse({"error": problem}, status_code=400)
+        if self.sup.state == SupervisorState.STOPPING:
+            return JSONResponse({"error": "the supervisor is stopping"}, status_code=409)
+        logger.info("status: scale %s to %d instance(s) requested through the API", name, instances)
+        self.sup.post(Scale(instances, program=name))
+        return JSONResponse({"accepted": "scale", "program": name, "instances": instances}, status_code=202)
 
     def _post(self, action: Command) -> Response:
         if self.sup.state == SupervisorState.STOPPING:
@@ -266,8 +335,103 @@ class StatusAPI:
             release(runtime_dir, record)
 
 
+def scale_request(body: bytes) -> tuple[int, str | None]:
+    """The worker count a ``POST /scale`` body asks for, or what is wrong with it. Pure.
+
+    >>> scale_request(b'{"workers": 3}')
+    (3, None)
+    """
+    expected = f'expected a JSON object such as {{"workers": 3}}, with {MIN_WORKERS} to {MAX_WORKERS} workers'
+    try:
+        data = json.loads(body or b"null")
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return 0, f"the body is not JSON; {expected}"
+    if not isinstance(data, dict):
+        return 0, f"the body is not a JSON object; {expected}"
+    unknown = sorted(set(data) - {"workers"})
+    if unknown:
+        return 0, f"unknown key {unknown[0]!r}; {expected}"
+    workers = data.get("workers")
+    if isinstance(workers, bool) or not isinstance(workers, int):
+        return 0, f"workers: {workers!r} is not an integer; {expected}" if "workers" in data else \
+            f"workers is missing; {expected}"
+    if not MIN_WORKERS <= workers <= MAX_WORKERS:
+        return 0, f"workers: {workers} is out of range; {expected}"
+    return workers, None
+
+
+def instances_request(body: bytes) -> tuple[int, str | None]:
+    """The instance count a ``POST /programs/NAME/scale`` body asks for, or what is wrong. Pure.
+
+    >>> instances_request(b'{"instances": 0}')
+    (0, None)
+    """
+    hi = field_bounds(AppSection, "workers")[1]
+    expected = f'expected a JSON object such as {{"instances": 2}}, with 0 to {hi} instances'
+    try:
+        data = json.loads(body or b"null")
+    except ValueError:
+        return 0, f"the body is not JSON; {expected}"
+    count = data.get("instances") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or set(data) != {"instances"} or isinstance(count, bool) \
+            or not isinstance(count, int) or not 0 <= count <= hi:
+        return 0, f"the body is not a valid request; {expected}"
+    return count, None
+
+
+class _DatedState(ServerState):
+    """uvicorn's shared server state, whose default headers carry a Date made when a response
+    asks for them, instead of one a timer refreshes every second whether anyone asks or not."""
+
+    def __init__(self) -> None:
+        self._others: list[tuple[bytes, bytes]] = []
+        self._second = -1
+        self._headers: list[tuple[bytes, bytes]] = []
+        super().__init__()
+
+    @property
+    def default_headers(self) -> list[tuple[bytes, bytes]]:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._headers = [(b"date", formatdate(now, usegmt=True).encode()), *self._others]
+        return self._headers
+
+    @default_headers.setter
+    def default_headers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self._others = [header for header in headers if header[0] != b"date"]
+        self._second = -1
+
+
 class _EmbeddedServer(uvicorn.Server):
-    """uvicorn without its signal handling: the supervisor owns SIGINT and SIGTERM."""
+    """uvicorn without its signal handling (the supervisor owns SIGINT and SIGTERM), and without
+    its ten wake-ups a second at rest."""
+
+    _stop: asyncio.Event | None = None
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.server_state = _DatedState()
+
+    @property
+    def should_exit(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        if self._stop is None:
+            self._stop = asyncio.Event()
+        if value:
+            self._stop.set()
+        else:
+            self._stop.clear()
+
+    async def main_loop(self) -> None:
+        """uvicorn's loop wakes every 0.1 s to refresh the Date header and look for a stop; here
+        the header is made on demand (:class:`_DatedState`) and a stop wakes the loop itself."""
+        stop = self._stop or asyncio.Event()  # made by __init__ (should_exit = False)
+        while not await self.on_tick(0):
+            await stop.wait()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

@@ -37,8 +37,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from supervisor.config.runtimedir import owner_problem, runtime_dir_problem
-from supervisor.config.toml import Config, load_config, missing_config
+from supervisor.config.toml import AppSection, Config, field_bounds, load_config, missing_config
 from supervisor.errors import EXIT_CONFIG, ConfigError
+from supervisor.options import add_project_options
 from supervisor.status.display import render_text
 from supervisor.status.statefile import TOKEN_NAME, StateFileError, StateRecord, is_alive, live_state, read_token
 from supervisor.workers.ports import display_url, is_loopback
@@ -153,16 +154,19 @@ def find_target(args: argparse.Namespace) -> Target:
     return Target(url, _token_reader(args, rd), record)
 
 
-def request(target: Target, method: str, path: str, timeout: float = 5.0) -> tuple[int, Any]:
-    """One request to the API: (status, parsed JSON body).
+def request(target: Target, method: str, path: str, timeout: float = 5.0,
+            payload: dict[str, Any] | None = None) -> tuple[int, Any]:
+    """One request to the API (a POST may carry a JSON ``payload``): (status, parsed JSON body).
 
     Raises NotRunning when nothing answers, NotStatusAPI when a success is not JSON.
     """
     # Reads on loopback need no token: it is not sent where it is not needed.
     token = target.token() if method == "POST" or not target.loopback else None
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    req = urllib.request.Request(target.status_url + path, method=method, headers=headers,
-                                 data=b"" if method == "POST" else None)
+    data = None if method != "POST" else json.dumps(payload).encode() if payload is not None else b""
+    if payload is not None:
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(target.status_url + path, method=method, headers=headers, data=data)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             status, body, kind = resp.status, resp.read(), resp.headers.get_content_type()
@@ -297,7 +301,55 @@ def _rolled(target: Target, before: dict[int, int | None]) -> Callable[[], bool]
     return check
 
 
+def _program_instances(target: Target, name: str) -> list[dict[str, Any]]:
+    programs = fetch_status(target).get("programs", {})
+    if name not in programs:
+        raise Failed(f"no program {name!r}; expected one of {', '.join(['web', *programs])}")
+    return list(programs[name])
+
+
+def _program_state(target: Target, name: str, check: Callable[[list[dict[str, Any]]], bool]) -> Callable[[], bool]:
+    def done() -> bool:
+        try:
+            return check(list(fetch_status(target).get("programs", {}).get(name, [])))
+        except (NotRunning, Refused):
+            return False
+    return done
+
+
+def cmd_program(args: argparse.Namespace, action: str) -> int:
+    """``restart NAME``, ``stop NAME``, ``start NAME``: one program, waiting for the effect."""
+    def body() -> int:
+        target = find_target(args)
+        name = args.program
+        before = {w["slot"]: w["pid"] for w in _program_instances(target, name)}
+        code, reply = request(target, "POST", f"/programs/{name}/{action}")
+        if code != 202:
+            raise Refused(_refusal(code, reply))
+        if args.no_wait:
+            print(f"{action} {name} requested")
+            return 0
+        settled = ("running", "completed")
+        checks: dict[str, Callable[[list[dict[str, Any]]], bool]] = {
+            "stop": lambda ws: all(w["state"] == "stopped" for w in ws),
+            "start": lambda ws: all(w["state"] in settled for w in ws),
+            "restart": lambda ws: all(w["state"] in settled and (w["pid"] is None or w["pid"] != before.get(w["slot"]))
+                                      for w in ws),
+        }
+        if not wait_for(_program_state(target, name, checks[action]), args.timeout):
+            raise Failed(f"{name} did not {action} within {args.timeout:g}s; "
+                         "see `python -m supervisor status` and the supervisor's log")
+        after = _program_instances(target, name)
+        print(f"{action}: " + ", ".join(f"{name}.{w['slot']} {w['state']}" + (f" pid {w['pid']}" if w["pid"] else "")
+                                          for w in after))
+        return 0
+    return _guarded(body)
+
+
 def cmd_restart(args: argparse.Namespace) -> int:
+    if getattr(args, "program", None) not in (None, "web"):
+        return cmd_program(args, "restart")
+
     def body() -> int:
         target = find_target(args)
         before = {w["slot"]: w["pid"] for w in fetch_status(target)["workers"]}
@@ -329,6 +381,9 @@ def _gone(target: Target) -> Callable[[], bool]:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
+    if getattr(args, "program", None) is not None:
+        return cmd_program(args, "stop")
+
     def body() -> int:
         target = find_target(args)
         _post(target, "stop")
@@ -342,11 +397,95 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return _guarded(body)
 
 
+def _scaled(target: Target, workers: int) -> Callable[[], bool]:
+    """True once exactly ``workers`` slots serve and no removed slot is still draining."""
+    def check() -> bool:
+        try:
+            slots = fetch_status(target)["workers"]
+        except (NotRunning, Refused):
+            return False
+        return len(slots) == workers and all(w["state"] == "running" for w in slots)
+    return check
+
+
+def cmd_scale_program(args: argparse.Namespace, name: str, instances: int) -> int:
+    def body() -> int:
+        target = find_target(args)
+        _program_instances(target, name)  # exists
+        code, answer = request(target, "POST", f"/programs/{name}/scale", payload={"instances": instances})
+        if code != 202:
+            raise Refused(_refusal(code, answer))
+        if args.no_wait:
+            print(f"scale {name} requested: {instances} instance(s)")
+            return 0
+
+        def settled(ws: list[dict[str, Any]]) -> bool:
+            return len(ws) == instances and all(w["state"] in ("running", "completed") for w in ws)
+
+        if not wait_for(_program_state(target, name, settled), args.timeout):
+            raise Failed(f"{name} did not reach {instances} running instance(s) within {args.timeout:g}s")
+        after = _program_instances(target, name)
+        print(f"scaled {name} to {len(after)} instance(s)" + "".join(
+            f", {name}.{w['slot']} pid {w['pid']}" for w in after))
+        return 0
+    return _guarded(body)
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    if len(args.target) == 2:
+        name, count = args.target
+        try:
+            instances = int(count)
+        except ValueError:
+            return _usage_error(f"scale: {count!r} is not a whole number of instances")
+        return cmd_scale_program(args, name, instances)
+    if len(args.target) != 1:
+        return _usage_error("scale: expected N (web workers) or NAME N (a program's instances)")
+    try:
+        args.workers = _worker_count(args.target[0])
+    except argparse.ArgumentTypeError as exc:
+        return _usage_error(f"scale: {exc}")
+
+    def body() -> int:
+        target = find_target(args)
+        code, answer = request(target, "POST", "/scale", payload={"workers": args.workers})
+        if code != 202 or not isinstance(answer, dict) or answer.get("accepted") != "scale":
+            if code < 300:
+                raise _not_status_api(target, "/scale", f'{code} without {{"accepted": "scale"}}')
+            raise Refused(_refusal(code, answer))
+        if args.no_wait:
+            print(f"scale requested: {args.workers} worker(s); new ones start, removed ones drain")
+            return 0
+        if not wait_for(_scaled(target, args.workers), args.timeout):
+            raise Failed(f"{args.workers} worker(s) were not all serving within {args.timeout:g}s; "
+                         "see `python -m supervisor status` and the supervisor's log")
+        slots = fetch_status(target)["workers"]
+        print(f"scaled to {len(slots)} worker(s): " + ", ".join(f"web.{w['slot']} pid {w['pid']}" for w in slots))
+        return 0
+    return _guarded(body)
+
+
+def _usage_error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _worker_count(text: str) -> int:
+    """A worker count in the range of ``[app] workers``."""
+    lo, hi = field_bounds(AppSection, "workers")
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of workers") from None
+    if not lo <= value <= hi:
+        raise argparse.ArgumentTypeError(f"{value} is out of range; expected {lo} to {hi} workers")
+    return value
+
+
 # ----- registration -------------------------------------------------------------------------
 
 def _add_target_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--project-dir", default=".", help="directory holding supervisor.toml (and the runtime dir)")
-    p.add_argument("--config", help="path of supervisor.toml (default: in the project directory)")
+    add_project_options(p, "supervisor.toml (and the runtime dir)")
     p.add_argument("--url", help="the status API's URL, instead of finding it through the state file")
     p.add_argument("--token-file", help="file holding the API token (default: <runtime dir>/status.token)")
 
@@ -371,11 +510,27 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     status.set_defaults(func=cmd_status)
 
     for name, func, what, default_timeout in (
-            ("restart", cmd_restart, "replace every worker, one at a time, without dropping requests", 120.0),
-            ("stop", cmd_stop, "stop the running supervisor and its workers gracefully", 60.0)):
+            ("restart", cmd_restart, "replace every worker, one at a time, without dropping requests "
+                                     "(with NAME: stop, then start that program)", 120.0),
+            ("stop", cmd_stop, "stop the running supervisor and its programs gracefully (with NAME: only "
+                               "that program, which is not restarted)", 60.0),
+            ("start", lambda args: cmd_program(args, "start"), "start a program stopped with `stop NAME`", 60.0)):
         p = sub.add_parser(name, help=what)
         _add_target_options(p)
+        p.add_argument("program", nargs=None if name == "start" else "?", metavar="NAME",
+                       help="a program of [programs] (web: the app)")
         p.add_argument("--no-wait", action="store_true", help="return once the request is accepted")
         p.add_argument("--timeout", type=_seconds, default=default_timeout,
                        help=f"seconds to wait for the effect (default {default_timeout:g})")
         p.set_defaults(func=func)
+
+    scale = sub.add_parser("scale", help="run N workers: new ones start at once, removed ones drain "
+                                         "(SIGTTIN/SIGTTOU add or remove one)")
+    _add_target_options(scale)
+    scale.add_argument("target", nargs="+", metavar="[NAME] N",
+                       help="how many web workers to run (as [app] workers: 1 to 64), or NAME N: how many "
+                            "instances of a program (0 to 64)")
+    scale.add_argument("--no-wait", action="store_true", help="return once the request is accepted")
+    scale.add_argument("--timeout", type=_seconds, default=120.0,
+                       help="seconds to wait until exactly N workers serve (default 120)")
+    scale.set_defaults(func=cmd_scale)

@@ -10,7 +10,15 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from supervisor.status.display import COLUMNS, database_line, duration, reload_line, summary_line, worker_row
+from supervisor.status.display import (
+    COLUMNS,
+    database_line,
+    duration,
+    health_line,
+    reload_line,
+    summary_line,
+    worker_row,
+)
 
 REFRESH_SECONDS = 2
 
@@ -29,15 +37,19 @@ pre{background:#f0f0f0;padding:.4em;margin:.3em 0;white-space:pre-wrap}
 
 
 def _worker_rows(doc: dict[str, Any]) -> str:
+    """The web workers (``worker-N``), then every program's instances (``program-NAME-N``)."""
     rows = []
-    for worker in doc["workers"]:
-        cells = worker_row(worker)
+    everything = [("web", w) for w in doc["workers"]]
+    everything += [(name, w) for name, instances in doc.get("programs", {}).items() for w in instances]
+    for program, worker in everything:
+        cells = worker_row(worker, program)
+        row_id = f"worker-{int(worker['slot'])}" if program == "web" else f"program-{program}-{int(worker['slot'])}"
         tds = "".join(
             f'<td data-field="{escape(name.lower().replace(" ", "_"))}"'
             + (f' class="state-{escape(str(worker["state"]))}"' if name == "STATE" else "")
             + f">{escape(cell)}</td>"
             for name, cell in zip(COLUMNS, cells, strict=False))
-        rows.append(f'<tr id="worker-{int(worker["slot"])}" data-pid="{escape(cells[1])}" '
+        rows.append(f'<tr id="{escape(row_id)}" data-pid="{escape(cells[1])}" '
                     f'data-state="{escape(str(worker["state"]))}">{tds}</tr>')
         if worker.get("stderr_tail"):
             tail = escape("\n".join(worker["stderr_tail"]))
@@ -64,6 +76,21 @@ def _links(doc: dict[str, Any]) -> str:
             '<a href="/metrics">supervisor metrics</a></p>')
 
 
+def _health(doc: dict[str, Any]) -> str:
+    """The recycling line, with a link to the last hang's stacks, which follow it."""
+    health = doc.get("health") or {}
+    sup = doc["supervisor"]
+    line = health_line(health, sup["started_at"] + sup["uptime"])
+    if not line:
+        return ""
+    hang = health.get("last_hang")
+    if not hang:
+        return f'<p id="health">{escape(line)}</p>'
+    return (f'<p id="health">{escape(line)} &middot; <a href="#last-hang">where it was stuck</a></p>\n'
+            f'<h2 id="last-hang">Last hang: web.{int(hang["slot"])} pid {int(hang["pid"])}</h2>\n'
+            f'<pre id="last-hang-stacks">{escape(str(hang["stacks"]))}</pre>')
+
+
 def render_dashboard(doc: dict[str, Any]) -> str:
     sup = doc["supervisor"]
     headers = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)
@@ -85,6 +112,7 @@ refreshes every {REFRESH_SECONDS}s</p>
 </tbody></table>
 <p id="database">{escape(database_line(doc['database']))}</p>
 <p id="reload">{escape(reload_line(doc['reload']))}</p>
+{_health(doc)}
 <h2>Environment</h2>
 <table id="env"><thead><tr><th>NAME</th><th>FROM</th><th>VALUE</th></tr></thead><tbody>
 {_env_rows(doc['env'])}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-COLUMNS = ("SLOT", "PID", "STATE", "UPTIME", "RESTARTS", "MEMORY", "CPU", "LAST EXIT")
+COLUMNS = ("SLOT", "PID", "STATE", "UPTIME", "RESTARTS", "MEMORY", "CPU", "LOOP LAG", "LAST EXIT")
 
 
 def duration(seconds: float | None) -> str:
@@ -38,6 +38,13 @@ def size(count: int | None) -> str:
     return f"{value:.1f} GiB"
 
 
+def lag(seconds: float | None) -> str:
+    """``3 ms``, ``1.2s``; ``-`` before the first heartbeat."""
+    if seconds is None:
+        return "-"
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f}s"
+
+
 def worker_state(worker: dict[str, Any]) -> str:
     """The state, with why and what next for the states that need it."""
     state = str(worker["state"])
@@ -45,6 +52,8 @@ def worker_state(worker: dict[str, Any]) -> str:
         return f"backoff (retry in {worker['retry_in']:.1f}s)"
     if state == "fatal" and worker.get("fatal_reason"):
         return f"fatal: {worker['fatal_reason']}"
+    if state == "waiting" and worker.get("waiting_for"):
+        return str(worker["waiting_for"])
     return state
 
 
@@ -53,16 +62,17 @@ def last_exit(worker: dict[str, Any]) -> str:
     return str(info["description"]) if info else "-"
 
 
-def worker_row(worker: dict[str, Any]) -> tuple[str, ...]:
+def worker_row(worker: dict[str, Any], program: str = "web") -> tuple[str, ...]:
     cpu = worker.get("cpu_percent")
     return (
-        f"web.{worker['slot']}",
+        f"{program}.{worker['slot']}",
         str(worker["pid"]) if worker.get("pid") is not None else "-",
         worker_state(worker),
         duration(worker.get("uptime")),
         str(worker["restarts"]),
         size(worker.get("memory_rss")),
         f"{cpu:.1f}%" if cpu is not None else "-",
+        lag(worker.get("loop_lag")),
         last_exit(worker),
     )
 
@@ -89,6 +99,23 @@ def reload_line(reload: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def health_line(health: dict[str, Any] | None, now: float) -> str | None:
+    """Recycled workers and the last hang, if any: ``recycled: 2 (requests 2); last hang: ...``."""
+    if not health:
+        return None
+    parts = []
+    recycled = {reason: count for reason, count in (health.get("recycled") or {}).items() if count}
+    if recycled:
+        by_reason = ", ".join(f"{reason} {count}" for reason, count in sorted(recycled.items()))
+        parts.append(f"recycled: {sum(recycled.values())} ({by_reason})")
+    hang = health.get("last_hang")
+    if hang:
+        where = f"; stacks in {hang['file']}" if hang.get("file") else ""
+        parts.append(f"last hang: web.{hang['slot']} pid {hang['pid']}, {duration(now - hang['at'])} ago, no "
+                     f"heartbeat for {hang['silent_for']:.1f}s{where}")
+    return "; ".join(parts) or None
+
+
 def summary_line(doc: dict[str, Any]) -> str:
     sup = doc["supervisor"]
     ready = "ready" if sup["ready"] else f"not ready ({sup['ready_reason']})"
@@ -107,5 +134,8 @@ def table(rows: list[tuple[str, ...]], headers: tuple[str, ...] = COLUMNS) -> st
 def render_text(doc: dict[str, Any]) -> str:
     """The whole human-readable status: summary, worker table, database and reload lines."""
     rows = [worker_row(w) for w in doc["workers"]]
+    rows += [worker_row(w, name) for name, instances in doc.get("programs", {}).items() for w in instances]
+    sup = doc["supervisor"]
+    health = health_line(doc.get("health"), sup.get("started_at", 0) + sup["uptime"])
     return "\n".join([summary_line(doc), "", table(rows), "", database_line(doc["database"]),
-                      reload_line(doc["reload"])])
+                      reload_line(doc["reload"]), *([health] if health else [])])

@@ -18,7 +18,18 @@ import psutil
 
 from supervisor import __version__
 from supervisor.secrets import mask_url_value
-from supervisor.state import DB_FINE, DatabaseStatus, ExitInfo, ReloadStatus, SlotState, SlotStatus, SupervisorState
+from supervisor.state import (
+    DB_FINE,
+    DatabaseStatus,
+    ExitInfo,
+    HealthStatus,
+    ReloadStatus,
+    SlotState,
+    SlotStatus,
+    SupervisorState,
+    WorkerVitals,
+)
+from supervisor.workers.health import Limits
 
 if TYPE_CHECKING:
     from supervisor.config.settings import Settings
@@ -81,8 +92,10 @@ def _exit(info: ExitInfo | None) -> dict[str, Any] | None:
             "description": info.describe()}
 
 
-def _worker(slot: SlotStatus, now: float, sample: Sampler) -> dict[str, Any]:
+def _worker(slot: SlotStatus, now: float, sample: Sampler, health: HealthStatus,
+            vitals: WorkerVitals | None) -> dict[str, Any]:
     stats = sample(slot.pid) if slot.pid is not None else None
+    lag = health.loop_lag.get(slot.pid) if slot.pid is not None else None
     retry_at = slot.next_retry_at if slot.state == SlotState.BACKOFF else None
     return {
         "slot": slot.index,
@@ -96,10 +109,13 @@ def _worker(slot: SlotStatus, now: float, sample: Sampler) -> dict[str, Any]:
         "next_retry_at": retry_at,
         "retry_in": round(max(0.0, retry_at - now), 3) if retry_at is not None else None,
         "fatal_reason": slot.fatal_reason,
+        "waiting_for": slot.waiting_for,
         "stderr_tail": list(slot.stderr_tail) if slot.state in (SlotState.FATAL, SlotState.BACKOFF) else [],
         "memory_rss": stats.memory_rss if stats else None,
         "cpu_percent": stats.cpu_percent if stats else None,
         "cpu_seconds": stats.cpu_seconds if stats else None,
+        "loop_lag": round(lag, 3) if lag is not None else None,  # seconds; grows while the worker hangs
+        "requests": vitals.requests if vitals is not None else None,
     }
 
 
@@ -111,6 +127,14 @@ def _database(db: DatabaseStatus) -> dict[str, Any]:
 def _reload(status: ReloadStatus) -> dict[str, Any]:
     return {"count": status.count, "last_files": list(status.last_files), "last_error": status.last_error,
             "last_at": status.last_at, "last_duration": status.last_duration}
+
+
+def _health(health: HealthStatus, hang_timeout: float | None) -> dict[str, Any]:
+    hang = health.last_hang
+    last = None if hang is None else {"slot": hang.slot, "pid": hang.pid, "at": hang.at,
+                                      "silent_for": round(hang.silent_for, 3), "stacks": hang.stacks,
+                                      "file": hang.file}
+    return {"hang_timeout": hang_timeout, "last_hang": last, "recycled": dict(health.recycled)}
 
 
 def env_entries(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -151,6 +175,11 @@ def status_document(sup: SupervisorView, now: float, sample: Sampler, pid: int,
                     status_url: str | None = None) -> dict[str, Any]:
     """The whole ``/status`` document for ``sup`` at wall-clock time ``now``."""
     ready, why = readiness(sup)
+    vitals = sup.vitals
+
+    def worker(slot: SlotStatus) -> dict[str, Any]:
+        return _worker(slot, now, sample, sup.health, vitals.get(slot.pid) if slot.pid is not None else None)
+
     return {
         "supervisor": {
             "pid": pid,
@@ -165,8 +194,10 @@ def status_document(sup: SupervisorView, now: float, sample: Sampler, pid: int,
         },
         "port": sup.port,
         "url": sup.url,
-        "workers": [_worker(slot, now, sample) for slot in sup.slots],
+        "workers": [worker(slot) for slot in sup.slots],
+        "programs": {name: [worker(slot) for slot in instances] for name, instances in sup.programs.items()},
         "database": _database(sup.database),
         "reload": _reload(sup.reload_status),
+        "health": _health(sup.health, Limits.of(sup.settings.config.app, sup.settings.production).hang_timeout),
         "env": env_entries(sup.settings),
     }

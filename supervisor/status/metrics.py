@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 
 from supervisor import __version__
 from supervisor.contract import SupervisorView
-from supervisor.state import DatabaseState, SlotState, SupervisorState
+from supervisor.state import RECYCLE_REASONS, DatabaseState, SlotState, SupervisorState
 from supervisor.status.document import readiness
 
 RELOAD_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -51,8 +51,8 @@ class SupervisorCollector(Collector):
         yield InfoMetricFamily("supervisor", "Supervisor version and mode.",
                                value={"version": __version__, "mode": sup.settings.mode})
         state = GaugeMetricFamily("supervisor_state", "1 for the supervisor's current state.", labels=["state"])
-        for name in SupervisorState:
-            state.add_metric([name], 1.0 if sup.state == name else 0.0)
+        for each in SupervisorState:
+            state.add_metric([each], 1.0 if sup.state == each else 0.0)
         yield state
         yield GaugeMetricFamily("supervisor_ready", "1 when a worker is ready and the database is fine.",
                                 value=1.0 if readiness(sup)[0] else 0.0)
@@ -63,13 +63,38 @@ class SupervisorCollector(Collector):
         backoff = GaugeMetricFamily("supervisor_worker_backoff_seconds",
                                     "Seconds until the slot's next restart attempt; 0 unless in backoff.",
                                     labels=["slot"])
+        lag = GaugeMetricFamily("supervisor_worker_loop_lag_seconds",
+                                "How far behind the slot's worker's event loop is, from its heartbeat; "
+                                "grows while the worker hangs.", labels=["slot"])
         for slot in sup.slots:
             label = [str(slot.index)]
             up.add_metric(label, 1.0 if slot.state == SlotState.RUNNING else 0.0)
             restarts.add_metric(label, float(slot.restarts))
             retry_at = slot.next_retry_at if slot.state == SlotState.BACKOFF else None
             backoff.add_metric(label, max(0.0, retry_at - now) if retry_at is not None else 0.0)
-        yield from (up, restarts, backoff)
+            seconds = sup.health.loop_lag.get(slot.pid) if slot.pid is not None else None
+            if seconds is not None:  # absent until the worker's first heartbeat
+                lag.add_metric(label, seconds)
+        yield from (up, restarts, backoff, lag)
+        recycled = CounterMetricFamily("supervisor_worker_recycled",
+                                       "Workers replaced while alive: hung, or past max_rss, max_requests or max_age.",
+                                       labels=["reason"])
+        for reason in RECYCLE_REASONS:
+            recycled.add_metric([reason], float(sup.health.recycled.get(reason, 0)))
+        yield recycled
+
+        program_up = GaugeMetricFamily("supervisor_program_up",
+                                       "1 when the program's instance runs (or its one-shot job completed).",
+                                       labels=["program", "instance", "state"])
+        program_restarts = CounterMetricFamily("supervisor_program_restarts",
+                                               "Processes started for the instance after the first.",
+                                               labels=["program", "instance"])
+        for name, instances in sup.programs.items():
+            for slot in instances:
+                ok = slot.state in (SlotState.RUNNING, SlotState.COMPLETED)
+                program_up.add_metric([name, str(slot.index), str(slot.state)], 1.0 if ok else 0.0)
+                program_restarts.add_metric([name, str(slot.index)], float(slot.restarts))
+        yield from (program_up, program_restarts)
 
         yield CounterMetricFamily("supervisor_reloads", "Completed reloads (file change, SIGHUP).",
                                   value=float(sup.reload_status.count))

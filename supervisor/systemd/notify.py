@@ -18,11 +18,11 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from supervisor.contract import Plugin, SupervisorView
-from supervisor.state import DB_FINE, DatabaseState, SupervisorState
+from supervisor.state import DB_FINE, DatabaseState, SlotState, SlotStatus, SupervisorState
 
 logger = logging.getLogger("supervisor")
 
@@ -78,12 +78,14 @@ class Facts:
     workers: int
     restarts: int
     database: DatabaseState
+    programs: tuple[tuple[str, str], ...] = ()  # (name, "2/2 running" or a state), for the summary
 
     @classmethod
     def of(cls, sup: SupervisorView) -> Facts:
         return cls(state=sup.state, port=sup.port, ready_workers=sup.ready_workers,
                    workers=len(sup.slots), restarts=sum(s.restarts for s in sup.slots),
-                   database=sup.database.state)
+                   database=sup.database.state,
+                   programs=tuple((name, program_summary(instances)) for name, instances in sup.programs.items()))
 
     @property
     def serving(self) -> bool:
@@ -97,8 +99,18 @@ def summary(facts: Facts) -> str:
     'running on port 8000: 2/2 workers ready, 1 restart, database ok'
     """
     restarts = f"{facts.restarts} restart{'' if facts.restarts == 1 else 's'}"
+    programs = "".join(f", {name} {state}" for name, state in facts.programs)
     return (f"{facts.state.replace('_', ' ')} on port {facts.port}: "
-            f"{facts.ready_workers}/{facts.workers} workers ready, {restarts}, database {facts.database}")
+            f"{facts.ready_workers}/{facts.workers} workers ready, {restarts}, database {facts.database}{programs}")
+
+
+def program_summary(instances: Sequence[SlotStatus]) -> str:
+    """``2/2 running``, or the one state they share (``completed``, ``waiting``)."""
+    states = {s.state for s in instances}
+    if len(states) == 1 and SlotState.RUNNING not in states:
+        return str(states.pop())
+    running = sum(1 for s in instances if s.state == SlotState.RUNNING)
+    return f"{running}/{len(instances)} running"
 
 
 class NotifyPlan:

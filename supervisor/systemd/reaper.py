@@ -35,7 +35,10 @@ from supervisor.contract import Plugin, SupervisorView
 logger = logging.getLogger("supervisor")
 
 PR_SET_CHILD_SUBREAPER = 36
-SWEEP_INTERVAL = 5.0  # seconds; a safety net for a SIGCHLD coalesced with one we already handled
+# Seconds between sweeps without a SIGCHLD: a safety net only. Every exit of a child, and every
+# zombie re-parented to us, sends SIGCHLD, and the loop below loses none (coalesced signals find
+# all the zombies there are); a sweep lists every process on the machine, so not at rest.
+SWEEP_INTERVAL = 60.0
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from supervisor.config.toml import Config, load_config
 from supervisor.errors import EXIT_CONFIG, EXIT_OK, ConfigError, Problem
+from supervisor.options import add_project_options
 
 STOP_MARGIN = 15  # seconds beyond the supervisor's stop deadline before systemd kills everything
 START_MARGIN = 30  # seconds beyond database wait + worker readiness before systemd gives up a start
@@ -251,8 +252,7 @@ def render_units(opts: UnitOptions) -> dict[str, str]:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``systemd-unit`` to the CLI (called by :func:`supervisor.cli.build_parser`)."""
     p = sub.add_parser("systemd-unit", help="print a systemd service unit (and socket unit) for this project")
-    p.add_argument("--project-dir", default=".", help="directory holding supervisor.toml and .env")
-    p.add_argument("--config", help="path of supervisor.toml (default: in the project directory)")
+    add_project_options(p)
     p.add_argument("--name", default="webapp", help="unit name without suffix (default: webapp)")
     p.add_argument("--user", help="User= to run as (recommended: a dedicated system user)")
     p.add_argument("--group", help="Group= to run as")

@@ -72,8 +72,37 @@ class Replace:
 
 
 @dataclass(frozen=True)
+class Recycle:
+    """Replace the serving worker ``pid`` for its health (see :mod:`supervisor.workers.health`), the
+    way :class:`Replace` does: its successor starts beside it and the old worker goes only once the
+    successor serves. With ``kill_old`` (a hung worker: its event loop cannot drain anything) the
+    old worker's group is SIGKILLed rather than drained, and it is killed even if the successor
+    fails, since it serves no one. About a pid the slot has moved past, or a worker not serving
+    yet, it is stale and refused."""
+
+    pid: int
+    reason: ExitReason
+    kill_old: bool = False
+
+
+@dataclass(frozen=True)
 class Shutdown:
-    pass
+    """Stop the slot's workers for good: the supervisor stops, or the slot is removed (scale down)."""
+
+    reason: ExitReason = ExitReason.SHUTDOWN
+
+
+@dataclass(frozen=True)
+class Halt:
+    """The user stops this instance (``stop NAME``): stop its process, do not restart it; with
+    ``resume``, start it again once it is gone (``restart NAME``: stop, then start)."""
+
+    resume: bool = False
+
+
+@dataclass(frozen=True)
+class Resume:
+    """The user starts a halted (or ended) instance again (``start NAME``)."""
 
 
 @dataclass(frozen=True)
@@ -81,8 +110,8 @@ class DependencyLost:
     reason: str
 
 
-Event = Begin | Spawned | SpawnFailed | Ready | ReadyTimedOut | Exited | TimerFired | Replace | Shutdown | \
-    DependencyLost
+Event = Begin | Spawned | SpawnFailed | Ready | ReadyTimedOut | Exited | TimerFired | Replace | Recycle | \
+    Shutdown | DependencyLost | Halt | Resume
 
 # ----- actions: what the runner must do -----------------------------------------------------
 
@@ -136,12 +165,27 @@ class GaveUp:
 
 @dataclass(frozen=True)
 class Replaced:
-    """The outcome of a :class:`Replace`: True once the fresh worker serves."""
+    """The outcome of a :class:`Replace` or :class:`Recycle`: True once the fresh worker serves."""
 
     ok: bool
 
 
 Action = Spawn | AwaitReady | Sleep | Stop | Kill | Log | GaveUp | Replaced
+
+
+@dataclass(frozen=True)
+class ExitPolicy:
+    """What an exit the supervisor did not ask for means, besides the restart policy's backoff.
+
+    ``restart``: ``always`` (web workers, services), ``on-failure`` (an exit with a success code
+    ends the program) or ``never`` (any exit ends it; a failure gives up). ``once``: a one-shot
+    job, whose success is ``completed``.
+    """
+
+    restart: str = "always"
+    once: bool = False
+    success_codes: tuple[int, ...] = (0,)
+    noun: str = "worker"  # what the log calls one instance: a web worker, or a program's process
 
 
 @dataclass
@@ -150,8 +194,11 @@ class _Proc:
     spawned_at: float  # the machine's clock
     ready_at: float | None = None
     timed_out: bool = False  # killed for not reporting ready in time
+    killed_for: ExitReason | None = None  # killed while current: hung, and no successor took over
 
     def exit_reason(self) -> ExitReason:
+        if self.killed_for is not None:
+            return self.killed_for
         return ExitReason.START_TIMEOUT if self.timed_out else ExitReason.CRASH
 
 
@@ -159,8 +206,10 @@ class SlotMachine:
     """The lifecycle of worker slot ``index``. Call :meth:`handle` with each event."""
 
     def __init__(self, index: int, restart: RestartSection, ready_timeout: float, *,
-                 clock: Callable[[], float], wall: Callable[[], float], rand: Callable[[], float]) -> None:
+                 clock: Callable[[], float], wall: Callable[[], float], rand: Callable[[], float],
+                 mode: ExitPolicy | None = None) -> None:
         self.status = SlotStatus(index)
+        self.mode = mode or ExitPolicy()
         self.ready_timeout = ready_timeout
         self.clock = clock
         self.wall = wall
@@ -172,8 +221,12 @@ class SlotMachine:
         self.spawning_successor = False  # which role the next Spawned/SpawnFailed is for
         self.replacing = False  # a Replaced outcome is owed
         self.pending_reason = ExitReason.RELOAD  # why the replaced worker will be stopped
+        self.kill_old = False  # the replaced worker is hung: SIGKILL it, do not drain it
         self.stopping = False
+        self.stop_reason = ExitReason.SHUTDOWN
         self.started = False
+        self.halting = False  # a user's stop is under way
+        self.resume_after_halt = False
 
     @property
     def idle(self) -> bool:
@@ -206,11 +259,17 @@ class SlotMachine:
                 return self._spawn_current() if timer == self.timer and self._backing_off() else []
             case Replace(reason):
                 return self._replace(reason)
-            case Shutdown():
-                return self._shutdown()
+            case Recycle(pid, reason, kill_old):
+                return self._recycle(pid, reason, kill_old)
+            case Shutdown(reason):
+                return self._shutdown(reason)
+            case Halt(resume):
+                return self._halt(resume)
+            case Resume():
+                return self._resume()
             case DependencyLost(reason):
                 if not self.started:
-                    self.status.fatal_reason = reason  # shown while waiting, cleared on start
+                    self.status.waiting_for = reason  # shown while waiting, cleared on start
                 return []
         raise TypeError(f"not a lifecycle event: {event!r}")
 
@@ -220,6 +279,7 @@ class SlotMachine:
         if self.started or self.stopping:
             return []
         self.started = True
+        self.status.waiting_for = None
         return self._spawn_current()
 
     def _backing_off(self) -> bool:
@@ -234,8 +294,8 @@ class SlotMachine:
     def _spawned(self, pid: int, tail: deque[str]) -> list[Action]:
         proc = _Proc(pid, self.clock())
         if self.stopping:  # cannot happen with a synchronous spawner; never leave one behind
-            self.draining[pid] = ExitReason.SHUTDOWN
-            return [Stop(pid, ExitReason.SHUTDOWN)]
+            self.draining[pid] = self.stop_reason
+            return [Stop(pid, self.stop_reason)]
         if self.spawning_successor:
             self.successor = proc
         else:
@@ -247,12 +307,13 @@ class SlotMachine:
             self.status.ready_at = None
             self.status.fatal_reason = None
             self.status.stderr_tail = tail
-        return [Log(logging.INFO, f"started worker pid {pid}"), AwaitReady(pid, self.ready_timeout)]
+        return [Log(logging.INFO, f"started {self.mode.noun} pid {pid}"), AwaitReady(pid, self.ready_timeout)]
 
     def _spawn_failed(self, error: str) -> list[Action]:
         if self.spawning_successor:
             self.spawning_successor = False
-            return [Log(logging.ERROR, f"cannot start a new worker: {error}"), *self._replaced(False)]
+            return [Log(logging.ERROR, f"cannot start a new worker: {error}"), *self._replaced(False),
+                    *self._kill_hung()]
         return self._failed(f"could not be started: {error}", served_for=None)
 
     def _ready(self, pid: int) -> list[Action]:
@@ -265,7 +326,7 @@ class SlotMachine:
         self.current.ready_at = self.clock()
         self._set(SlotState.RUNNING, pid=pid)
         self.status.ready_at = self.wall()
-        return [Log(logging.INFO, f"worker pid {pid} is serving"), *self._replaced(True)]
+        return [Log(logging.INFO, f"{self.mode.noun} pid {pid} is serving"), *self._replaced(True)]
 
     def _promote(self) -> list[Action]:
         """The successor serves: it becomes current, the old worker drains."""
@@ -278,18 +339,19 @@ class SlotMachine:
         self._set(SlotState.RUNNING, pid=new.pid)
         self.status.started_at = self.wall()  # approximately: the successor spawned moments ago
         self.status.ready_at = self.wall()
-        actions: list[Action] = [Log(logging.INFO, f"worker pid {new.pid} is serving")]
+        actions: list[Action] = [Log(logging.INFO, f"{self.mode.noun} pid {new.pid} is serving")]
         if old is not None:
             reason = self.pending_reason
             self.draining[old.pid] = reason
-            actions.append(Stop(old.pid, reason))
+            actions.append(Kill(old.pid) if self.kill_old else Stop(old.pid, reason))
+        self.kill_old = False
         return actions + self._replaced(True)
 
     def _timed_out(self, pid: int) -> list[Action]:
         for proc in (self.current, self.successor):
             if proc is not None and proc.pid == pid and proc.ready_at is None:
                 proc.timed_out = True
-                return [Log(logging.ERROR, f"worker pid {pid} did not report ready within "
+                return [Log(logging.ERROR, f"{self.mode.noun} pid {pid} did not report ready within "
                                            f"{self.ready_timeout:g}s; killing it"), Kill(pid)]
         return []
 
@@ -303,33 +365,66 @@ class SlotMachine:
             info = ExitInfo.from_returncode(code, self.successor.exit_reason(), self.wall())
             self.successor = None
             old = f"; still serving the previous version with pid {self.current.pid}" if self.current else ""
-            return [Log(logging.ERROR, f"new worker pid {pid} failed to start ({info.describe()}){old}"),
-                    *self._replaced(False), *self._settle_stop()]
+            return [Log(logging.ERROR, f"new {self.mode.noun} pid {pid} failed to start ({info.describe()}){old}"),
+                    *self._replaced(False), *self._kill_hung(), *self._settle_stop()]
         if self.current is None or self.current.pid != pid:
             return []
         proc, self.current = self.current, None
         self.status.pid = None
         if self.stopping:
-            actions = self._record_exit(pid, code, ExitReason.SHUTDOWN, level=logging.INFO, verb="stopped")
+            actions = self._record_exit(pid, code, self.stop_reason, level=logging.INFO, verb="stopped")
             return actions + self._settle_stop()
+        if self.halting:
+            self.halting = False
+            actions = self._record_exit(pid, code, ExitReason.MANUAL, level=logging.INFO, verb="stopped")
+            self._set(SlotState.STOPPED, pid=None)
+            return actions + (self._resume() if self.resume_after_halt else [])
         served_for = None if proc.ready_at is None else self.clock() - proc.ready_at
         info = ExitInfo.from_returncode(code, proc.exit_reason(), self.wall())
         self.status.last_exit = info
+        ended = self._ended(pid, code, info)
+        if ended is not None:
+            return ended
         if self.successor is not None:
             # Crashed while its replacement starts: the replacement takes over the slot.
             self.current, self.successor = self.successor, None
+            self.kill_old = False
             self._set(SlotState.STARTING, pid=self.current.pid)
             self.status.started_at, self.status.ready_at = self.wall(), None
-            return [Log(logging.WARNING, f"worker pid {pid} {info.describe()}; its replacement, pid "
+            return [Log(logging.WARNING, f"{self.mode.noun} pid {pid} {info.describe()}; its replacement, pid "
                                          f"{self.current.pid}, is starting")]
         uptime = self.clock() - proc.spawned_at
         return self._failed(f"{info.describe()} after {uptime:.1f}s", served_for=served_for, pid=pid)
+
+    def _ended(self, pid: int, code: int, info: ExitInfo) -> list[Action] | None:
+        """Apply the exit policy: a list of actions when this exit ends the program, else None."""
+        success = code in self.mode.success_codes
+        if success and (self.mode.once or self.mode.restart != "always"):
+            info = self.status.last_exit = ExitInfo.from_returncode(code, ExitReason.EXITED, info.at)
+        if self.mode.once and success:
+            self._set(SlotState.COMPLETED, pid=None)
+            return [Log(logging.INFO, f"{self.mode.noun} pid {pid} completed ({info.describe()})"),
+                    *self._replaced(True)]
+        if self.mode.restart == "always" or (self.mode.restart == "on-failure" and not success) or \
+                self.successor is not None:
+            return None
+        if success:
+            self._set(SlotState.STOPPED, pid=None)
+            return [Log(logging.INFO, f"{self.mode.noun} pid {pid} {info.describe()}; restart = "
+                                      f"{self.mode.restart}: not restarted"), *self._replaced(False)]
+        reason = f"{info.describe()} (restart = {self.mode.restart})"
+        self._set(SlotState.FATAL, pid=None)
+        self.status.fatal_reason = reason
+        self.timer += 1
+        return [Log(logging.WARNING, f"{self.mode.noun} pid {pid} {info.describe()}; not restarted"),
+                *self._replaced(False),
+                GaveUp(reason)]
 
     def _failed(self, what: str, served_for: float | None, pid: int | None = None) -> list[Action]:
         """The current worker is gone (or never came): restart, back off or give up."""
         actions: list[Action] = self._replaced(False)
         decision = self.tracker.on_exit(self.clock(), served_for)
-        who = f"worker pid {pid}" if pid is not None else "worker"
+        who = f"{self.mode.noun} pid {pid}" if pid is not None else self.mode.noun
         if isinstance(decision, GiveUp):
             self._set(SlotState.FATAL, pid=None)
             self.status.fatal_reason = decision.reason
@@ -350,7 +445,7 @@ class SlotMachine:
     def _record_exit(self, pid: int, code: int, reason: ExitReason, level: int, verb: str) -> list[Action]:
         info = ExitInfo.from_returncode(code, reason, self.wall())
         self.status.last_exit = info
-        actions: list[Action] = [Log(level, f"worker pid {pid} {verb}: {info.describe()}")]
+        actions: list[Action] = [Log(level, f"{self.mode.noun} pid {pid} {verb}: {info.describe()}")]
         return actions + self._settle_stop()
 
     # ----- replacement and shutdown ------------------------------------------------------
@@ -367,21 +462,70 @@ class SlotMachine:
         self.spawning_successor = True
         return [Spawn()]
 
+    def _halt(self, resume: bool) -> list[Action]:
+        if self.stopping or self.halting or not self.started:
+            return []
+        self.timer += 1  # no restart from a backoff either
+        self.resume_after_halt = resume
+        self.kill_old = False
+        actions: list[Action] = self._replaced(False)
+        if self.successor is not None:
+            self.draining[self.successor.pid] = ExitReason.MANUAL
+            actions.append(Stop(self.successor.pid, ExitReason.MANUAL))
+            self.successor = None
+        if self.current is None:
+            self._set(SlotState.STOPPED, pid=None)
+            return actions + (self._resume() if resume else [])
+        self.halting = True
+        self._set(SlotState.STOPPING, pid=self.current.pid)
+        return [*actions, Stop(self.current.pid, ExitReason.MANUAL)]
+
+    def _resume(self) -> list[Action]:
+        if self.stopping or self.halting or self.current is not None or not self.started:
+            return []
+        self.resume_after_halt = False
+        self.tracker.reset()
+        return self._spawn_current()
+
+    def _recycle(self, pid: int, reason: ExitReason, kill_old: bool) -> list[Action]:
+        current = self.current
+        if (self.stopping or self.replacing or self.successor is not None or current is None
+                or current.pid != pid or current.ready_at is None):
+            return [Replaced(False)]
+        self.replacing, self.pending_reason, self.kill_old = True, reason, kill_old
+        self.spawning_successor = True
+        then = "killed" if kill_old else "drained"
+        return [Log(logging.WARNING, f"replacing {self.mode.noun} pid {pid} ({reason}): its successor starts first, "
+                                     f"then it is {then}"), Spawn()]
+
+    def _kill_hung(self) -> list[Action]:
+        """The successor of a hung worker failed: kill the hung one anyway (it serves no one); its
+        exit then goes through the restart policy like any other."""
+        if not self.kill_old or self.current is None:
+            self.kill_old = False
+            return []
+        self.kill_old = False
+        self.current.killed_for = self.pending_reason
+        pid = self.current.pid
+        return [Log(logging.WARNING, f"killing {self.mode.noun} pid {pid} anyway: it is {self.pending_reason} and "
+                                     "serves no one"), Kill(pid)]
+
     def _replaced(self, ok: bool) -> list[Action]:
         if not self.replacing:
             return []
         self.replacing = False
         return [Replaced(ok)]
 
-    def _shutdown(self) -> list[Action]:
+    def _shutdown(self, reason: ExitReason) -> list[Action]:
         if self.stopping:
             return []
-        self.stopping = True
+        self.stopping, self.stop_reason = True, reason
         self.timer += 1
+        self.kill_old = False
         actions: list[Action] = self._replaced(False)
         for proc in (self.current, self.successor):
             if proc is not None:
-                actions.append(Stop(proc.pid, ExitReason.SHUTDOWN))
+                actions.append(Stop(proc.pid, reason))
         if self.current is not None:
             self._set(SlotState.STOPPING, pid=self.current.pid)
         return actions + self._settle_stop()

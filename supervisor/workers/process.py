@@ -14,14 +14,18 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any, Protocol
 
 from supervisor.config.settings import Settings
+from supervisor.state import WorkerVitals
 from supervisor.systemd.environ import scrub_systemd_env
 from supervisor.workers.descendants import MARK_VAR, Descendants, new_mark, track
+from supervisor.workers.heartbeat import BeatReader
 from supervisor.workers.worker import READY_MESSAGE, WorkerArgs
 
 logger = logging.getLogger("supervisor")
@@ -43,30 +47,100 @@ class WorkerSpec:
     graceful_timeout: float = 10.0
     # The status API's live-reload stream, for the worker's HTML pages; "" for none.
     livereload_url: str = ""
+    heartbeat_interval: float = 1.0
+    # Where the worker writes its stacks when asked (see supervisor.workers.heartbeat); "" for nowhere.
+    stacks_dir: str = ""
     python: str = field(default_factory=lambda: sys.executable)
+
+
+def stacks_dir(runtime_dir: Path) -> Path:
+    """The directory of the workers' stack dumps: ``<runtime_dir>/stacks/<pid>.txt``."""
+    return runtime_dir / "stacks"
+
+
+class Child(Protocol):
+    """The child process a :class:`WorkerProcess` watches: a :class:`subprocess.Popen`, or a worker
+    forked from a template (:class:`supervisor.workers.template.ForkedChild`)."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def returncode(self) -> Any: ...
+    @property
+    def stdout(self) -> IO[bytes] | None: ...
+    @property
+    def stderr(self) -> IO[bytes] | None: ...
+    def wait(self) -> int: ...
 
 
 class WorkerProcess:
     """A started worker. Await :meth:`ready` and :meth:`wait`; call :meth:`stop` to end it."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], ready_fd: int, on_line: LineSink,
-                 tail: int = 20, descendants: Descendants | None = None) -> None:
+    def __init__(self, popen: Child, ready_fd: int | None, on_line: LineSink,
+                 tail: int = 20, descendants: Descendants | None = None, stop_signal: int = signal.SIGTERM,
+                 readiness: Callable[[WorkerProcess], Coroutine[Any, Any, bool]] | None = None,
+                 heartbeat_fd: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        """``ready_fd``: the worker's readiness pipe; without one (a program), ``readiness`` decides
+        (a probe), or the process counts as ready once started. ``heartbeat_fd``: the pipe a web
+        worker's event loop stamps (see supervisor.workers.heartbeat)."""
         self.popen = popen
         self.pid = popen.pid
         self.descendants = descendants
+        self.stop_signal = stop_signal
+        self._clock = clock
+        # What the worker's heartbeat says (supervisor.workers.health judges it).
+        self.vitals = WorkerVitals(spawned_at=clock())
         self.stderr_tail: deque[str] = deque(maxlen=tail)
+        self.line_listeners: list[Callable[[str], None]] = []  # a log-line readiness probe
         self._exit_callbacks: list[Callable[[WorkerProcess], None]] = []
         self._loop = asyncio.get_running_loop()
+        # First: it can fail (EMFILE; ESRCH for a forked worker reaped already), and must then
+        # leave no task behind reading pipes its caller closes.
+        self._pidfd = os.pidfd_open(self.pid)
         self._exited: asyncio.Future[int] = self._loop.create_future()
-        self._ready = asyncio.ensure_future(self._read_ready(ready_fd))
+        self._probing = ready_fd is None
+        if ready_fd is not None:
+            self._ready = asyncio.ensure_future(self._read_ready(ready_fd))
+        else:
+            self._ready = asyncio.ensure_future(readiness(self) if readiness is not None else _started())
         self._relays = [asyncio.ensure_future(self._relay(popen.stdout, on_line, False)),
                         asyncio.ensure_future(self._relay(popen.stderr, on_line, True))]
-        self._pidfd = os.pidfd_open(self.pid)
+        self._heartbeat_fd: int | None = None
+        self._beats = BeatReader()
         self._loop.add_reader(self._pidfd, self._on_exit)
+        if heartbeat_fd is not None:  # last: nothing after this can fail and leave it registered
+            os.set_blocking(heartbeat_fd, False)
+            self._loop.add_reader(heartbeat_fd, self._on_beat)
+            self._heartbeat_fd = heartbeat_fd
+
+    def _on_beat(self) -> None:
+        assert self._heartbeat_fd is not None
+        try:
+            data = os.read(self._heartbeat_fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the worker closed it: it is exiting
+            self._close_heartbeat()
+            return
+        beats = self._beats.feed(data)
+        if beats:
+            vitals = self.vitals
+            vitals.last_beat_at = self._clock()
+            vitals.beats += len(beats)
+            vitals.loop_lag, vitals.requests = beats[-1]
+
+    def _close_heartbeat(self) -> None:
+        if self._heartbeat_fd is not None:
+            self._loop.remove_reader(self._heartbeat_fd)
+            os.close(self._heartbeat_fd)
+            self._heartbeat_fd = None
 
     def _on_exit(self) -> None:
         self._loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
+        self._close_heartbeat()
         # The worker is a zombie now, holding its pid: kill what it left in its process group
         # (a leftover grandchild would keep the port or a file open), and what it started in
         # sessions of its own (see supervisor.workers.descendants), then reap it.
@@ -77,10 +151,13 @@ class WorkerProcess:
                 logger.info("supervisor: killed %d process(es) worker pid %d left behind: %s", len(leftovers),
                             self.pid, ", ".join(map(str, leftovers)))
         code = self.popen.wait()
+        self.vitals.exited = True  # before anything else runs: signals to this pid must stop now
         if self.descendants is not None:
             self.descendants.release(self._loop.call_later)
         if not self._exited.done():
             self._exited.set_result(code)
+        if self._probing:
+            self._ready.cancel()  # a probe still waiting: the exit decides now
         for callback in self._exit_callbacks:
             callback(self)
 
@@ -93,7 +170,10 @@ class WorkerProcess:
         transport, _ = await self._loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader), pipe)
         try:
-            return await reader.readline() == READY_MESSAGE
+            ready = await reader.readline() == READY_MESSAGE
+            if ready:
+                self.vitals.ready_at = self._clock()
+            return ready
         finally:
             transport.close()
 
@@ -113,6 +193,8 @@ class WorkerProcess:
                 if is_stderr:
                     self.stderr_tail.append(line)
                 on_line(self.pid, line)
+                for listener in self.line_listeners:
+                    listener(line)
         finally:
             transport.close()
 
@@ -143,8 +225,9 @@ class WorkerProcess:
                 pass
 
     async def stop(self, timeout: float) -> int:
-        """SIGTERM, wait up to ``timeout``, then SIGKILL the whole process group; return the code."""
-        self.send(signal.SIGTERM)
+        """The stop signal (SIGTERM), wait up to ``timeout``, then SIGKILL the whole process group;
+        return the code."""
+        self.send(self.stop_signal)
         try:
             return await asyncio.wait_for(self.wait(), timeout)
         except TimeoutError:
@@ -158,6 +241,10 @@ class WorkerProcess:
             kill_group(self.pid, signal.SIGKILL)
 
 
+async def _started() -> bool:
+    return True
+
+
 def worker_spec(settings: Settings, listen_fd: int, livereload_url: str = "") -> WorkerSpec:
     """The spec of the next web worker, from the current settings."""
     cfg = settings.config
@@ -168,6 +255,8 @@ def worker_spec(settings: Settings, listen_fd: int, livereload_url: str = "") ->
         log_level=cfg.supervisor.log_level,
         graceful_timeout=worker_drain_timeout(cfg.supervisor.stop_timeout),
         livereload_url=livereload_url,
+        heartbeat_interval=cfg.app.heartbeat_interval,
+        stacks_dir=str(stacks_dir(settings.runtime_dir)),
     )
 
 
@@ -184,38 +273,52 @@ def kill_group(pgid: int, sig: int) -> None:
         pass
 
 
-def spawn_worker(spec: WorkerSpec, on_line: LineSink) -> WorkerProcess:
-    """Start a worker in its own session, handing it the listening socket and a readiness pipe.
+def spawn_worker(spec: WorkerSpec, on_line: LineSink, report_fd: int = -1) -> WorkerProcess:
+    """Start a worker in its own session, handing it the listening socket and a readiness pipe
+    (and ``report_fd``, the write end of a pipe for its module reports, when not -1; the caller
+    closes its own copy).
 
     Must run on the main thread: the worker's parent-death signal is tied to the forking thread.
     """
     ready_r, ready_w = os.pipe()
+    try:
+        beat_r, beat_w = os.pipe()
+    except BaseException:
+        os.close(ready_r)
+        os.close(ready_w)
+        raise
     mark = new_mark()
     args = WorkerArgs(app=spec.app, factory=spec.factory, listen_fd=spec.listen_fd, ready_fd=ready_w,
                       parent_pid=os.getpid(), log_level=spec.log_level,
-                      graceful_timeout=spec.graceful_timeout, livereload_url=spec.livereload_url)
+                      graceful_timeout=spec.graceful_timeout, livereload_url=spec.livereload_url,
+                      heartbeat_fd=beat_w, heartbeat_interval=spec.heartbeat_interval, stacks_dir=spec.stacks_dir,
+                      report_fd=report_fd)
     env = dict(spec.environ)
     env["PYTHONUNBUFFERED"] = "1"
     env[MARK_VAR] = mark  # inherited by whatever the worker starts
     try:
         popen = subprocess.Popen(
             [spec.python, "-m", "supervisor.workers.worker", *args.to_argv()],
-            cwd=spec.cwd, env=env, pass_fds=(spec.listen_fd, ready_w), start_new_session=True,
+            cwd=spec.cwd, env=env, start_new_session=True,
+            pass_fds=(spec.listen_fd, ready_w, beat_w, *([report_fd] if report_fd >= 0 else [])),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
     except BaseException:
         os.close(ready_r)
+        os.close(beat_r)
         raise
     finally:
         os.close(ready_w)
+        os.close(beat_w)
     try:
         # At once: the worker runs none of the app's code before this (interpreter start-up).
         descendants = track(popen.pid, mark)
-        return WorkerProcess(popen, ready_r, on_line, descendants=descendants)
+        return WorkerProcess(popen, ready_r, on_line, descendants=descendants, heartbeat_fd=beat_r)
     except BaseException:
         # Unwatched, it would hold the port with nobody to stop it (pidfd_open can fail: EMFILE).
         kill_group(popen.pid, signal.SIGKILL)
         popen.wait()
-        with contextlib.suppress(OSError):
-            os.close(ready_r)
+        for fd in (ready_r, beat_r):
+            with contextlib.suppress(OSError):
+                os.close(fd)
         raise

@@ -24,8 +24,10 @@ import uvicorn
 from uvicorn.importer import import_from_string
 
 from supervisor.workers.accepting import stop_accepting
+from supervisor.workers.heartbeat import Heartbeat, RequestCounter, StackDump
 from supervisor.workers.limits import AcceptErrorLog
 from supervisor.workers.longlived import LongLived
+from supervisor.workers.preload import encode_report
 from supervisor.workers.protocol import CleanH11Protocol
 
 PR_SET_PDEATHSIG = 1
@@ -46,13 +48,24 @@ class WorkerArgs:
     graceful_timeout: float
     # The supervisor's live-reload event stream; "" when the browser is not to follow reloads.
     livereload_url: str = ""
+    # The heartbeat pipe (-1: none) and its interval; the directory for stack dumps ("": none).
+    heartbeat_fd: int = -1
+    heartbeat_interval: float = 1.0
+    stacks_dir: str = ""
+    # Where to report the modules this worker imported (see supervisor.workers.preload); -1: nowhere.
+    report_fd: int = -1
 
     def to_argv(self) -> list[str]:
         argv = ["--app", self.app, "--listen-fd", str(self.listen_fd), "--ready-fd", str(self.ready_fd),
                 "--parent-pid", str(self.parent_pid), "--log-level", self.log_level,
-                "--graceful-timeout", repr(self.graceful_timeout)]
+                "--graceful-timeout", repr(self.graceful_timeout), "--heartbeat-fd", str(self.heartbeat_fd),
+                "--heartbeat-interval", repr(self.heartbeat_interval)]
         if self.livereload_url:
             argv += ["--livereload-url", self.livereload_url]
+        if self.stacks_dir:
+            argv += ["--stacks-dir", self.stacks_dir]
+        if self.report_fd >= 0:
+            argv += ["--report-fd", str(self.report_fd)]
         return argv + (["--factory"] if self.factory else [])
 
 
@@ -66,9 +79,14 @@ def parse_args(argv: list[str]) -> WorkerArgs:
     p.add_argument("--log-level", default="info")
     p.add_argument("--graceful-timeout", type=float, default=10.0)
     p.add_argument("--livereload-url", default="")
+    p.add_argument("--heartbeat-fd", type=int, default=-1)
+    p.add_argument("--heartbeat-interval", type=float, default=1.0)
+    p.add_argument("--stacks-dir", default="")
+    p.add_argument("--report-fd", type=int, default=-1)
     ns = p.parse_args(argv)
     return WorkerArgs(ns.app, ns.factory, ns.listen_fd, ns.ready_fd, ns.parent_pid, ns.log_level,
-                      ns.graceful_timeout, ns.livereload_url)
+                      ns.graceful_timeout, ns.livereload_url, ns.heartbeat_fd, ns.heartbeat_interval, ns.stacks_dir,
+                      ns.report_fd)
 
 
 def die_with_parent(parent_pid: int) -> bool:
@@ -109,23 +127,31 @@ class ReportingServer(uvicorn.Server):
        lifespan shutdown.
     """
 
-    def __init__(self, config: uvicorn.Config, ready_fd: int,
-                 on_drain: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, config: uvicorn.Config, ready_fd: int, on_drain: Callable[[], None] = lambda: None,
+                 on_loop: Callable[[asyncio.AbstractEventLoop], None] = lambda loop: None,
+                 report_fd: int = -1) -> None:
         super().__init__(config)
         self.ready_fd = ready_fd
         self.on_drain = on_drain
+        self.on_loop = on_loop  # the heartbeat starts on the loop that serves the app
+        self.report_fd = report_fd
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         # Out of descriptors, asyncio logs a traceback per connection waiting in the backlog,
         # every second, until the log drowns: one line per interval instead, in uvicorn's format.
         self._loop.set_exception_handler(AcceptErrorLog(log=logging.getLogger("uvicorn.error"), prefix=""))
+        self.on_loop(self._loop)
         await super().startup(sockets=sockets)
         if self.started and not self.should_exit:
             os.write(self.ready_fd, READY_MESSAGE)
             os.close(self.ready_fd)
+            report_modules(self.report_fd)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.should_exit:
+            # Again when it drains: by now requests have imported what the app loads lazily.
+            report_modules(self.report_fd)
         super().handle_exit(sig, frame)
         # Stop taking connections at once, not at uvicorn's next tick (up to 0.1 s later): the
         # supervisor signals us once the successor serves, and from then on every new connection
@@ -170,6 +196,18 @@ class ReportingServer(uvicorn.Server):
             await asyncio.sleep(0.02)
 
 
+def report_modules(fd: int) -> None:
+    """Tell the supervisor which modules this worker imported (it learns what a template should
+    preload from them). Never blocks serving: what the pipe cannot take at once is dropped."""
+    if fd < 0:
+        return
+    data = encode_report()
+    with contextlib.suppress(OSError):  # a supervisor that stopped reading, a full pipe
+        os.set_blocking(fd, False)
+        while data:
+            data = data[os.write(fd, data):]
+
+
 def print_user_traceback(exc: BaseException, app: str) -> None:
     """Print the traceback of an app that failed to import, without the import machinery's frames."""
     frames = [frame for frame in traceback.extract_tb(exc.__traceback__)
@@ -193,6 +231,13 @@ def run(args: WorkerArgs) -> int:
     # otherwise hold the port, and the ready pipe, after this worker and the supervisor are gone.
     sock.set_inheritable(False)
     os.set_inheritable(args.ready_fd, False)
+    if args.heartbeat_fd >= 0:
+        os.set_inheritable(args.heartbeat_fd, False)
+    stacks = StackDump(args.stacks_dir) if args.stacks_dir else None
+    if stacks is not None:
+        stacks.install()
+    if args.report_fd >= 0:
+        os.set_inheritable(args.report_fd, False)
     sys.path.insert(0, os.getcwd())
     try:
         import_from_string(args.app)
@@ -220,12 +265,24 @@ def run(args: WorkerArgs) -> int:
         return 1
     longlived = LongLived(config.loaded_app)
     config.loaded_app = longlived
-    server = ReportingServer(config, args.ready_fd, on_drain=longlived.drain)
+    counter = RequestCounter(longlived)
+    heartbeat = Heartbeat(args.heartbeat_fd, args.heartbeat_interval, lambda: counter.count) \
+        if args.heartbeat_fd >= 0 else None
+
+    def on_loop(loop: asyncio.AbstractEventLoop) -> None:
+        if heartbeat is not None:
+            heartbeat.start(loop)
+        if stacks is not None:
+            stacks.loop = loop
+
+    server = ReportingServer(config, args.ready_fd, on_drain=longlived.drain, on_loop=on_loop,
+                             report_fd=args.report_fd)
     if args.livereload_url:
         from supervisor.workers.htmlinject import LiveReloadScript
 
-        config.loaded_app = LiveReloadScript(longlived, args.livereload_url, os.getpid(),
-                                             draining=lambda: server.should_exit)
+        counter.app = LiveReloadScript(longlived, args.livereload_url, os.getpid(),
+                                       draining=lambda: server.should_exit)
+    config.loaded_app = counter
     server.run(sockets=[sock])
     return 0
 

@@ -1,0 +1,1 @@
+"""The project's other programs: configuration, dependencies, Procfile, running them."""

@@ -1,0 +1,274 @@
+"""The first worker, forked from the supervisor itself at start, serving while the supervisor sets up.
+
+A cold start used to be two starts one after the other: the supervisor importing and setting up
+everything (status API, database watch, file watches), then a fresh interpreter importing uvicorn
+and the app. Now, as soon as the settings are valid and the ports are bound, the supervisor, which
+has uvicorn imported and no thread or event loop yet, forks: the child imports the app and serves
+while the supervisor goes on setting up. When the first slot starts its worker, the spawner
+*claims* the child: from then on it is watched, restarted and reloaded like any worker.
+
+Only where it is safe and it helps: workers fork from templates (``[reload] template``), nothing
+must come before the first worker (a database wait, a migration), the supervisor still runs a
+single thread, and the status API's port could be bound here when pages follow reloads (the
+child's pages need the live-reload stream's URL). The child serves before the file watches are in
+place, so an edit made meanwhile would be missed: the spawner checks the files the child loaded
+once it is claimed (the watches are in place by then) and reloads if one changed after the start.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib
+import io
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import IO, NoReturn
+
+from supervisor.config.settings import Settings
+from supervisor.reload.browser import browser_follows
+from supervisor.systemd.activation import activated_listener
+from supervisor.systemd.environ import scrub_systemd_env
+from supervisor.workers import worker
+from supervisor.workers.descendants import MARK_VAR, new_mark, track
+from supervisor.workers.ports import Bound, bind_listener, bind_port, display_url
+from supervisor.workers.process import LineSink, WorkerProcess, WorkerSpec, worker_drain_timeout
+from supervisor.workers.template import ForkedChild, report_pipe
+
+logger = logging.getLogger("supervisor")
+# The live-reload stream's path on the status API (supervisor.reload.browser_events.PATH, which
+# imports Starlette: too heavy for here; tests/test_early.py checks they agree).
+LIVERELOAD_PATH = "/livereload"
+# Files changed this long before the fork may have been read by the child after the change anyway:
+# modification times come from a clock that may lag by a tick.
+STALE_MARGIN = 0.01
+
+
+@dataclass
+class EarlyWorker:
+    """A first worker forked at start, until a slot claims it (the supervisor's side)."""
+
+    pid: int
+    spec: WorkerSpec
+    ready_r: int
+    out_r: int
+    err_r: int
+    report_r: int
+    beat_r: int  # its heartbeat pipe (see supervisor.workers.heartbeat)
+    mark: str
+    since: float  # when it was forked (wall clock): files changed later it may have read before the change
+    # The supervisor's own modules, which the child has without the app importing them.
+    inherited: frozenset[str] = frozenset()
+    done: bool = False
+
+    def claim(self, spec: WorkerSpec, on_line: LineSink) -> tuple[WorkerProcess, int] | None:
+        """The worker for ``spec``, watched from now on, and its report pipe; None (and the child
+        is ended) when it does not fit ``spec`` after all, or is gone already."""
+        if self.done:
+            return None
+        if spec != self.spec:
+            self.close()
+            return None
+        out = os.fdopen(self.out_r, "rb", buffering=0)
+        err = os.fdopen(self.err_r, "rb", buffering=0)
+        try:
+            proc = WorkerProcess(ForkedChild(self.pid, out, err), self.ready_r, on_line,
+                                 descendants=track(self.pid, self.mark), heartbeat_fd=self.beat_r)
+        except OSError as exc:  # gone and reaped already (pidfd_open: ESRCH), or out of descriptors
+            logger.debug("supervisor: the worker forked at start cannot be watched: %s", exc)
+            for stream in (out, err):  # what it said before it went: an import error, say
+                os.set_blocking(stream.fileno(), False)
+                with contextlib.suppress(OSError, TypeError):
+                    for line in (stream.read(1 << 16) or b"").decode("utf-8", "replace").splitlines():
+                        on_line(self.pid, line)
+                stream.close()
+            self.out_r = self.err_r = -1
+            self.close()
+            return None
+        self.done = True
+        return proc, self.report_r
+
+    def close(self) -> None:
+        """End it unclaimed (the supervisor stops before its first worker starts)."""
+        if self.done:
+            return
+        self.done = True
+        for fd in (self.ready_r, self.out_r, self.err_r, self.report_r, self.beat_r):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+
+@dataclass(frozen=True)
+class Early:
+    """What ``up`` prepared before the rest of the supervisor was imported: the app's bound port,
+    the status API's socket when it was bound here, and the first worker where it could start."""
+
+    bound: Bound
+    status_sock: socket.socket | None = None
+    worker: EarlyWorker | None = None
+
+
+def listen(settings: Settings) -> Bound:
+    """The app's listening socket: passed in by systemd (a .socket unit, fd 3), or bound here.
+    Raises PortError (exit 4)."""
+    server = settings.config.server
+    return activated_listener(settings.environ, os.getpid()) or \
+        bind_port(settings.host, settings.port, server.port_range, server.strict_port, server.backlog)
+
+
+def may_fork_early(settings: Settings, use_template: bool) -> bool:
+    """Forking the first worker at start is allowed here (see the module's docstring)."""
+    database = settings.config.database
+    waits = database.wait and bool(settings.environ.get(database.url_env))
+    single = threading.active_count() == 1 and _threads() == 1
+    return use_template and not waits and not database.migrate and single and hasattr(os, "fork")
+
+
+def start_early(settings: Settings, use_template: bool, known: frozenset[str] = frozenset()) -> Early:
+    """Bind the port and, where it may, the status API's and fork the first worker. ``known``: the
+    supervisor's modules before it imported the worker's (not what the app imports, so not for
+    the template to preload)."""
+    bound = listen(settings)
+    if not may_fork_early(settings, use_template):
+        return Early(bound)
+    livereload = ""
+    status_sock = None
+    if settings.config.status.enabled:
+        status = settings.config.status
+        try:  # as the status API would; a taken port is left for it to handle (and say)
+            status_sock = bind_listener(status.host, status.port, backlog=64)
+        except OSError:
+            return Early(bound)
+        if browser_follows(settings):
+            livereload = display_url(status.host, int(status_sock.getsockname()[1])) + LIVERELOAD_PATH
+    # What the child would import first thing (uvicorn's protocols, as its Config loads them):
+    # here once, so that the child and the supervisor's status API do not each import it.
+    for name in ("uvicorn.protocols.http.auto", "uvicorn.protocols.websockets.auto", "uvicorn.lifespan.on"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    cfg = settings.config
+    spec = WorkerSpec(app=cfg.app.app, factory=cfg.app.factory, listen_fd=bound.sock.fileno(),
+                      cwd=(settings.project_dir / cfg.app.app_dir).resolve(),
+                      environ=scrub_systemd_env(settings.environ), log_level=cfg.supervisor.log_level,
+                      graceful_timeout=worker_drain_timeout(cfg.supervisor.stop_timeout),
+                      livereload_url=livereload)
+    try:
+        first = fork_first_worker(spec, closing=[status_sock.fileno()] if status_sock is not None else [],
+                                  known=known)
+    except OSError as exc:  # EAGAIN, EMFILE: the first worker is started the usual way
+        logger.debug("supervisor: could not fork the first worker at start: %s", exc)
+        return Early(bound, status_sock)
+    return Early(bound, status_sock, first)
+
+
+def fork_first_worker(spec: WorkerSpec, closing: list[int], known: frozenset[str] = frozenset()) -> EarlyWorker:
+    """Fork the first worker; ``closing``: descriptors of the supervisor's the child must not hold."""
+    ready_r, ready_w = os.pipe()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    report_r, report_w = report_pipe()
+    beat_r, beat_w = os.pipe()
+    mark = new_mark()
+    environ = {**spec.environ, "PYTHONUNBUFFERED": "1", MARK_VAR: mark}
+    args = worker.WorkerArgs(app=spec.app, factory=spec.factory, listen_fd=spec.listen_fd, ready_fd=ready_w,
+                             parent_pid=os.getpid(), log_level=spec.log_level,
+                             graceful_timeout=spec.graceful_timeout, livereload_url=spec.livereload_url,
+                             heartbeat_fd=beat_w, heartbeat_interval=spec.heartbeat_interval,
+                             stacks_dir=spec.stacks_dir, report_fd=report_w)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    since = time.time()  # the child reads the app's files after this
+    pid = os.fork()
+    if pid == 0:
+        _child(args, out_w, err_w, environ, str(spec.cwd),
+               closing=[*closing, ready_r, out_r, err_r, report_r, beat_r])
+    for fd in (ready_w, out_w, err_w, report_w, beat_w):
+        os.close(fd)
+    return EarlyWorker(pid, spec, ready_r, out_r, err_r, report_r, beat_r, mark, since, known)
+
+
+# ----- the child ------------------------------------------------------------------------------------
+
+def _child(args: worker.WorkerArgs, out_fd: int, err_fd: int, environ: dict[str, str], cwd: str,
+           closing: list[int]) -> NoReturn:
+    """The forked worker: never returns into the supervisor's code."""
+    code = 1
+    try:
+        os.setsid()  # a session and process group of its own, as every worker
+        for fd in closing:
+            os.close(fd)
+        _own_stdio(out_fd, err_fd)
+        _forget_supervisor_logging()
+        os.environ.clear()
+        os.environ.update(environ)
+        os.chdir(cwd)
+        # As in a spawned worker (python -m puts its directory first), not the supervisor's.
+        sys.path[0] = cwd
+        sys.argv[:] = [worker.__file__ or "worker", *args.to_argv()]
+        code = worker.run(args)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001 - a worker's error is shown on its stderr, like a spawned one's
+        traceback.print_exc()
+        code = 1
+    finally:
+        with contextlib.suppress(BaseException):
+            atexit._run_exitfuncs()  # as an interpreter's end would: the app's handlers too
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _own_stdio(out_fd: int, err_fd: int) -> None:
+    """Its own pipes on 0-2, unbuffered (as PYTHONUNBUFFERED=1 makes a spawned worker's)."""
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    for fd, target in ((out_fd, 1), (err_fd, 2)):
+        os.dup2(fd, target)
+        os.close(fd)
+    streams: list[IO[str]] = []
+    for fd in (1, 2):
+        raw = io.FileIO(fd, "w", closefd=False)
+        streams.append(io.TextIOWrapper(raw, encoding="utf-8", errors="backslashreplace", write_through=True))
+    sys.stdout, sys.stderr = streams
+    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
+
+
+def _forget_supervisor_logging() -> None:
+    """The supervisor's handlers (redacting, to its own stderr) are not the app's."""
+    logging.captureWarnings(False)
+    for name in (None, "supervisor", "supervisor.worker"):
+        log = logging.getLogger(name)
+        log.handlers.clear()
+        log.setLevel(logging.WARNING if name is None else logging.NOTSET)
+        log.propagate = True
+
+
+def changed_since(files: list[str], since: float) -> list[str]:
+    """Those of ``files`` modified after ``since`` (minus the margin): maybe read before the change."""
+    found = []
+    for file in files:
+        with contextlib.suppress(OSError):
+            if os.stat(file).st_mtime > since - STALE_MARGIN:
+                found.append(file)
+    return found
+
+
+def _threads() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 1

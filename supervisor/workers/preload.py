@@ -1,0 +1,107 @@
+"""What a worker template preloads: learned from what running workers import, never written by hand.
+
+A worker reports its ``sys.modules`` (name and file) on its report pipe, once it serves and again
+when it starts to drain (by then it has answered requests, and lazily imported modules such as a
+database driver have shown up). :func:`learn` splits that report into the modules whose files lie
+inside the project (the watched paths, the project and app directories: never preloaded, or an
+edit could be served stale) and the rest, in import order: the standard library and third-party
+packages the template imports once so that each fork need not. Pure functions, no I/O but the
+report's encoding.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+# Modules that are not the app's imports: the interpreter's entry points.
+_NEVER = frozenset({"__main__", "__mp_main__"})
+
+
+@dataclass(frozen=True)
+class Learned:
+    """A worker's modules, split: ``outside`` the project (in import order) and the ``project``'s own."""
+
+    outside: tuple[str, ...]
+    project: frozenset[str]
+
+
+def within(path: str, roots: Iterable[str]) -> bool:
+    """True when ``path`` is one of ``roots`` or lies below one (paths already absolute and normalised)."""
+    return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def learn(modules: Mapping[str, str | None], roots: Iterable[Path]) -> Learned:
+    """Split a worker's module report (name -> file, None for built-in and frozen modules).
+
+    A module is the project's when its file lies under one of ``roots``, or when its package is
+    the project's (a submodule has no file of its own only in odd cases, but must not escape).
+    """
+    root_texts = [os.path.normpath(str(root)) for root in roots]
+    outside: list[str] = []
+    project: set[str] = set()
+    for name, file in modules.items():
+        if name in _NEVER:
+            continue
+        parent = name.rpartition(".")[0]
+        if (file is not None and within(os.path.normpath(file), root_texts)) or (parent and parent in project):
+            project.add(name)
+        else:
+            outside.append(name)
+    return Learned(tuple(outside), frozenset(project))
+
+
+def excluded(name: str, unsafe: Collection[str]) -> bool:
+    """True for an unsafe module and for its submodules (importing those imports it)."""
+    return any(name == bad or name.startswith(bad + ".") for bad in unsafe)
+
+
+def preload_list(order: Sequence[str], unsafe: Collection[str]) -> list[str]:
+    """The modules a template imports, in the order the workers imported them."""
+    return [name for name in order if not excluded(name, unsafe)]
+
+
+def missing(learned: Learned, loaded: Collection[str], failed: Collection[str],
+            unsafe: Collection[str]) -> list[str]:
+    """Modules a worker imported from outside the project that the template has not loaded,
+    leaving out those it could not import and those kept out as unsafe: a non-empty answer means
+    the template is worth rebuilding."""
+    return [name for name in learned.outside
+            if name not in loaded and name not in failed and not excluded(name, unsafe)]
+
+
+# ----- the report a worker writes ---------------------------------------------------------------
+
+def module_file(module: object) -> str | None:
+    """The file a module was loaded from (a namespace package: its first directory), absolute."""
+    file = getattr(module, "__file__", None)
+    if not isinstance(file, str):
+        paths = getattr(module, "__path__", None)
+        file = next(iter(paths), None) if paths is not None and not isinstance(paths, str) else None
+        if not isinstance(file, str):
+            return None
+    return os.path.abspath(file)
+
+
+def encode_report(modules: Mapping[str, object] | None = None) -> bytes:
+    """This process's modules as one report line. It starts with a newline too: a report cut
+    short (the pipe was full) then spoils only its own line, never the next report."""
+    found = dict(sys.modules if modules is None else modules)
+    table = {name: module_file(module) for name, module in found.items() if module is not None}
+    return b"\n" + json.dumps({"modules": table}, separators=(",", ":")).encode() + b"\n"
+
+
+def decode_report(line: bytes) -> dict[str, str | None] | None:
+    """The module table of one report line; None for a blank, cut or foreign line."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    table = data.get("modules") if isinstance(data, dict) else None
+    if not isinstance(table, dict):
+        return None
+    return {str(name): file if isinstance(file, str) else None for name, file in table.items()}

@@ -1,0 +1,346 @@
+"""One template process, as the supervisor sees it: start it, learn what it preloaded, fork workers.
+
+The template (:mod:`supervisor.workers.forkserver`) is our child, in the supervisor's session but a
+process group of its own (Ctrl-C in the terminal is the supervisor's to handle), and dies with us
+(``PR_SET_PDEATHSIG``). Its output is relayed and its exit watched as a worker's are: it runs
+under a :class:`~supervisor.workers.process.WorkerProcess`, whose ready pipe says "built".
+
+A forked worker comes back as a :class:`~supervisor.workers.process.WorkerProcess` too, over a
+:class:`ForkedChild`: the double fork in the template made it our own child (the supervisor is a
+child subreaper), so its exit is watched through a pidfd and its exit code read with
+``waitpid``, exactly as for a spawned worker. It waits for our ``go`` until we watch it: the
+orphan reaper (:mod:`supervisor.systemd.reaper`) leaves alone only the pids the slots know.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from supervisor.config.settings import Settings
+from supervisor.workers import forkserver
+from supervisor.workers.descendants import MARK_VAR, new_mark, track
+from supervisor.workers.process import LineSink, WorkerProcess, WorkerSpec
+
+logger = logging.getLogger("supervisor")
+
+# Seconds a fork request may take before the template counts as broken (a fork takes milliseconds).
+FORK_TIMEOUT = 5.0
+# Files whose change means other packages (read in the project and app directories).
+DEPENDENCY_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "poetry.lock", "uv.lock", "pdm.lock",
+                    "Pipfile", "Pipfile.lock", "requirements*.txt", "requirements/*.txt", "constraints*.txt")
+REPORT_PIPE_SIZE = 1 << 20  # a whole module report fits, so the worker's write never waits
+
+
+class TemplateBroken(Exception):
+    """A fork request failed: this template is not to be used again."""
+
+
+class NotOurChild(Exception):
+    """The forked worker was not re-parented to the supervisor (it is no child subreaper)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a template preloads, and what it must never import."""
+
+    preload: tuple[str, ...]
+    project_names: frozenset[str]
+    roots: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Built:
+    loaded: frozenset[str]
+    own: frozenset[str]  # what the interpreter and the template's code loaded, not the plan
+    failed: Mapping[str, str]
+    path_mtimes: Mapping[str, int]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Unsafe:
+    module: str
+    reason: str
+    pulled: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Failed:
+    reason: str
+
+
+Outcome = Built | Unsafe | Failed
+
+
+def template_choice(settings: Settings) -> tuple[bool, str]:
+    """Whether workers fork from a template, and the line that says why (logged once at start)."""
+    setting = settings.config.reload.template
+    if setting is False:
+        return False, "workers start as fresh interpreters ([reload] template = false)"
+    if setting is None and not settings.reload:
+        return False, "workers start as fresh interpreters (reload is off; [reload] template = true forks them)"
+    needs = (("os.fork", hasattr(os, "fork")), ("os.pidfd_open", hasattr(os, "pidfd_open")),
+             ("Linux", sys.platform.startswith("linux")))
+    lacking = [what for what, present in needs if not present]
+    if lacking:
+        return False, f"workers start as fresh interpreters: forking them from a template needs {', '.join(lacking)}"
+    return True, ("workers fork from a template process that preloads the app's libraries "
+                  "([reload] template = false: fresh interpreters)")
+
+
+def template_key(spec: WorkerSpec) -> tuple[str, str, frozenset[tuple[str, str]]]:
+    """What a template shares with every worker it forks: interpreter, directory, environment.
+    Libraries may read the environment at import, so a template is used only for its own."""
+    return spec.python, str(spec.cwd), frozenset(spec.environ.items())
+
+
+def dependency_files(dirs: Iterable[Path]) -> dict[str, int]:
+    """The dependency files in ``dirs`` (not below them), each with its modification time."""
+    found: dict[str, int] = {}
+    for directory in dirs:
+        for pattern in DEPENDENCY_FILES:
+            for path in directory.glob(pattern):
+                with contextlib.suppress(OSError):
+                    found[str(path)] = path.stat().st_mtime_ns
+    return found
+
+
+def directory_mtimes(paths: Iterable[str]) -> dict[str, int]:
+    """Modification times of import directories: installing or removing a package changes its
+    directory's (a new or removed ``*.dist-info``, a ``.pth`` file)."""
+    found = {}
+    for path in paths:
+        with contextlib.suppress(OSError):
+            found[path] = os.stat(path).st_mtime_ns
+    return found
+
+
+def report_pipe() -> tuple[int, int]:
+    read_end, write_end = os.pipe()
+    with contextlib.suppress(OSError, AttributeError):  # F_SETPIPE_SZ: Linux only
+        fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, REPORT_PIPE_SIZE)
+    return read_end, write_end
+
+
+def parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return int(stat.read().rpartition(b")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@dataclass
+class ForkedChild:
+    """A worker forked by the template, shaped like the :class:`subprocess.Popen` a
+    :class:`~supervisor.workers.process.WorkerProcess` watches. It is our child: ``waitpid`` works."""
+
+    pid: int
+    stdout: IO[bytes] | None
+    stderr: IO[bytes] | None
+    returncode: int | None = field(default=None)
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            try:
+                _, status = os.waitpid(self.pid, 0)
+                self.returncode = os.waitstatus_to_exitcode(status)
+            except ChildProcessError:  # reaped by someone else: its code is lost
+                self.returncode = 255
+        return self.returncode
+
+
+class TemplateProcess:
+    """A started template. Await :meth:`built`, then :meth:`fork` workers; :meth:`close` ends it."""
+
+    def __init__(self, proc: WorkerProcess, control: socket.socket, key: object, files: Mapping[str, int]) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.control = control
+        self.key = key
+        self.files = dict(files)  # dependency files as they were when it started importing
+        self.built_info: Built | None = None
+        self.closed = False
+
+    @classmethod
+    def start(cls, spec: WorkerSpec, plan: Plan, on_line: LineSink, dirs: Iterable[Path]) -> TemplateProcess:
+        """Start a template for workers of ``spec``, preloading ``plan``. Must run on the main thread
+        (its parent-death signal is tied to the forking thread)."""
+        files = dependency_files(dirs)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ready_r, ready_w = os.pipe()
+        env = dict(spec.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        argv = [spec.python, "-m", "supervisor.workers.forkserver", "--control-fd", str(theirs.fileno()),
+                "--ready-fd", str(ready_w), "--parent-pid", str(os.getpid())]
+        try:
+            popen = subprocess.Popen(argv, cwd=spec.cwd, env=env, pass_fds=(theirs.fileno(), ready_w),
+                                     process_group=0, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+        except BaseException:
+            ours.close()
+            os.close(ready_r)
+            raise
+        finally:
+            theirs.close()
+            os.close(ready_w)
+        try:
+            proc = WorkerProcess(popen, ready_r, on_line)
+            forkserver.send(ours, {"plan": {"preload": list(plan.preload), "project_names": sorted(plan.project_names),
+                                            "roots": list(plan.roots)}})
+        except BaseException:
+            popen.kill()
+            popen.wait()
+            ours.close()
+            raise
+        return cls(proc, ours, template_key(spec), files)
+
+    async def built(self, timeout: float) -> Outcome:
+        """Wait until it has preloaded its plan (or failed to)."""
+        # asyncio.timeout, not wait_for: on 3.11, wait_for swallows a cancellation that arrives as
+        # the template becomes ready (a stop during a build), and the build would go on forever.
+        try:
+            async with asyncio.timeout(timeout):
+                ok = await self.proc.ready()
+            if not ok:  # it is exiting: what it sent before is buffered, then the socket ends
+                async with asyncio.timeout(FORK_TIMEOUT):
+                    await self.proc.wait()
+        except TimeoutError:
+            return Failed(f"not built within {timeout:g}s" if self.proc.popen.returncode is None
+                          else "it closed its ready pipe and did not exit")
+        # Sent before it wrote "ready", or before it exited: never a wait on the event loop.
+        self.control.settimeout(0.5)
+        try:
+            message = forkserver.receive(self.control)
+        except (OSError, ValueError) as exc:
+            message = None
+            logger.debug("template: pid %d: no report: %s", self.pid, exc)
+        if ok and isinstance(message, dict) and "built" in message:
+            info = message["built"]
+            self.built_info = Built(frozenset(info["loaded"]), frozenset(info["own"]), dict(info["failed"]),
+                                    dict(info["path_mtimes"]), float(info["seconds"]))
+            return self.built_info
+        if isinstance(message, dict) and "unsafe" in message:
+            info = message["unsafe"]
+            return Unsafe(str(info["module"]), str(info["reason"]), tuple(info["pulled"]))
+        code = await self.proc.wait()
+        tail = " / ".join(list(self.proc.stderr_tail)[-3:])
+        return Failed(f"it exited with code {code} while importing" + (f": {tail}" if tail else ""))
+
+    def dependencies_changed(self, dirs: Iterable[Path]) -> str | None:
+        """What changed in the packages since it was built, in words; None if nothing did."""
+        files = dependency_files(dirs)
+        if files != self.files:
+            changed = sorted(set(files.items()) ^ set(self.files.items()))
+            return f"{Path(changed[0][0]).name} changed"
+        if self.built_info is not None:
+            now = directory_mtimes(self.built_info.path_mtimes)
+            moved = [path for path, mtime in self.built_info.path_mtimes.items() if now.get(path) != mtime]
+            if moved:
+                return f"packages were installed or removed in {moved[0]}"
+        return None
+
+    def fork(self, spec: WorkerSpec, on_line: LineSink) -> tuple[WorkerProcess, int]:
+        """Fork a worker for ``spec``; return it and the read end of its report pipe.
+
+        Raises :class:`TemplateBroken` when the template does not answer as it should, and
+        :class:`NotOurChild` when the worker is not the supervisor's child.
+        """
+        started = time.monotonic()
+        ready_r, ready_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        go_r, go_w = os.pipe()
+        report_r, report_w = report_pipe()
+        beat_r, beat_w = os.pipe()
+        ours = [ready_r, out_r, err_r, go_w, report_r, beat_r]
+        mark = new_mark()
+        environ = {**spec.environ, "PYTHONUNBUFFERED": "1", MARK_VAR: mark}
+        request = {"app": spec.app, "factory": spec.factory, "log_level": spec.log_level,
+                   "graceful_timeout": spec.graceful_timeout, "livereload_url": spec.livereload_url,
+                   "heartbeat_interval": spec.heartbeat_interval, "stacks_dir": spec.stacks_dir,
+                   "parent_pid": os.getpid(), "environ": environ}
+        payload = forkserver.LAST + json.dumps({"fork": request}, separators=(",", ":")).encode()
+        reply: Any = None
+        try:
+            self.control.settimeout(FORK_TIMEOUT)
+            socket.send_fds(self.control, [payload], [spec.listen_fd, ready_w, out_w, err_w, go_r, report_w, beat_w])
+            reply = forkserver.receive(self.control)
+        except (OSError, ValueError) as exc:
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            for fd in (ready_w, out_w, err_w, go_r, report_w, beat_w):
+                os.close(fd)
+        if not isinstance(reply, dict) or not isinstance(reply.get("pid"), int):
+            _close(ours)
+            raise TemplateBroken(reply.get("error") if isinstance(reply, dict) else "it closed the connection")
+        pid = reply["pid"]
+        out: IO[bytes] | None = None
+        err: IO[bytes] | None = None
+        try:
+            if parent_of(pid) != os.getpid():
+                raise NotOurChild(f"forked worker pid {pid} is not the supervisor's child")
+            out, err = os.fdopen(out_r, "rb", buffering=0), os.fdopen(err_r, "rb", buffering=0)
+            proc = WorkerProcess(ForkedChild(pid, out, err), ready_r, on_line, descendants=track(pid, mark),
+                                 heartbeat_fd=beat_r)
+        except BaseException:
+            # Unwatched, it must not serve: closing the go pipe ends it, SIGKILL in case it got further.
+            _kill_and_reap(pid)
+            for stream in (out, err):
+                if stream is not None:
+                    stream.close()
+            _close(fd for fd in ours if (fd != out_r or out is None) and (fd != err_r or err is None))
+            raise
+        os.write(go_w, forkserver.GO)
+        os.close(go_w)
+        logger.debug("template: forked worker pid %d from template pid %d in %.1f ms", pid, self.pid,
+                     (time.monotonic() - started) * 1000)
+        return proc, report_r
+
+    async def close(self, timeout: float = 3.0) -> None:
+        """End the template (closing its socket ends it; SIGTERM, then SIGKILL, if not)."""
+        if not self.closed:
+            self.closed = True
+            self.control.close()
+        try:
+            async with asyncio.timeout(timeout / 2):
+                await self.proc.wait()
+            return
+        except TimeoutError:
+            await self.proc.stop(timeout / 2)
+
+
+def _close(fds: Iterable[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _kill_and_reap(pid: int) -> None:
+    """SIGKILL a forked worker we will not watch, and reap it if it is ours (else init will)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        signal.pidfd_send_signal(fd, signal.SIGKILL)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)

@@ -1,0 +1,117 @@
+"""The template process on its own: checked preloading, and a worker that must be our child.
+
+The preload checks import modules that start threads and open sockets, so they run in a fresh
+interpreter, never in the test process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from supervisor.workers.ports import bind_listener
+from supervisor.workers.process import WorkerSpec
+from supervisor.workers.template import Built, NotOurChild, Plan, TemplateProcess, dependency_files, parent_of
+from tests.support import APPS, base_env, wait_until
+
+MODULES = {
+    "plainmod.py": "VALUE = 1\n",
+    "threadmod.py": "import threading, time\nthreading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n",
+    "sockmod.py": "import socket\nCONNECTION = socket.socket()\n",
+    "loopmod.py": "import asyncio\nLOOP = asyncio.new_event_loop()\n",
+    "brokenmod.py": "raise RuntimeError('cannot be imported here')\n",
+    "pullsproject.py": "import projectmod\n",
+}
+PROJECT = {"projectmod.py": "VALUE = 2\n"}
+
+
+def preload_in_fresh_interpreter(tmp_path: Path, names: list[str]) -> dict[str, Any]:
+    site, project = tmp_path / "site", tmp_path / "project"
+    for directory, files in ((site, MODULES), (project, PROJECT)):
+        directory.mkdir(exist_ok=True)
+        for name, text in files.items():
+            (directory / name).write_text(text)
+    script = textwrap.dedent(f"""
+        import json, sys
+        sys.path[:0] = [{str(site)!r}, {str(project)!r}]
+        from supervisor.workers.forkserver import preload
+        result = preload({names!r}, {{"projectmod"}}, [{str(project)!r}])
+        print(json.dumps({{"failed": result.failed, "unsafe": result.unsafe}}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], env=base_env(), capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+
+
+@pytest.mark.timeout(60)
+def test_safe_modules_load_and_one_that_fails_to_import_is_only_noted(tmp_path: Path) -> None:
+    result = preload_in_fresh_interpreter(tmp_path, ["json", "plainmod", "brokenmod", "email.message"])
+    assert result["unsafe"] is None
+    assert list(result["failed"]) == ["brokenmod"]
+    assert "RuntimeError: cannot be imported here" in result["failed"]["brokenmod"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("module", "reason"), [
+    ("threadmod", r"a thread was still running after importing it"),
+    ("sockmod", r"open socket"),
+    ("loopmod", r"open socket|event loop"),
+    ("pullsproject", r"imports the project's own module 'projectmod'"),
+])
+def test_a_module_unsafe_to_fork_from_stops_the_preload_and_is_named(tmp_path: Path, module: str,
+                                                                     reason: str) -> None:
+    result = preload_in_fresh_interpreter(tmp_path, ["plainmod", module, "json"])
+    unsafe = result["unsafe"]
+    assert unsafe is not None and unsafe["module"] == module, result
+    assert re.search(reason, unsafe["reason"]), unsafe["reason"]
+    assert module in unsafe["pulled"]
+
+
+def test_dependency_files_are_found_by_name_in_the_given_directories_only(tmp_path: Path) -> None:
+    for name in ("pyproject.toml", "uv.lock", "requirements-dev.txt", "README.md"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "requirements.txt").write_text("x")
+    found = dependency_files([tmp_path])
+    assert sorted(Path(path).name for path in found) == ["pyproject.toml", "requirements-dev.txt", "uv.lock"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(90)
+async def test_a_worker_that_is_not_our_child_is_killed_and_never_serves() -> None:
+    """This test process is no child subreaper, so the forked worker goes to an ancestor: the
+    template must not hand it out (it could not be reaped or restarted), and it must not serve."""
+    lines: list[str] = []
+    with bind_listener("127.0.0.1", 0) as sock:
+        spec = WorkerSpec(app="rawapp:app", factory=False, listen_fd=sock.fileno(), cwd=APPS, environ=base_env())
+        template = TemplateProcess.start(spec, Plan(("supervisor.workers.worker",), frozenset(), (str(APPS),)),
+                                         lambda pid, line: lines.append(line), [APPS])
+        try:
+            built = await template.built(60)
+            assert isinstance(built, Built), (built, lines)
+            assert "uvicorn" in built.loaded and "rawapp" not in built.loaded
+            assert parent_of(template.pid) is not None
+            with pytest.raises(NotOurChild, match=r"forked worker pid (\d+) is not the supervisor's child") as caught:
+                template.fork(spec, lambda pid, line: lines.append(line))
+            orphan = int(str(caught.value).split("pid ")[1].split()[0])
+
+            def gone() -> bool:
+                try:
+                    return psutil.Process(orphan).status() == psutil.STATUS_ZOMBIE
+                except psutil.NoSuchProcess:
+                    return True
+
+            await asyncio.to_thread(wait_until, gone, 10, "the unwatched worker to be killed")
+        finally:
+            await template.close()
+        assert template.proc.popen.returncode is not None
