@@ -6,9 +6,10 @@
 
 Scenarios (one module each): ``scenario_latency`` (1, reload latency), ``scenario_availability``
 (2), ``scenario_crash`` (3, crash recovery), ``scenario_serving`` (4, serving overhead),
-``scenario_idle`` (5, idle cost), ``scenario_startup`` (6, start-up). Each runs this supervisor and
-the peers in the same run on the same two apps: a small Starlette app and the example webapp on
-PostgreSQL. Loopback only; every process started is stopped, with its descendants, by pid.
+``scenario_idle`` (5, idle cost), ``scenario_startup`` (6, start-up), ``scenario_programs`` (7,
+several programs against honcho and supervisord). Each runs this supervisor and the peers in the
+same run on the same two apps (7: one project of three programs): a small Starlette app and the
+example webapp on PostgreSQL. Loopback only; every process started is stopped, with its descendants, by pid.
 ``--quick`` runs a few repetitions of each, to check the harness, and writes nowhere unless
 ``--out`` says where.
 """
@@ -38,6 +39,7 @@ from bench import (  # noqa: E402
     scenario_crash,
     scenario_idle,
     scenario_latency,
+    scenario_programs,
     scenario_serving,
     scenario_startup,
 )
@@ -61,15 +63,9 @@ SCENARIOS: dict[str, Scenario] = {
     "serving": scenario_serving,
     "idle": scenario_idle,
     "startup": scenario_startup,
+    "programs": scenario_programs,
 }
 
-SEVERAL_PROGRAMS = """## 7. Several programs
-
-TODO: awaits `[programs.NAME]` support (several programs with dependencies and a Procfile), which
-has not landed yet. Then: a three-program project (the webapp, a worker, a scheduler) against
-honcho and supervisord: start-up until all are ready, a crash of one program (recovery, and
-whether the others are touched), and stop until all are gone.
-"""
 
 
 def versions() -> dict[str, str]:
@@ -113,7 +109,7 @@ def write_report(report: dict[str, Any], out: Path) -> None:
     """docs/benchmarks.md from the figures, and the figures themselves as benchmarks.json."""
     quick = bool(report.get("quick"))
     sections = [SCENARIOS[key].render(data, quick) for key, data in report["scenarios"].items() if key in SCENARIOS]
-    text = header(report) + "\n".join(section.markdown() for section in sections) + "\n" + SEVERAL_PROGRAMS
+    text = header(report) + "\n".join(section.markdown() for section in sections)
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmarks.md").write_text(text)
     (out / "benchmarks.json").write_text(json.dumps(_plain(report), indent=1, allow_nan=False) + "\n")
