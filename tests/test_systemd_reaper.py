@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -12,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supervisor.systemd.reaper import Child, orphans_to_reap, reap, sweep
+from supervisor.systemd.reaper import GRACE, Child, ZombieAges, orphans_to_reap, reap, reap_orphans, sweep
 from tests.support import base_env, http_json, supervisor, wait_until
 from tests.systemd_support import Command, sd_project
 
@@ -99,3 +101,39 @@ def test_as_pid_1_it_reaps_orphans_and_exits_0_on_sigterm(tmp_path: Path) -> Non
         assert run.wait_exit() == 0, run.output
     finally:
         run.cleanup()
+
+
+def test_zombie_ages_make_a_candidate_due_only_after_the_grace() -> None:
+    now = [0.0]
+    ages = ZombieAges(grace=1.0, clock=lambda: now[0])
+    assert ages.due([11, 14]) == [] and ages.next_due_in() == 1.0
+    now[0] = 0.6
+    assert ages.due([11, 14, 15]) == []  # 15 first seen now
+    now[0] = 1.0
+    assert ages.due([11, 15]) == [11]  # 14 is gone (reaped by its waiter): forgotten
+    assert ages.next_due_in() == pytest.approx(0.6)
+    now[0] = 1.6
+    assert ages.due([15]) == [15]
+
+
+@pytest.mark.timeout(60)
+def test_a_subprocess_in_its_own_session_is_left_to_its_waiter_for_the_grace() -> None:
+    """The migration's case: started with start_new_session, waited for by whoever started it. A
+    sweep run by the same SIGCHLD used to reap it first and steal its exit code ("Unknown child
+    process pid N, will report returncode 255")."""
+    async def scenario() -> int | None:
+        reaper = asyncio.ensure_future(reap_orphans(lambda: set(), grace=GRACE))
+        await asyncio.sleep(0)  # the reaper's SIGCHLD handler in place
+        try:
+            ours = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(4)"], start_new_session=True)
+            while psutil.Process(ours.pid).status() != psutil.STATUS_ZOMBIE:
+                await asyncio.sleep(0.01)  # poll interval: the child exits at once
+            os.kill(os.getpid(), signal.SIGCHLD)  # another child's exit: a sweep now
+            await asyncio.sleep(GRACE / 2)  # the sweep ran, well within the grace
+            return ours.poll()
+        finally:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
+
+    assert asyncio.run(scenario()) == 4, "the sweep reaped a fresh zombie: its waiter lost the exit code"

@@ -14,7 +14,9 @@ for zombies that are
 * not a managed worker (their exit codes belong to the restart policy), and
 * not in the supervisor's own session: children we spawn without a new session (subprocesses of
   our own) stay there, whereas workers start their own session, so everything they leave behind,
-  and anything re-parented to PID 1 from elsewhere, is in another one.
+  and anything re-parented to PID 1 from elsewhere, is in another one;
+* a zombie for a second already (``GRACE``): a subprocess we started in a session of its own (a
+  migration) is reaped by its waiter as it exits, never by a sweep racing it for the exit code.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import ctypes
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
@@ -39,6 +42,12 @@ PR_SET_CHILD_SUBREAPER = 36
 # zombie re-parented to us, sends SIGCHLD, and the loop below loses none (coalesced signals find
 # all the zombies there are); a sweep lists every process on the machine, so not at rest.
 SWEEP_INTERVAL = 60.0
+# Seconds an exited child outside our session stays a zombie before a sweep takes it. A process
+# we started in a session of its own (a migration, say) is waited for by whoever started it
+# (asyncio's child watcher, a pidfd) the moment it exits; a sweep run by the same SIGCHLD would
+# otherwise race that waiter and steal the exit code ("Unknown child process pid N, will report
+# returncode 255"). A true orphan has no waiter: it is reaped a second later.
+GRACE = 1.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,34 @@ class Child:
 def orphans_to_reap(children: Iterable[Child], managed: Collection[int], own_sid: int) -> list[int]:
     """The pids it is safe to wait for: exited, not a worker, not in our session. Pure."""
     return [c.pid for c in children if c.zombie and c.pid not in managed and c.sid != own_sid]
+
+
+class ZombieAges:
+    """Since when each candidate has been a zombie, to reap only those past ``grace`` seconds."""
+
+    def __init__(self, grace: float = GRACE, clock: Callable[[], float] = time.monotonic) -> None:
+        self.grace = grace
+        self.clock = clock
+        self._since: dict[int, float] = {}
+
+    def due(self, candidates: Iterable[int]) -> list[int]:
+        """The candidates that have been zombies for ``grace`` seconds (then forgotten), remembering
+        the others from the first time they are seen; pids no longer candidates are forgotten."""
+        now = self.clock()
+        current = set(candidates)
+        self._since = {pid: since for pid, since in self._since.items() if pid in current}
+        for pid in current:
+            self._since.setdefault(pid, now)
+        due = sorted(pid for pid, since in self._since.items() if now - since >= self.grace)
+        for pid in due:  # handed out to be reaped; one still there next time starts over
+            del self._since[pid]
+        return due
+
+    def next_due_in(self) -> float | None:
+        """Seconds until the next candidate is due, or None when none waits."""
+        if not self._since:
+            return None
+        return max(0.0, min(self._since.values()) + self.grace - self.clock())
 
 
 def become_subreaper() -> bool:
@@ -93,33 +130,39 @@ def reap(pids: Iterable[int]) -> list[tuple[int, int]]:
     return reaped
 
 
-def sweep(managed: Collection[int], pid: int | None = None) -> list[tuple[int, int]]:
-    """Reap every orphan that is safe to reap now; log and return what was reaped."""
+def sweep(managed: Collection[int], pid: int | None = None, ages: ZombieAges | None = None) -> list[tuple[int, int]]:
+    """Reap every orphan that is safe to reap now (with ``ages``: a zombie for long enough); log and
+    return what was reaped."""
     me = os.getpid() if pid is None else pid
-    reaped = reap(orphans_to_reap(list_children(me), managed, os.getsid(me)))
+    candidates = orphans_to_reap(list_children(me), managed, os.getsid(me))
+    reaped = reap(ages.due(candidates) if ages is not None else candidates)
     for child, code in reaped:
         how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
         logger.info("supervisor: reaped orphaned process pid %d (%s)", child, how)
     return reaped
 
 
-async def reap_orphans(managed: Callable[[], Collection[int]], interval: float = SWEEP_INTERVAL) -> None:
-    """Sweep on every SIGCHLD and every ``interval`` seconds, until cancelled.
+async def reap_orphans(managed: Callable[[], Collection[int]], interval: float = SWEEP_INTERVAL,
+                       grace: float = GRACE) -> None:
+    """Sweep on every SIGCHLD and every ``interval`` seconds, until cancelled; a zombie is reaped
+    once it has been one for ``grace`` seconds (see GRACE), by a sweep scheduled for then.
 
     The SIGCHLD handler only sets an event (it runs through the event loop's wakeup fd), and the
     sweep runs on the loop, where the set of managed workers cannot change under it.
     """
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()
+    ages = ZombieAges(grace)
     loop.add_signal_handler(signal.SIGCHLD, wake.set)
     try:
         while True:
             wake.clear()
-            sweep(managed())
+            sweep(managed(), ages=ages)
+            pending = ages.next_due_in()
             # asyncio.timeout, not wait_for: on 3.11, wait_for swallows a cancellation that arrives
             # as the event is set (a SIGCHLD at stop time), and this loop would never end.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
+                async with asyncio.timeout(interval if pending is None else min(interval, pending + 0.01)):
                     await wake.wait()
     finally:
         loop.remove_signal_handler(signal.SIGCHLD)
