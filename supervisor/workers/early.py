@@ -35,11 +35,10 @@ from typing import IO, NoReturn
 from supervisor.config.settings import Settings
 from supervisor.reload.browser import browser_follows
 from supervisor.systemd.activation import activated_listener
-from supervisor.systemd.environ import scrub_systemd_env
 from supervisor.workers import worker
 from supervisor.workers.descendants import MARK_VAR, new_mark, track
 from supervisor.workers.ports import Bound, bind_listener, bind_port, display_url
-from supervisor.workers.process import LineSink, WorkerProcess, WorkerSpec, worker_drain_timeout
+from supervisor.workers.process import LineSink, WorkerProcess, WorkerSpec, worker_spec
 from supervisor.workers.template import ForkedChild, report_pipe
 
 logger = logging.getLogger("supervisor")
@@ -158,12 +157,8 @@ def start_early(settings: Settings, use_template: bool, known: frozenset[str] = 
     for name in ("uvicorn.protocols.http.auto", "uvicorn.protocols.websockets.auto", "uvicorn.lifespan.on"):
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
-    cfg = settings.config
-    spec = WorkerSpec(app=cfg.app.app, factory=cfg.app.factory, listen_fd=bound.sock.fileno(),
-                      cwd=(settings.project_dir / cfg.app.app_dir).resolve(),
-                      environ=scrub_systemd_env(settings.environ), log_level=cfg.supervisor.log_level,
-                      graceful_timeout=worker_drain_timeout(cfg.supervisor.stop_timeout),
-                      livereload_url=livereload)
+    # The same spec the runner makes for its first worker, so that it claims this one.
+    spec = worker_spec(settings, bound.sock.fileno(), livereload)
     try:
         first = fork_first_worker(spec, closing=[status_sock.fileno()] if status_sock is not None else [],
                                   known=known)
