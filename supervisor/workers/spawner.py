@@ -48,7 +48,7 @@ logger = logging.getLogger("supervisor")
 
 BUILD_TIMEOUT = 120.0  # seconds a template may take to import everything (a cold disk, a big app)
 MAX_FAILURES = 3  # templates that failed or died in a row before forking is given up
-MAX_UNSAFE_ROUNDS = 20  # modules left out, one rebuild each, before one build is given up
+MAX_UNSAFE_ROUNDS = 10  # modules left out, one rebuild each, before one build is given up
 # What every forked worker runs; a spawned one runs it as __main__, so its report never names it.
 WORKER_MODULE = "supervisor.workers.worker"
 
