@@ -40,7 +40,7 @@ from supervisor.workers.template import (
     TemplateBroken,
     TemplateProcess,
     Unsafe,
-    report_pipe,
+    roomy_pipe,
     template_key,
 )
 
@@ -130,7 +130,7 @@ class TemplateSpawner:
         if not self._fell_back and self.disabled is None and self._order:
             self._fell_back = True
             logger.info("template: not ready; workers start as fresh interpreters until it is")
-        read_end, write_end = report_pipe()
+        read_end, write_end = roomy_pipe()
         try:
             proc = self._plain(spec, on_line, report_fd=write_end)
         except BaseException:
