@@ -134,15 +134,18 @@ def test_a_first_worker_never_claimed_is_ended_with_what_it_started(tmp_path: Pa
         conn.request("GET", "/spawn?seconds=60&session=1")
         body = json.loads(conn.getresponse().read())
         first.close()
-        gone = []
-        for pid in (first.pid, body["pid"]):
+
+        def ended(pid):
             try:
-                os.kill(pid, 0)
                 with open(f"/proc/{{pid}}/stat") as stat:
-                    gone.append(stat.read().rpartition(")")[2].split()[0] == "Z")
-            except ProcessLookupError:
-                gone.append(True)
-        print(json.dumps({{"worker": first.pid, "gone": gone}}))
+                    return stat.read().rpartition(")")[2].split()[0] == "Z"
+            except FileNotFoundError:
+                return True
+
+        deadline = time.monotonic() + 10  # SIGKILL is delivered, not waited for
+        while not all(map(ended, (first.pid, body["pid"]))) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print(json.dumps({{"worker": first.pid, "gone": [ended(first.pid), ended(body["pid"])]}}))
     """)
     done = subprocess.run([sys.executable, "-c", script], env=env(), capture_output=True, text=True, timeout=50)
     assert done.returncode == 0, done.stderr
