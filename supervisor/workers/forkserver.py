@@ -138,6 +138,8 @@ def unsafe_leftovers(new_modules: Iterable[str], new_fds: Iterable[str], project
             if target.startswith(prefix):
                 return f"it left {what} open"
     for name in new_modules:
+        if name in ("__main__", "__mp_main__"):
+            continue  # this module itself, under another name (multiprocessing makes __mp_main__)
         module = sys.modules.get(name)
         file = getattr(module, "__file__", None)
         if name in project_names or (isinstance(file, str) and _within(os.path.abspath(file), roots)):

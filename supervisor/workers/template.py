@@ -42,7 +42,9 @@ FORK_TIMEOUT = 5.0
 # Files whose change means other packages (read in the project and app directories).
 DEPENDENCY_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "poetry.lock", "uv.lock", "pdm.lock",
                     "Pipfile", "Pipfile.lock", "requirements*.txt", "requirements/*.txt", "constraints*.txt")
-REPORT_PIPE_SIZE = 1 << 20  # a whole module report fits, so the worker's write never waits
+# A whole module report fits, so the worker's write never waits; and a first worker forked at
+# start can log a while before anyone reads its output (supervisor.workers.early).
+ROOMY_PIPE_SIZE = 1 << 20
 
 
 class TemplateBroken(Exception):
@@ -129,10 +131,11 @@ def directory_mtimes(paths: Iterable[str]) -> dict[str, int]:
     return found
 
 
-def report_pipe() -> tuple[int, int]:
+def roomy_pipe() -> tuple[int, int]:
+    """A pipe with room for :data:`ROOMY_PIPE_SIZE` bytes (the system's default is 64 KiB)."""
     read_end, write_end = os.pipe()
     with contextlib.suppress(OSError, AttributeError):  # F_SETPIPE_SZ: Linux only
-        fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, REPORT_PIPE_SIZE)
+        fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, ROOMY_PIPE_SIZE)
     return read_end, write_end
 
 
@@ -265,7 +268,7 @@ class TemplateProcess:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         go_r, go_w = os.pipe()
-        report_r, report_w = report_pipe()
+        report_r, report_w = roomy_pipe()
         beat_r, beat_w = os.pipe()
         ours = [ready_r, out_r, err_r, go_w, report_r, beat_r]
         mark = new_mark()
