@@ -8,6 +8,8 @@ import pytest
 # Tests import their helpers as `tests.support`; make the repository root importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.support import timeout_scale  # noqa: E402
+
 # The PostgreSQL fixtures (`pg_server`, `pg`) for every test module.
 pytest_plugins = ["tests.pgserver"]
 
@@ -22,3 +24,26 @@ def supervisor_pid() -> Iterator[int]:
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Per-test timeouts (pytest-timeout's marker, else its configured default) times TIMEOUT_SCALE,
+    the same factor tests/support.py applies to every wait, so a loaded machine gets both."""
+    try:
+        scale = timeout_scale()
+    except ValueError as exc:  # a user's mistake: one line, no traceback
+        raise pytest.UsageError(str(exc)) from None
+    if scale == 1.0 or not config.pluginmanager.has_plugin("timeout"):
+        return
+    from pytest_timeout import get_env_settings  # only with the plugin present
+
+    default = get_env_settings(config).timeout
+    for item in items:
+        marker = item.get_closest_marker("timeout")
+        args: tuple[object, ...] = marker.args if marker is not None else ()
+        kwargs = dict(marker.kwargs) if marker is not None else {}
+        base = kwargs.pop("timeout", None) if "timeout" in kwargs else (args[0] if args else default)
+        if not isinstance(base, int | float) or base <= 0:  # 0 or none: no timeout, and none to scale
+            continue
+        item.add_marker(pytest.mark.timeout(base * scale, *args[1:], **kwargs), append=False)

@@ -19,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.pgserver import PgServer
-from tests.support import REPO, Running, base_env, free_port, make_project, supervisor
+from tests.support import REPO, Running, base_env, free_port, make_project, scaled, supervisor
 
 SECRET = "test-auth-secret-8c1d0e2f-at-least-32-chars"
 
@@ -81,14 +81,14 @@ def auth(sub: str) -> dict[str, str]:
 
 def client(url: str) -> httpx.Client:
     """Real HTTP to the served webapp; a fresh connection per request is not needed here."""
-    return httpx.Client(base_url=url, timeout=10.0)
+    return httpx.Client(base_url=url, timeout=scaled(10.0))
 
 
 def alembic(*args: str, url: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     """``python -m alembic ARGS`` in the repository against ``url``; fails the test on an error."""
     env = base_env(DATABASE_URL=url)
     result = subprocess.run([sys.executable, "-m", "alembic", *args], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=timeout)
+                            capture_output=True, text=True, timeout=scaled(timeout))
     assert result.returncode == 0, f"alembic {' '.join(args)} failed:\n{result.stdout}{result.stderr}"
     return result
 
@@ -150,7 +150,7 @@ def notes_locked(served: Served, pg: PgServer | None) -> Iterator[None]:
         finally:
             psql.stdin.write("ROLLBACK;\n")
             psql.stdin.close()
-            psql.wait(30)
+            psql.wait(scaled(30))
             psql.stdout.close()
     else:
         holder = sqlite3.connect(served.database_url.split("///", 1)[1], isolation_level=None, timeout=10)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port
+from tests.support import free_port, scaled
 
 PG_BIN_ROOT = Path("/usr/lib/postgresql")
 SUPERUSER_PASSWORD = "pg-super-5e1f-secret"
@@ -51,7 +51,7 @@ class PgServer:
     def _run(self, args: list[str], stdin: str | None = None, timeout: float = 60) -> str:
         prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         result = subprocess.run([*prefix, *args], input=stdin, capture_output=True, text=True,
-                                timeout=timeout, cwd=self.root)
+                                timeout=scaled(timeout), cwd=self.root)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}"
                                f"{result.stderr}\n--- server log ---\n{self.log()}")
@@ -82,12 +82,13 @@ class PgServer:
         options = (f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
                    "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
         self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.logfile), "-w",
-                   "-t", "60", "-o", options, "start"])
+                   "-t", str(round(scaled(60))), "-o", options, "start"])
         self.running = True
 
-    def stop(self) -> None:
-        # fast: disconnect clients at once, as a crashed or restarted server would.
-        self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
+    def stop(self, mode: str = "fast") -> None:
+        """``fast`` disconnects clients at once, as a restarted server would; ``immediate`` is a
+        crash (no shutdown checkpoint: the next start recovers from the WAL)."""
+        self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
         self.running = False
 
     def ensure_started(self) -> None:

@@ -28,6 +28,30 @@ REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 
+def timeout_scale(environ: Mapping[str, str] | None = None) -> float:
+    """The ``TIMEOUT_SCALE`` factor (default 1) every deadline in the tests is multiplied by.
+
+    One knob for a loaded or slow machine: ``TIMEOUT_SCALE=3 python -m pytest`` gives every wait,
+    process deadline and per-test timeout three times as long. It only lengthens deadlines; nothing
+    waits longer than its effect takes to show.
+    """
+    raw = (os.environ if environ is None else environ).get("TIMEOUT_SCALE", "").strip()
+    if not raw:
+        return 1.0
+    try:
+        scale = float(raw)
+    except ValueError:
+        scale = float("nan")
+    if not 0 < scale < float("inf"):  # also refuses nan
+        raise ValueError(f"TIMEOUT_SCALE={raw!r}: expected a positive number such as 2 or 1.5")
+    return scale
+
+
+def scaled(seconds: float) -> float:
+    """``seconds`` as a deadline on this machine: multiplied by :func:`timeout_scale`."""
+    return seconds * timeout_scale()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -36,7 +60,11 @@ def free_port() -> int:
 
 def wait_until(check: Callable[[], T | None | Literal[False]], timeout: float, what: str,
                context: Callable[[], str] = lambda: "", interval: float = 0.05) -> T:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` and ``context()``."""
+    """Poll ``check`` until it returns something truthy; fail with ``what`` and ``context()``.
+
+    ``timeout`` is scaled by ``TIMEOUT_SCALE`` (see :func:`timeout_scale`).
+    """
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
     while True:
@@ -48,18 +76,21 @@ def wait_until(check: Callable[[], T | None | Literal[False]], timeout: float, w
             last_error = exc
         if time.monotonic() > deadline:
             detail = f" (last error: {last_error!r})" if last_error else ""
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}{detail}\n"
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{detail}\n"
                                  f"--- output ---\n{context()}")
         time.sleep(interval)  # poll interval, not synchronisation
 
 
 def http_get(url: str, timeout: float = 5.0, headers: Mapping[str, str] | None = None
              ) -> tuple[int, dict[str, str], bytes]:
-    """One GET over a fresh connection to a loopback URL: (status, headers, body)."""
+    """One GET over a fresh connection to a loopback URL: (status, headers, body).
+
+    ``timeout`` (scaled by ``TIMEOUT_SCALE``) bounds each socket operation.
+    """
     match = re.match(r"http://([^/:]+|\[[^\]]+\]):(\d+)(/.*)?$", url)
     assert match, url
     host, port, path = match.group(1).strip("[]"), int(match.group(2)), match.group(3) or "/"
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    conn = http.client.HTTPConnection(host, port, timeout=scaled(timeout))
     try:
         conn.request("GET", path, headers=dict(headers or {}))
         resp = conn.getresponse()
@@ -186,12 +217,13 @@ class Running:
         return sorted(found)
 
     def wait_exit(self, timeout: float = 30.0) -> int:
+        timeout = scaled(timeout)
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"supervisor did not exit within {timeout}s\n--- output ---\n"
+            raise AssertionError(f"supervisor did not exit within {timeout:g}s\n--- output ---\n"
                                  f"{self.output}") from None
-        self._reader.join(5)
+        self._reader.join(scaled(5))
         return code
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
@@ -204,12 +236,12 @@ class Running:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(20)
+                self.proc.wait(scaled(20))
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        self._reader.join(5)
+                self.proc.wait(scaled(5))
+        self._reader.join(scaled(5))
 
 
 @contextlib.contextmanager
@@ -231,4 +263,4 @@ def run_cli(args: list[str], cwd: Path, env: Mapping[str, str] | None = None,
     """Run a short ``python -m supervisor`` command to completion."""
     return subprocess.run([sys.executable, "-m", "supervisor", *args], cwd=cwd,
                           env=dict(env if env is not None else base_env()), capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+                          text=True, timeout=scaled(timeout), stdin=subprocess.DEVNULL)

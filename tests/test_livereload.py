@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import CHROMIUM, Page, chromium
+from tests.browser import Page, chromium, require_chromium
 from tests.support import REPO, Running, free_port, http_get, make_project, supervisor, wait_until
 from tests.test_longlived import EventSourceClient
 
@@ -174,9 +174,9 @@ def text_of(page: Page, element_id: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (.ci/run installs it)")
 @pytest.mark.timeout(180)
 def test_chromium_follows_edits_shows_the_overlay_and_swaps_css(tmp_path: Path) -> None:
+    require_chromium()  # skipped without it, named in the summary; a failure under CI=true
     root = project(tmp_path / "project")
     app = root / "app.py"
     with supervisor(["up"], root) as run, chromium(tmp_path / "profile") as tab:

@@ -4,6 +4,8 @@
 connection's ``cycle`` (``keep_alive``, ``response_started``, ``response_complete``,
 ``default_headers``) and ``server_state.default_headers``. pyproject.toml bounds the uvicorn
 version; this test fails loudly, naming what changed, if a release inside the bound moves them.
+``supervisor.workers.protocol.CleanH11Protocol`` relies on ``send_400_response`` and the cycle's
+``disconnected`` and ``message_event``: its test fails if uvicorn changes them.
 """
 
 from __future__ import annotations
@@ -68,3 +70,42 @@ async def test_a_request_in_flight_exposes_the_connection_and_cycle_attributes_t
         await asyncio.wait_for(serving, 10)
         sock.close()
         read_fd.close()
+
+
+@pytest.mark.timeout(20)
+async def test_a_malformed_body_is_a_400_without_an_exception_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    """CleanH11Protocol: an app answering a request whose body h11 then rejects gets no h11 error."""
+    from supervisor.workers.protocol import CleanH11Protocol
+
+    done: list[bool] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        # Answers without reading the body, as a dashboard or a health check does.
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+        done.append(True)
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    # log_config=None: uvicorn's loggers propagate to caplog.
+    config = uvicorn.Config(app, loop="asyncio", lifespan="off", log_config=None, http=CleanH11Protocol)
+    server = uvicorn.Server(config)
+    serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)  # poll interval: uvicorn offers no "started" event
+        reader, writer = await asyncio.open_connection(*sock.getsockname())
+        # The headers and a chunk size that is not hexadecimal, in one segment.
+        writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 10)
+        assert answer.startswith(b"HTTP/1.1 400 "), answer
+        while not done:
+            await asyncio.sleep(0.01)  # poll interval: the app's task ends after the 400
+        writer.close()
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)
+        sock.close()
+    assert "Exception in ASGI application" not in caplog.text, caplog.text

@@ -22,13 +22,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from supervisor.workers.protocol import CleanH11Protocol
 
 REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
            b"connection: close\r\ncontent-length: 34\r\n\r\ntoo many connections; retry later\n")
 
 
-class BoundedH11Protocol(H11Protocol):
+class BoundedH11Protocol(CleanH11Protocol):
     """uvicorn's h11 protocol with a request deadline and a connection cap (set by :func:`bounded`)."""
 
     max_connections = 64

@@ -52,14 +52,18 @@ def raise_open_file_limit() -> tuple[int, int] | None:
 class AcceptErrorLog:
     """An event loop exception handler: accept errors once per ``interval``, the rest as asyncio would.
 
+    The supervisor installs one for its own servers (status API, fallback responder), and each
+    worker one for the app's port.
+
     >>> loop.set_exception_handler(AcceptErrorLog())  # doctest: +SKIP
     """
 
     def __init__(self, interval: float = REPORT_INTERVAL, clock: Callable[[], float] = time.monotonic,
-                 log: logging.Logger = logger) -> None:
+                 log: logging.Logger = logger, prefix: str = "supervisor: ") -> None:
         self.interval = interval
         self.clock = clock
         self.log = log
+        self.prefix = prefix  # who could not accept: the supervisor, or a worker (its own log format)
         self._last: float | None = None
         self._since_last = 0
 
@@ -73,8 +77,8 @@ class AcceptErrorLog:
             return
         exc = context.get("exception")
         why = getattr(exc, "strerror", None) or str(exc)
-        self.log.error("supervisor: cannot accept connections: %s (%d time(s) since the last report; "
+        self.log.error("%scannot accept connections: %s (%d time(s) since the last report; "
                        "reported at most every %gs); new connections wait in the backlog until "
-                       "descriptors are free", why, self._since_last, self.interval)
+                       "descriptors are free", self.prefix, why, self._since_last, self.interval)
         self._last = now
         self._since_last = 0

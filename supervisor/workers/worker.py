@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import logging
 import os
 import signal
 import socket
@@ -24,8 +25,10 @@ from uvicorn.importer import import_from_string
 
 from supervisor.workers.accepting import stop_accepting
 from supervisor.workers.heartbeat import Heartbeat, RequestCounter, StackDump
+from supervisor.workers.limits import AcceptErrorLog
 from supervisor.workers.longlived import LongLived
 from supervisor.workers.preload import encode_report
+from supervisor.workers.protocol import CleanH11Protocol
 
 PR_SET_PDEATHSIG = 1
 # Paths of frames that are ours or the import system's, not the user's, in a load traceback.
@@ -135,6 +138,9 @@ class ReportingServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
+        # Out of descriptors, asyncio logs a traceback per connection waiting in the backlog,
+        # every second, until the log drowns: one line per interval instead, in uvicorn's format.
+        self._loop.set_exception_handler(AcceptErrorLog(log=logging.getLogger("uvicorn.error"), prefix=""))
         self.on_loop(self._loop)
         await super().startup(sockets=sockets)
         if self.started and not self.should_exit:
@@ -249,6 +255,8 @@ def run(args: WorkerArgs) -> int:
         # Annotated int, but any number works: it only reaches asyncio.wait_for.
         timeout_graceful_shutdown=args.graceful_timeout,  # type: ignore[arg-type]
         server_header=False,
+        # No traceback in the log for a client's malformed body (see supervisor.workers.protocol).
+        http=CleanH11Protocol,
     )
     try:
         config.load()  # here, not in serve(): the loaded app is wrapped below

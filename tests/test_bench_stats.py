@@ -1,0 +1,48 @@
+"""The benchmark report's arithmetic (bench/stats.py): percentiles, ratios to the best peer, tables."""
+
+from __future__ import annotations
+
+import math
+
+from bench.stats import Section, Table, fmt, percentile, ratio, summary
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 11)]
+    assert percentile(values, 0.9) == 9.0
+    assert percentile(values, 0.5) == 5.0
+    assert percentile(values, 1.0) == 10.0
+    assert percentile([3.0], 0.99) == 3.0
+    assert math.isnan(percentile([], 0.9))
+
+
+def test_summary_has_median_p90_max_and_count() -> None:
+    assert summary([0.3, 0.1, 0.2]) == {"median": 0.2, "p90": 0.3, "max": 0.3, "n": 3}
+    assert summary([])["n"] == 0 and math.isnan(summary([])["median"])
+
+
+def test_ratio_is_ours_over_the_best_peer_in_the_right_direction() -> None:
+    assert ratio(0.5, [1.0, 2.0]) == "0.50x"  # times: the lowest peer is the best
+    assert ratio(100.0, [50.0, 200.0], lower_is_better=False) == "0.50x"  # rates: the highest
+    assert ratio(1.0, [math.nan, 2.0]) == "0.50x"  # a peer without a figure is left out
+    assert ratio(1.0, [math.nan]) == "-"
+    assert ratio(math.nan, [1.0]) == "-"
+    assert ratio(0.0, [0.0]) == "1.00x"
+    assert ratio(3.0, [0.0]) == "-"
+
+
+def test_numbers_are_formatted_for_reading() -> None:
+    assert fmt(0.1234) == "0.123"
+    assert fmt(1.5) == "1.50"
+    assert fmt(12345.6) == "12,346"
+    assert fmt(3.0) == "3"
+    assert fmt(0.0123, "ms") == "12"
+    assert fmt(math.nan) == "-" and fmt(None) == "-"
+
+
+def test_a_section_renders_markdown_tables_with_right_aligned_figures() -> None:
+    table = Table(["app", "supervisor", "peer"])
+    table.add("median (s)", 0.25, 0.5)
+    section = Section("key", "1. Title", "What it measures.", [table], notes=["A note."])
+    assert section.markdown() == ("## 1. Title\n\nWhat it measures.\n\n| app | supervisor | peer |\n"
+                                  "| --- | ---: | ---: |\n| median (s) | 0.250 | 0.500 |\n\nA note.\n")
