@@ -134,3 +134,18 @@ def test_the_templates_own_main_module_under_another_name_is_not_a_project_modul
     done = subprocess.run([sys.executable, str(script)], env=base_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1]) == {"unsafe": None}
+
+
+def test_an_import_directory_listing_changes_with_packages_not_with_bytecode(tmp_path: Path) -> None:
+    from supervisor.workers.forkserver import listing_digest
+
+    (tmp_path / "requests").mkdir()
+    (tmp_path / "requests-2.31.0.dist-info").mkdir()
+    before = listing_digest(str(tmp_path))
+    (tmp_path / "__pycache__").mkdir()
+    assert listing_digest(str(tmp_path)) == before
+    (tmp_path / "requests-2.31.0.dist-info").rename(tmp_path / "requests-2.32.0.dist-info")
+    upgraded = listing_digest(str(tmp_path))
+    assert upgraded != before
+    (tmp_path / "httpx").mkdir()
+    assert listing_digest(str(tmp_path)) not in (before, upgraded)

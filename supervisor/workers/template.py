@@ -69,7 +69,7 @@ class Built:
     loaded: frozenset[str]
     own: frozenset[str]  # what the interpreter and the template's code loaded, not the plan
     failed: Mapping[str, str]
-    path_mtimes: Mapping[str, int]
+    path_listings: Mapping[str, str]  # import directory -> forkserver.listing_digest
     seconds: float
 
 
@@ -118,16 +118,6 @@ def dependency_files(dirs: Iterable[Path]) -> dict[str, int]:
             for path in directory.glob(pattern):
                 with contextlib.suppress(OSError):
                     found[str(path)] = path.stat().st_mtime_ns
-    return found
-
-
-def directory_mtimes(paths: Iterable[str]) -> dict[str, int]:
-    """Modification times of import directories: installing or removing a package changes its
-    directory's (a new or removed ``*.dist-info``, a ``.pth`` file)."""
-    found = {}
-    for path in paths:
-        with contextlib.suppress(OSError):
-            found[path] = os.stat(path).st_mtime_ns
     return found
 
 
@@ -235,7 +225,7 @@ class TemplateProcess:
         if ok and isinstance(message, dict) and "built" in message:
             info = message["built"]
             self.built_info = Built(frozenset(info["loaded"]), frozenset(info["own"]), dict(info["failed"]),
-                                    dict(info["path_mtimes"]), float(info["seconds"]))
+                                    dict(info["path_listings"]), float(info["seconds"]))
             return self.built_info
         if isinstance(message, dict) and "unsafe" in message:
             info = message["unsafe"]
@@ -251,10 +241,9 @@ class TemplateProcess:
             changed = sorted(set(files.items()) ^ set(self.files.items()))
             return f"{Path(changed[0][0]).name} changed"
         if self.built_info is not None:
-            now = directory_mtimes(self.built_info.path_mtimes)
-            moved = [path for path, mtime in self.built_info.path_mtimes.items() if now.get(path) != mtime]
-            if moved:
-                return f"packages were installed or removed in {moved[0]}"
+            for path, digest in self.built_info.path_listings.items():
+                if forkserver.listing_digest(path) != digest:
+                    return f"packages were installed or removed in {path}"
         return None
 
     def fork(self, spec: WorkerSpec, on_line: LineSink) -> tuple[WorkerProcess, int]:
