@@ -105,3 +105,49 @@ def test_a_database_to_wait_for_keeps_the_first_worker_after_it(tmp_path: Path) 
     with supervisor(["up"], root, environ) as sup:
         sup.wait_for_output(r"database: attempt 2:")
         assert sup.worker_pids() == [], sup.output
+
+
+@pytest.mark.timeout(60)
+def test_a_first_worker_never_claimed_is_ended_with_what_it_started(tmp_path: Path) -> None:
+    """In a fresh interpreter (it forks the process it runs in): fork a first worker, see it serve,
+    then end it unclaimed, as a supervisor stopping before its first slot started would."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.support import APPS
+
+    script = textwrap.dedent(f"""
+        import ctypes, http.client, json, os, sys, time
+        from pathlib import Path
+        ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER, as the supervisor is
+        from supervisor.workers.early import fork_first_worker
+        from supervisor.workers.ports import bind_listener
+        from supervisor.workers.process import WorkerSpec
+
+        sock = bind_listener("127.0.0.1", 0)
+        port = sock.getsockname()[1]
+        spec = WorkerSpec(app="rawapp:app", factory=False, listen_fd=sock.fileno(), cwd=Path({str(APPS)!r}),
+                          environ=dict(os.environ))
+        first = fork_first_worker(spec, closing=[])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)  # queued until it serves
+        conn.request("GET", "/spawn?seconds=60&session=1")
+        body = json.loads(conn.getresponse().read())
+        first.close()
+
+        def ended(pid):
+            try:
+                with open(f"/proc/{{pid}}/stat") as stat:
+                    return stat.read().rpartition(")")[2].split()[0] == "Z"
+            except FileNotFoundError:
+                return True
+
+        deadline = time.monotonic() + 10  # SIGKILL is delivered, not waited for
+        while not all(map(ended, (first.pid, body["pid"]))) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print(json.dumps({{"worker": first.pid, "gone": [ended(first.pid), ended(body["pid"])]}}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], env=env(), capture_output=True, text=True, timeout=50)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["gone"] == [True, True], (result, done.stderr)

@@ -115,3 +115,37 @@ async def test_a_worker_that_is_not_our_child_is_killed_and_never_serves() -> No
         finally:
             await template.close()
         assert template.proc.popen.returncode is not None
+
+
+@pytest.mark.timeout(60)
+def test_the_templates_own_main_module_under_another_name_is_not_a_project_module(tmp_path: Path) -> None:
+    """multiprocessing puts __main__ in sys.modules again as __mp_main__: when the template's own
+    module lies in the project (the supervisor's own repository as the project), that is no import
+    of the project by a library."""
+    project = tmp_path / "project"
+    project.mkdir()
+    script = project / "template_main.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, sys
+        from supervisor.workers.forkserver import preload
+        result = preload(["multiprocessing", "json"], set(), [{str(project)!r}])
+        print(json.dumps({{"unsafe": result.unsafe}}))
+    """))
+    done = subprocess.run([sys.executable, str(script)], env=base_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == {"unsafe": None}
+
+
+def test_an_import_directory_listing_changes_with_packages_not_with_bytecode(tmp_path: Path) -> None:
+    from supervisor.workers.forkserver import listing_digest
+
+    (tmp_path / "requests").mkdir()
+    (tmp_path / "requests-2.31.0.dist-info").mkdir()
+    before = listing_digest(str(tmp_path))
+    (tmp_path / "__pycache__").mkdir()
+    assert listing_digest(str(tmp_path)) == before
+    (tmp_path / "requests-2.31.0.dist-info").rename(tmp_path / "requests-2.32.0.dist-info")
+    upgraded = listing_digest(str(tmp_path))
+    assert upgraded != before
+    (tmp_path / "httpx").mkdir()
+    assert listing_digest(str(tmp_path)) not in (before, upgraded)

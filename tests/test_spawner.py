@@ -29,7 +29,7 @@ from supervisor.workers.template import (
     TemplateBroken,
     TemplateProcess,
     Unsafe,
-    report_pipe,
+    roomy_pipe,
     template_key,
 )
 
@@ -100,7 +100,7 @@ class FakeTemplate:
     def fork(self, spec: WorkerSpec, on_line: LineSink) -> tuple[WorkerProcess, int]:
         if self.fork_error is not None:
             raise self.fork_error
-        read_end, write_end = report_pipe()
+        read_end, write_end = roomy_pipe()
         os.write(write_end, report_line(self.report))
         os.close(write_end)
         pid = 50_000 + len(self.forked)

@@ -303,3 +303,22 @@ def test_a_stop_while_the_first_template_is_built_ends_everything_promptly(tmp_p
             left = [p.pid for p in psutil.process_iter(["cmdline"])
                     if marker in " ".join(p.info["cmdline"] or []) and p.status() != psutil.STATUS_ZOMBIE]
             assert left == [], f"left behind: {left}\n{sup.output}"
+
+
+@pytest.mark.timeout(90)
+def test_a_package_installed_or_a_requirements_file_changed_rebuilds_the_template(tmp_path: Path) -> None:
+    root, env = template_project(tmp_path)
+    with supervisor(["up"], root, env) as sup:
+        url = sup.wait_url()
+        template_pid(sup)
+        (tmp_path / "site" / "newlib-1.0.dist-info").mkdir()  # as pip would leave it
+        set_version(root, 11)
+        sup.wait_for_output(r"template: packages were installed or removed in \S*site; rebuilding it in the "
+                            r"background \(workers start as fresh interpreters meanwhile\)")
+        wait_until(lambda: answer(url)["version"] == 11, 30, "version 11", lambda: sup.output)
+        template_pid(sup, after=1)
+        (root / "requirements.txt").write_text("newlib==1.0\n")
+        set_version(root, 12)
+        sup.wait_for_output(r"template: requirements\.txt changed; rebuilding it in the background")
+        wait_until(lambda: answer(url)["version"] == 12, 30, "version 12", lambda: sup.output)
+        assert sup.stop() == 0

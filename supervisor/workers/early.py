@@ -35,12 +35,11 @@ from typing import IO, NoReturn
 from supervisor.config.settings import Settings
 from supervisor.reload.browser import browser_follows
 from supervisor.systemd.activation import activated_listener
-from supervisor.systemd.environ import scrub_systemd_env
 from supervisor.workers import worker
-from supervisor.workers.descendants import MARK_VAR, new_mark, track
+from supervisor.workers.descendants import MARK_VAR, Descendants, new_mark, track
 from supervisor.workers.ports import Bound, bind_listener, bind_port, display_url
-from supervisor.workers.process import LineSink, WorkerProcess, WorkerSpec, worker_drain_timeout
-from supervisor.workers.template import ForkedChild, report_pipe
+from supervisor.workers.process import LineSink, WorkerProcess, WorkerSpec, worker_spec
+from supervisor.workers.template import ForkedChild, parent_of, roomy_pipe
 
 logger = logging.getLogger("supervisor")
 # The live-reload stream's path on the status API (supervisor.reload.browser_events.PATH, which
@@ -64,6 +63,7 @@ class EarlyWorker:
     beat_r: int  # its heartbeat pipe (see supervisor.workers.heartbeat)
     mark: str
     since: float  # when it was forked (wall clock): files changed later it may have read before the change
+    descendants: Descendants
     # The supervisor's own modules, which the child has without the app importing them.
     inherited: frozenset[str] = frozenset()
     done: bool = False
@@ -80,7 +80,7 @@ class EarlyWorker:
         err = os.fdopen(self.err_r, "rb", buffering=0)
         try:
             proc = WorkerProcess(ForkedChild(self.pid, out, err), self.ready_r, on_line,
-                                 descendants=track(self.pid, self.mark), heartbeat_fd=self.beat_r)
+                                 descendants=self.descendants, heartbeat_fd=self.beat_r)
         except OSError as exc:  # gone and reaped already (pidfd_open: ESRCH), or out of descriptors
             logger.debug("supervisor: the worker forked at start cannot be watched: %s", exc)
             for stream in (out, err):  # what it said before it went: an import error, say
@@ -104,10 +104,15 @@ class EarlyWorker:
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        with contextlib.suppress(OSError):
-            os.kill(self.pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
+        # Still ours, not reaped by the orphan reaper and its pid taken by another process:
+        # then it is ours to kill and reap.
+        if parent_of(self.pid) == os.getpid():
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
+        self.descendants.kill_leftovers()
+        self.descendants.release(lambda delay, retry: None)  # what is left, release_base() removes
 
 
 @dataclass(frozen=True)
@@ -158,12 +163,8 @@ def start_early(settings: Settings, use_template: bool, known: frozenset[str] = 
     for name in ("uvicorn.protocols.http.auto", "uvicorn.protocols.websockets.auto", "uvicorn.lifespan.on"):
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
-    cfg = settings.config
-    spec = WorkerSpec(app=cfg.app.app, factory=cfg.app.factory, listen_fd=bound.sock.fileno(),
-                      cwd=(settings.project_dir / cfg.app.app_dir).resolve(),
-                      environ=scrub_systemd_env(settings.environ), log_level=cfg.supervisor.log_level,
-                      graceful_timeout=worker_drain_timeout(cfg.supervisor.stop_timeout),
-                      livereload_url=livereload)
+    # The same spec the runner makes for its first worker, so that it claims this one.
+    spec = worker_spec(settings, bound.sock.fileno(), livereload)
     try:
         first = fork_first_worker(spec, closing=[status_sock.fileno()] if status_sock is not None else [],
                                   known=known)
@@ -176,9 +177,9 @@ def start_early(settings: Settings, use_template: bool, known: frozenset[str] = 
 def fork_first_worker(spec: WorkerSpec, closing: list[int], known: frozenset[str] = frozenset()) -> EarlyWorker:
     """Fork the first worker; ``closing``: descriptors of the supervisor's the child must not hold."""
     ready_r, ready_w = os.pipe()
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    report_r, report_w = report_pipe()
+    out_r, out_w = roomy_pipe()  # nobody reads its output until a slot claims it
+    err_r, err_w = roomy_pipe()
+    report_r, report_w = roomy_pipe()
     beat_r, beat_w = os.pipe()
     mark = new_mark()
     environ = {**spec.environ, "PYTHONUNBUFFERED": "1", MARK_VAR: mark}
@@ -196,7 +197,9 @@ def fork_first_worker(spec: WorkerSpec, closing: list[int], known: frozenset[str
                closing=[*closing, ready_r, out_r, err_r, report_r, beat_r])
     for fd in (ready_w, out_w, err_w, report_w, beat_w):
         os.close(fd)
-    return EarlyWorker(pid, spec, ready_r, out_r, err_r, report_r, beat_r, mark, since, known)
+    # At once, as for a spawned worker: the child is still setting up, long before the app's code.
+    descendants = track(pid, mark)
+    return EarlyWorker(pid, spec, ready_r, out_r, err_r, report_r, beat_r, mark, since, descendants, known)
 
 
 # ----- the child ------------------------------------------------------------------------------------

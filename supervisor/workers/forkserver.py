@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
+import hashlib
 import importlib
 import json
 import os
@@ -97,6 +98,16 @@ def receive(control: socket.socket) -> Any:
             return json.loads(b"".join(parts))
 
 
+def listing_digest(directory: str) -> str:
+    """What an import directory holds, in short: installing, upgrading or removing a package
+    changes it (a ``*.dist-info`` name carries the version), writing bytecode does not."""
+    try:
+        names = sorted(name for name in os.listdir(directory) if name != "__pycache__")
+    except OSError:
+        return ""
+    return hashlib.blake2b("\0".join(names).encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
+
+
 # ----- preloading ---------------------------------------------------------------------------------
 
 def _within(path: str, roots: Sequence[str]) -> bool:
@@ -138,6 +149,8 @@ def unsafe_leftovers(new_modules: Iterable[str], new_fds: Iterable[str], project
             if target.startswith(prefix):
                 return f"it left {what} open"
     for name in new_modules:
+        if name in ("__main__", "__mp_main__"):
+            continue  # this module itself, under another name (multiprocessing makes __mp_main__)
         module = sys.modules.get(name)
         file = getattr(module, "__file__", None)
         if name in project_names or (isinstance(file, str) and _within(os.path.abspath(file), roots)):
@@ -288,7 +301,7 @@ def build(control: socket.socket, plan: dict[str, Any]) -> list[str] | None:
     worker_path = list(sys.path)
     sys.path[:] = [entry for entry in sys.path
                    if entry and not _within(os.path.abspath(entry), roots) and entry != os.getcwd()]
-    dirs = {entry: os.stat(entry).st_mtime_ns for entry in worker_path
+    dirs = {entry: listing_digest(entry) for entry in worker_path
             if entry and os.path.isdir(entry) and not _within(os.path.abspath(entry), roots)}
     result = preload(plan["preload"], set(plan["project_names"]), roots)
     if result.unsafe is not None:
@@ -297,7 +310,7 @@ def build(control: socket.socket, plan: dict[str, Any]) -> list[str] | None:
     gc.collect()
     gc.freeze()  # objects the workers inherit stay out of their collections: fewer copied pages
     send(control, {"built": {"loaded": sorted(sys.modules), "own": own, "failed": result.failed,
-                             "path_mtimes": dirs, "seconds": round(time.monotonic() - started, 3)}})
+                             "path_listings": dirs, "seconds": round(time.monotonic() - started, 3)}})
     return worker_path
 
 

@@ -40,7 +40,7 @@ from supervisor.workers.template import (
     TemplateBroken,
     TemplateProcess,
     Unsafe,
-    report_pipe,
+    roomy_pipe,
     template_key,
 )
 
@@ -48,7 +48,7 @@ logger = logging.getLogger("supervisor")
 
 BUILD_TIMEOUT = 120.0  # seconds a template may take to import everything (a cold disk, a big app)
 MAX_FAILURES = 3  # templates that failed or died in a row before forking is given up
-MAX_UNSAFE_ROUNDS = 20  # modules left out, one rebuild each, before one build is given up
+MAX_UNSAFE_ROUNDS = 10  # modules left out, one rebuild each, before one build is given up
 # What every forked worker runs; a spawned one runs it as __main__, so its report never names it.
 WORKER_MODULE = "supervisor.workers.worker"
 
@@ -130,7 +130,7 @@ class TemplateSpawner:
         if not self._fell_back and self.disabled is None and self._order:
             self._fell_back = True
             logger.info("template: not ready; workers start as fresh interpreters until it is")
-        read_end, write_end = report_pipe()
+        read_end, write_end = roomy_pipe()
         try:
             proc = self._plain(spec, on_line, report_fd=write_end)
         except BaseException:

@@ -42,7 +42,9 @@ FORK_TIMEOUT = 5.0
 # Files whose change means other packages (read in the project and app directories).
 DEPENDENCY_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "poetry.lock", "uv.lock", "pdm.lock",
                     "Pipfile", "Pipfile.lock", "requirements*.txt", "requirements/*.txt", "constraints*.txt")
-REPORT_PIPE_SIZE = 1 << 20  # a whole module report fits, so the worker's write never waits
+# A whole module report fits, so the worker's write never waits; and a first worker forked at
+# start can log a while before anyone reads its output (supervisor.workers.early).
+ROOMY_PIPE_SIZE = 1 << 20
 
 
 class TemplateBroken(Exception):
@@ -67,7 +69,7 @@ class Built:
     loaded: frozenset[str]
     own: frozenset[str]  # what the interpreter and the template's code loaded, not the plan
     failed: Mapping[str, str]
-    path_mtimes: Mapping[str, int]
+    path_listings: Mapping[str, str]  # import directory -> forkserver.listing_digest
     seconds: float
 
 
@@ -119,20 +121,11 @@ def dependency_files(dirs: Iterable[Path]) -> dict[str, int]:
     return found
 
 
-def directory_mtimes(paths: Iterable[str]) -> dict[str, int]:
-    """Modification times of import directories: installing or removing a package changes its
-    directory's (a new or removed ``*.dist-info``, a ``.pth`` file)."""
-    found = {}
-    for path in paths:
-        with contextlib.suppress(OSError):
-            found[path] = os.stat(path).st_mtime_ns
-    return found
-
-
-def report_pipe() -> tuple[int, int]:
+def roomy_pipe() -> tuple[int, int]:
+    """A pipe with room for :data:`ROOMY_PIPE_SIZE` bytes (the system's default is 64 KiB)."""
     read_end, write_end = os.pipe()
     with contextlib.suppress(OSError, AttributeError):  # F_SETPIPE_SZ: Linux only
-        fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, REPORT_PIPE_SIZE)
+        fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, ROOMY_PIPE_SIZE)
     return read_end, write_end
 
 
@@ -232,7 +225,7 @@ class TemplateProcess:
         if ok and isinstance(message, dict) and "built" in message:
             info = message["built"]
             self.built_info = Built(frozenset(info["loaded"]), frozenset(info["own"]), dict(info["failed"]),
-                                    dict(info["path_mtimes"]), float(info["seconds"]))
+                                    dict(info["path_listings"]), float(info["seconds"]))
             return self.built_info
         if isinstance(message, dict) and "unsafe" in message:
             info = message["unsafe"]
@@ -248,10 +241,9 @@ class TemplateProcess:
             changed = sorted(set(files.items()) ^ set(self.files.items()))
             return f"{Path(changed[0][0]).name} changed"
         if self.built_info is not None:
-            now = directory_mtimes(self.built_info.path_mtimes)
-            moved = [path for path, mtime in self.built_info.path_mtimes.items() if now.get(path) != mtime]
-            if moved:
-                return f"packages were installed or removed in {moved[0]}"
+            for path, digest in self.built_info.path_listings.items():
+                if forkserver.listing_digest(path) != digest:
+                    return f"packages were installed or removed in {path}"
         return None
 
     def fork(self, spec: WorkerSpec, on_line: LineSink) -> tuple[WorkerProcess, int]:
@@ -265,7 +257,7 @@ class TemplateProcess:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         go_r, go_w = os.pipe()
-        report_r, report_w = report_pipe()
+        report_r, report_w = roomy_pipe()
         beat_r, beat_w = os.pipe()
         ours = [ready_r, out_r, err_r, go_w, report_r, beat_r]
         mark = new_mark()
