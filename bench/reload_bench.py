@@ -44,6 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.common import APP, get, running  # noqa: E402
+from bench.procs import compile_tool  # noqa: E402
 from tests.loadgen import Load  # noqa: E402
 from tests.support import free_port  # noqa: E402
 
@@ -310,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     repo = args.repo.resolve()
     env = bench_env(repo)
+    compile_tool(repo)  # bytecode writing is off for the runs (see above)
     for section in args.only.split(","):
         if section == "reload":
             reload_section("tiny app", Tiny.app, Tiny, env, args)

@@ -44,6 +44,7 @@ from bench import (  # noqa: E402
     scenario_startup,
 )
 from bench.apps import STARLETTE, BenchApp, webapp  # noqa: E402
+from bench.procs import compile_tool  # noqa: E402
 from bench.stats import Section  # noqa: E402
 from bench.tools import supervisord_path  # noqa: E402
 
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [name for name in chosen if name not in SCENARIOS]
     if unknown:
         parser.error(f"--only: unknown scenario(s) {', '.join(unknown)}; expected some of {', '.join(SCENARIOS)}")
+    compile_tool()
     started = time.time()
     report: dict[str, Any] = {"generated_at": started, "quick": args.quick, "scenarios": {},
                               "command": "python bench/run.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")}

@@ -19,6 +19,7 @@ from supervisor.output import logger, setup_logging
 from supervisor.secrets import Redactor
 from supervisor.workers.descendants import release_base
 from supervisor.workers.limits import AcceptErrorLog, raise_open_file_limit
+from supervisor.workers.zygote import Zygote
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -54,7 +55,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_up(args: argparse.Namespace) -> int:
+def cmd_up(args: argparse.Namespace, zygote: Zygote | None = None) -> int:
+    """``up``; ``zygote``: the first worker-to-be, forked before this module was imported."""
     # First: nothing the supervisor opens may count against the low default (see supervisor.workers.limits).
     raised = raise_open_file_limit()
     settings = _settings(args)
@@ -66,11 +68,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         logger.debug("supervisor: raised the open-file limit from %d to %d", *raised)
     # The ports, and the first worker serving, before the rest of the supervisor is imported and
     # set up: a cold start then costs the longer of the two, not both (supervisor.workers.early).
-    known = frozenset(sys.modules)  # the supervisor's, before it imports what a worker needs
     from supervisor.workers.early import start_early
     from supervisor.workers.template import template_choice
 
-    early = start_early(settings, template_choice(settings)[0], known)
+    early = start_early(settings, template_choice(settings)[0], zygote)
     try:
         from supervisor.launch import build  # heavy imports only for `up`
 
@@ -130,11 +131,20 @@ def build_parser(only_up: bool = False) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+def main(argv: Sequence[str] | None = None, zygote: Zygote | None = None) -> int:
+    """``zygote``: forked by ``python -m supervisor up`` before anything else; ended here unless
+    ``up`` made it the first worker."""
+    try:
+        return _run(sys.argv[1:] if argv is None else list(argv), zygote)
+    finally:
+        if zygote is not None:
+            zygote.discard()  # nothing, once it is the first worker
+
+
+def _run(argv: list[str], zygote: Zygote | None) -> int:
     args = build_parser(only_up=argv[:1] == ["up"]).parse_args(argv)
     try:
-        return int(args.func(args))
+        return int(cmd_up(args, zygote) if args.func is cmd_up else args.func(args))
     except ConfigError as exc:
         _print_problems(exc, args)
         return EXIT_CONFIG

@@ -1,5 +1,7 @@
-"""The first worker forked from the supervisor at start: it serves, it is watched, and an edit made
-while it was starting (before the file watches were in place) still reloads."""
+"""The first worker started early: the process ``up`` forks before importing the supervisor
+(supervisor.workers.zygote) made into the first worker, or a fork of the supervisor. It serves, it
+is watched, an edit made while it was starting (before the file watches were in place) still
+reloads, and when it is not used, nothing of it is left behind."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pytest
 
 from supervisor.reload.browser_events import PATH
 from supervisor.workers.early import LIVERELOAD_PATH
-from tests.support import REPO, base_env, free_port, http_get, make_project, supervisor, wait_until
+from tests.support import REPO, base_env, free_port, http_get, make_project, run_cli, supervisor, wait_until
 
 APP = """
     import json, os
@@ -70,12 +72,15 @@ def test_the_live_reload_path_is_the_status_apis() -> None:
 @pytest.mark.timeout(90)
 def test_the_first_worker_is_forked_from_the_supervisor_and_an_edit_made_meanwhile_reloads(tmp_path: Path) -> None:
     root = project(tmp_path)
-    with supervisor(["up"], root, env()) as sup:
+    with supervisor(["up", "--log-level", "debug"], root, env()) as sup:
         url = sup.wait_url()
         first = int(sup.wait_for_output(r"web\.0: started worker pid (\d+)").group(1))
+        sup.wait_for_output(rf"first worker \(pid {first}\) is the process forked when up started")
         child = psutil.Process(first)
         assert child.ppid() == sup.pid and child.cmdline() == psutil.Process(sup.pid).cmdline()
         assert os.getsid(first) == first  # a session of its own, as every worker
+        # The supervisor raised its open-file limit after forking it: the worker has it too.
+        assert child.rlimit(psutil.RLIMIT_NOFILE) == psutil.Process(sup.pid).rlimit(psutil.RLIMIT_NOFILE)
         sup.wait_for_output(r"reload: .*layer\.py changed while the first worker was starting; reloading it")
         body = wait_until(lambda: (b := answer(url))["version"] == 2 and b, 30, "the edited version",
                           lambda: sup.output)
@@ -91,6 +96,9 @@ def test_without_a_template_the_first_worker_is_a_fresh_interpreter(tmp_path: Pa
         url = sup.wait_url()
         pid = answer(url)["pid"]
         assert "supervisor.workers.worker" in psutil.Process(pid).cmdline()
+        # The process forked at start for a first worker was not used, and is gone.
+        own = psutil.Process(sup.pid).cmdline()
+        assert [c.pid for c in psutil.Process(sup.pid).children() if c.cmdline() == own] == []
         assert sup.stop() == 0
 
 
@@ -151,3 +159,60 @@ def test_a_first_worker_never_claimed_is_ended_with_what_it_started(tmp_path: Pa
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[-1])
     assert result["gone"] == [True, True], (result, done.stderr)
+
+
+@pytest.mark.timeout(60)
+def test_a_configuration_error_leaves_no_process_behind(tmp_path: Path) -> None:
+    root = project(tmp_path, extra="[restart]\nmax_restarts = -1")
+    done = run_cli(["up"], root, env())  # returns once its output pipes close: nothing holds them
+    assert done.returncode == 2, done.stderr
+    assert "max_restarts" in done.stderr and "Traceback" not in done.stderr
+    left = [proc.pid for proc in psutil.process_iter(["cwd", "cmdline"])
+            if proc.info["cwd"] == str(root) and "supervisor" in " ".join(proc.info["cmdline"] or [])]
+    assert left == []
+
+
+ZYGOTE_SCRIPT = """
+import os, signal, sys
+from supervisor.workers.zygote import start_zygote
+zygote = start_zygote()
+print(zygote.pid, flush=True)
+if sys.argv[1] == "interrupt":
+    os.kill(zygote.pid, signal.SIGINT)  # a Ctrl-C in the terminal, as early as it can come
+    zygote.sock.close()  # then the supervisor's end closes, as when it stops before using it
+    _, status = os.waitpid(zygote.pid, 0)
+    print(os.waitstatus_to_exitcode(status), flush=True)
+else:
+    sys.stdin.read()  # until the test kills this process
+"""
+
+
+@pytest.mark.timeout(60)
+def test_the_process_forked_at_start_ignores_ctrl_c_and_ends_when_the_supervisor_goes(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", ZYGOTE_SCRIPT, "interrupt"], env=env(), capture_output=True,
+                          text=True, timeout=50)
+    assert done.returncode == 0 and done.stdout.split()[1] == "0", (done.stdout, done.stderr)
+    assert done.stderr == ""  # no KeyboardInterrupt traceback
+
+    # The supervisor SIGKILLed before it used the child: the child sees its end close, and ends.
+    proc = subprocess.Popen([sys.executable, "-c", ZYGOTE_SCRIPT, "wait"], env=env(), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        pid = int(proc.stdout.readline())
+        proc.kill()
+        proc.wait(10)
+
+        def gone() -> bool:
+            try:
+                return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+
+        wait_until(gone, 30, "the process forked at start to end with its supervisor")
+    finally:
+        proc.kill()
+        proc.wait(10)

@@ -2,10 +2,12 @@
 
 A cold start used to be two starts one after the other: the supervisor importing and setting up
 everything (status API, database watch, file watches), then a fresh interpreter importing uvicorn
-and the app. Now, as soon as the settings are valid and the ports are bound, the supervisor, which
-has uvicorn imported and no thread or event loop yet, forks: the child imports the app and serves
-while the supervisor goes on setting up. When the first slot starts its worker, the spawner
-*claims* the child: from then on it is watched, restarted and reloaded like any worker.
+and the app. Now, as soon as the settings are valid and the ports are bound, the first worker
+starts: the worker-to-be forked when ``up`` began, which has imported uvicorn meanwhile
+(:mod:`supervisor.workers.zygote`), or else a fork of the supervisor, which has no thread or
+event loop yet. It imports the app and serves while the supervisor goes on setting up. When the
+first slot starts its worker, the spawner *claims* the child: from then on it is watched,
+restarted and reloaded like any worker.
 
 Only where it is safe and it helps: workers fork from templates (``[reload] template``), nothing
 must come before the first worker (a database wait, a migration), the supervisor still runs a
@@ -17,10 +19,7 @@ once it is claimed (the watches are in place by then) and reloads if one changed
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import importlib
-import io
 import logging
 import os
 import signal
@@ -28,18 +27,17 @@ import socket
 import sys
 import threading
 import time
-import traceback
 from dataclasses import dataclass
-from typing import IO, NoReturn
 
 from supervisor.config.settings import Settings
 from supervisor.reload.browser import browser_follows
 from supervisor.systemd.activation import activated_listener
-from supervisor.workers import worker
+from supervisor.workers.args import WorkerArgs
 from supervisor.workers.descendants import MARK_VAR, Descendants, new_mark, track
 from supervisor.workers.ports import Bound, bind_listener, bind_port, display_url
 from supervisor.workers.process import LineSink, WorkerProcess, WorkerSpec, worker_spec
 from supervisor.workers.template import ForkedChild, parent_of, roomy_pipe
+from supervisor.workers.zygote import Zygote, become_worker
 
 logger = logging.getLogger("supervisor")
 # The live-reload stream's path on the status API (supervisor.reload.browser_events.PATH, which
@@ -141,12 +139,13 @@ def may_fork_early(settings: Settings, use_template: bool) -> bool:
     return use_template and not waits and not database.migrate and single and hasattr(os, "fork")
 
 
-def start_early(settings: Settings, use_template: bool, known: frozenset[str] = frozenset()) -> Early:
-    """Bind the port and, where it may, the status API's and fork the first worker. ``known``: the
-    supervisor's modules before it imported the worker's (not what the app imports, so not for
-    the template to preload)."""
+def start_early(settings: Settings, use_template: bool, zygote: Zygote | None = None) -> Early:
+    """Bind the port and, where it may, the status API's, and start the first worker: the
+    ``zygote`` made into it (see :mod:`supervisor.workers.zygote`), or a fork of this process."""
     bound = listen(settings)
     if not may_fork_early(settings, use_template):
+        if zygote is not None:
+            zygote.discard()
         return Early(bound)
     livereload = ""
     status_sock = None
@@ -155,27 +154,25 @@ def start_early(settings: Settings, use_template: bool, known: frozenset[str] = 
         try:  # as the status API would; a taken port is left for it to handle (and say)
             status_sock = bind_listener(status.host, status.port, backlog=64)
         except OSError:
+            if zygote is not None:
+                zygote.discard()
             return Early(bound)
         if browser_follows(settings):
             livereload = display_url(status.host, int(status_sock.getsockname()[1])) + LIVERELOAD_PATH
-    # What the child would import first thing (uvicorn's protocols, as its Config loads them):
-    # here once, so that the child and the supervisor's status API do not each import it.
-    for name in ("uvicorn.protocols.http.auto", "uvicorn.protocols.websockets.auto", "uvicorn.lifespan.on"):
-        with contextlib.suppress(ImportError):
-            importlib.import_module(name)
     # The same spec the runner makes for its first worker, so that it claims this one.
     spec = worker_spec(settings, bound.sock.fileno(), livereload)
     try:
         first = fork_first_worker(spec, closing=[status_sock.fileno()] if status_sock is not None else [],
-                                  known=known)
+                                  zygote=zygote)
     except OSError as exc:  # EAGAIN, EMFILE: the first worker is started the usual way
         logger.debug("supervisor: could not fork the first worker at start: %s", exc)
         return Early(bound, status_sock)
     return Early(bound, status_sock, first)
 
 
-def fork_first_worker(spec: WorkerSpec, closing: list[int], known: frozenset[str] = frozenset()) -> EarlyWorker:
-    """Fork the first worker; ``closing``: descriptors of the supervisor's the child must not hold."""
+def fork_first_worker(spec: WorkerSpec, closing: list[int], zygote: Zygote | None = None) -> EarlyWorker:
+    """Start the first worker: the ``zygote`` if it is there to take it, else a fork of this
+    process. ``closing``: descriptors of the supervisor's a forked child must not hold."""
     ready_r, ready_w = os.pipe()
     out_r, out_w = roomy_pipe()  # nobody reads its output until a slot claims it
     err_r, err_w = roomy_pipe()
@@ -183,81 +180,29 @@ def fork_first_worker(spec: WorkerSpec, closing: list[int], known: frozenset[str
     beat_r, beat_w = os.pipe()
     mark = new_mark()
     environ = {**spec.environ, "PYTHONUNBUFFERED": "1", MARK_VAR: mark}
-    args = worker.WorkerArgs(app=spec.app, factory=spec.factory, listen_fd=spec.listen_fd, ready_fd=ready_w,
-                             parent_pid=os.getpid(), log_level=spec.log_level,
-                             graceful_timeout=spec.graceful_timeout, livereload_url=spec.livereload_url,
-                             heartbeat_fd=beat_w, heartbeat_interval=spec.heartbeat_interval,
-                             stacks_dir=spec.stacks_dir, report_fd=report_w)
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
+    args = WorkerArgs(app=spec.app, factory=spec.factory, listen_fd=spec.listen_fd, ready_fd=ready_w,
+                      parent_pid=os.getpid(), log_level=spec.log_level, graceful_timeout=spec.graceful_timeout,
+                      livereload_url=spec.livereload_url, heartbeat_fd=beat_w,
+                      heartbeat_interval=spec.heartbeat_interval, stacks_dir=spec.stacks_dir, report_fd=report_w)
     since = time.time()  # the child reads the app's files after this
-    pid = os.fork()
-    if pid == 0:
-        _child(args, out_w, err_w, environ, str(spec.cwd),
-               closing=[*closing, ready_r, out_r, err_r, report_r, beat_r])
+    fds = {"listen": spec.listen_fd, "ready": ready_w, "stdout": out_w, "stderr": err_w, "report": report_w,
+           "heartbeat": beat_w}
+    if zygote is not None and zygote.hand(args, environ, str(spec.cwd), fds):
+        pid, inherited = zygote.pid, zygote.inherited
+        logger.debug("supervisor: the first worker (pid %d) is the process forked when up started", pid)
+    else:
+        inherited = frozenset(sys.modules)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        pid = os.fork()
+        if pid == 0:
+            become_worker(args, out_w, err_w, environ, str(spec.cwd),
+                          closing=[*closing, ready_r, out_r, err_r, report_r, beat_r])
     for fd in (ready_w, out_w, err_w, report_w, beat_w):
         os.close(fd)
     # At once, as for a spawned worker: the child is still setting up, long before the app's code.
     descendants = track(pid, mark)
-    return EarlyWorker(pid, spec, ready_r, out_r, err_r, report_r, beat_r, mark, since, descendants, known)
-
-
-# ----- the child ------------------------------------------------------------------------------------
-
-def _child(args: worker.WorkerArgs, out_fd: int, err_fd: int, environ: dict[str, str], cwd: str,
-           closing: list[int]) -> NoReturn:
-    """The forked worker: never returns into the supervisor's code."""
-    code = 1
-    try:
-        os.setsid()  # a session and process group of its own, as every worker
-        for fd in closing:
-            os.close(fd)
-        _own_stdio(out_fd, err_fd)
-        _forget_supervisor_logging()
-        os.environ.clear()
-        os.environ.update(environ)
-        os.chdir(cwd)
-        # As in a spawned worker (python -m puts its directory first), not the supervisor's.
-        sys.path[0] = cwd
-        sys.argv[:] = [worker.__file__ or "worker", *args.to_argv()]
-        code = worker.run(args)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:  # noqa: BLE001 - a worker's error is shown on its stderr, like a spawned one's
-        traceback.print_exc()
-        code = 1
-    finally:
-        with contextlib.suppress(BaseException):
-            atexit._run_exitfuncs()  # as an interpreter's end would: the app's handlers too
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
-
-
-def _own_stdio(out_fd: int, err_fd: int) -> None:
-    """Its own pipes on 0-2, unbuffered (as PYTHONUNBUFFERED=1 makes a spawned worker's)."""
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    for fd, target in ((out_fd, 1), (err_fd, 2)):
-        os.dup2(fd, target)
-        os.close(fd)
-    streams: list[IO[str]] = []
-    for fd in (1, 2):
-        raw = io.FileIO(fd, "w", closefd=False)
-        streams.append(io.TextIOWrapper(raw, encoding="utf-8", errors="backslashreplace", write_through=True))
-    sys.stdout, sys.stderr = streams
-    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
-
-
-def _forget_supervisor_logging() -> None:
-    """The supervisor's handlers (redacting, to its own stderr) are not the app's."""
-    logging.captureWarnings(False)
-    for name in (None, "supervisor", "supervisor.worker"):
-        log = logging.getLogger(name)
-        log.handlers.clear()
-        log.setLevel(logging.WARNING if name is None else logging.NOTSET)
-        log.propagate = True
+    return EarlyWorker(pid, spec, ready_r, out_r, err_r, report_r, beat_r, mark, since, descendants, inherited)
 
 
 def changed_since(files: list[str], since: float) -> list[str]:

@@ -24,9 +24,9 @@ from typing import IO, Any, Protocol
 from supervisor.config.settings import Settings
 from supervisor.state import WorkerVitals
 from supervisor.systemd.environ import scrub_systemd_env
+from supervisor.workers.args import READY_MESSAGE, WorkerArgs
 from supervisor.workers.descendants import MARK_VAR, Descendants, new_mark, track
 from supervisor.workers.heartbeat import BeatReader
-from supervisor.workers.worker import READY_MESSAGE, WorkerArgs
 
 logger = logging.getLogger("supervisor")
 LineSink = Callable[[int, str], None]  # (pid, line)

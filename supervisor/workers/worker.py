@@ -17,13 +17,13 @@ import socket
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import FrameType
 
 import uvicorn
 from uvicorn.importer import import_from_string
 
 from supervisor.workers.accepting import stop_accepting
+from supervisor.workers.args import READY_MESSAGE, WorkerArgs
 from supervisor.workers.heartbeat import Heartbeat, RequestCounter, StackDump
 from supervisor.workers.limits import AcceptErrorLog
 from supervisor.workers.longlived import LongLived
@@ -34,41 +34,6 @@ PR_SET_PDEATHSIG = 1
 # Paths of frames that are ours or the import system's, not the user's, in a load traceback.
 _MACHINERY = (os.sep + "importlib" + os.sep, os.sep + "uvicorn" + os.sep,
               os.sep + "supervisor" + os.sep + "workers" + os.sep + "worker.py")
-READY_MESSAGE = b"ready\n"
-
-
-@dataclass(frozen=True)
-class WorkerArgs:
-    app: str
-    factory: bool
-    listen_fd: int
-    ready_fd: int
-    parent_pid: int
-    log_level: str
-    graceful_timeout: float
-    # The supervisor's live-reload event stream; "" when the browser is not to follow reloads.
-    livereload_url: str = ""
-    # The heartbeat pipe (-1: none) and its interval; the directory for stack dumps ("": none).
-    heartbeat_fd: int = -1
-    heartbeat_interval: float = 1.0
-    stacks_dir: str = ""
-    # Where to report the modules this worker imported (see supervisor.workers.preload); -1: nowhere.
-    report_fd: int = -1
-
-    def to_argv(self) -> list[str]:
-        argv = ["--app", self.app, "--listen-fd", str(self.listen_fd), "--ready-fd", str(self.ready_fd),
-                "--parent-pid", str(self.parent_pid), "--log-level", self.log_level,
-                "--graceful-timeout", repr(self.graceful_timeout), "--heartbeat-fd", str(self.heartbeat_fd),
-                "--heartbeat-interval", repr(self.heartbeat_interval)]
-        if self.livereload_url:
-            argv += ["--livereload-url", self.livereload_url]
-        if self.stacks_dir:
-            argv += ["--stacks-dir", self.stacks_dir]
-        if self.report_fd >= 0:
-            argv += ["--report-fd", str(self.report_fd)]
-        return argv + (["--factory"] if self.factory else [])
-
-
 def parse_args(argv: list[str]) -> WorkerArgs:
     p = argparse.ArgumentParser(prog="python -m supervisor.workers.worker")
     p.add_argument("--app", required=True)
