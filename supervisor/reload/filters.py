@@ -11,11 +11,14 @@ import functools
 import logging
 import os
 import re
+import sys
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import watchfiles
+
+from supervisor.reload.inotify import inotify_batches
 
 logger = logging.getLogger("supervisor")
 
@@ -81,6 +84,18 @@ class ChangeFilter:
     def matches(self, path: str) -> bool:
         return self.explain(path).watched
 
+    def ignores_directory(self, path: str) -> bool:
+        """True when no change below directory ``path`` can count: it is, or lies in, an ignored
+        directory or the runtime directory (so a watcher need not watch it at all)."""
+        p = Path(path)
+        if self.runtime_dir is not None and _is_within(p, self.runtime_dir):
+            return True
+        try:
+            rel = p.relative_to(self.root)
+        except ValueError:
+            rel = p
+        return any(part in self.ignored_dirs for part in rel.parts)
+
     def explain(self, path: str) -> Verdict:
         p = Path(path)
         if self.runtime_dir is not None and _is_within(p, self.runtime_dir):
@@ -129,6 +144,20 @@ async def watch_batches(paths: Iterable[Path], change_filter: ChangeFilter, *, d
     logged at debug level with the rule that ignored each, and not yielded.
     """
     existing = [str(p) for p in paths if p.exists()]
+    if native_events_here(poll):
+        try:
+            stream = inotify_batches(existing, quiet=debounce, cap=max(1.6, debounce * 4),
+                                     skip=change_filter.ignores_directory)
+            first = await anext(stream)
+        except OSError as exc:
+            logger.warning("reload: inotify is unusable here (%s); watching through watchfiles", exc.strerror)
+        else:
+            for batch in _counted(first, change_filter):
+                yield batch
+            async for paths_changed in stream:
+                for batch in _counted(paths_changed, change_filter):
+                    yield batch
+            return
     async for changes in watchfiles.awatch(
         # step: the quiet period that closes a batch. debounce: watchfiles' cap on how long one
         # batch may keep growing under a constant stream of changes (its default, 1.6 s, or more).
@@ -138,12 +167,22 @@ async def watch_batches(paths: Iterable[Path], change_filter: ChangeFilter, *, d
         force_polling=poll, poll_delay_ms=int(poll_interval * 1000), recursive=True,
         ignore_permission_denied=True,
     ):
-        paths_changed = {path for _, path in changes}
-        counted = {path for path in paths_changed if change_filter.matches(path)}
-        if counted:
-            yield counted
-        elif logger.isEnabledFor(logging.DEBUG):
-            logger.debug("reload: ignored a change to %s", describe_ignored(paths_changed, change_filter))
+        for batch in _counted({path for _, path in changes}, change_filter):
+            yield batch
+
+
+def native_events_here(poll: bool | None) -> bool:
+    """Our own inotify reader serves: Linux, and polling neither asked for nor left to
+    watchfiles' own judgement (``WATCHFILES_FORCE_POLLING``)."""
+    return poll is not True and sys.platform.startswith("linux") and not os.environ.get("WATCHFILES_FORCE_POLLING")
+
+
+def _counted(paths_changed: set[str], change_filter: ChangeFilter) -> list[set[str]]:
+    """The batch of the paths that count (none or one); what is ignored is logged at debug level."""
+    counted = {path for path in paths_changed if change_filter.matches(path)}
+    if not counted and logger.isEnabledFor(logging.DEBUG):
+        logger.debug("reload: ignored a change to %s", describe_ignored(paths_changed, change_filter))
+    return [counted] if counted else []
 
 
 def describe_ignored(paths: Iterable[str], change_filter: ChangeFilter, limit: int = 5) -> str:

@@ -69,6 +69,7 @@ class HealthWatch:
         self.stopped = stopped
         self.send = send
         self.judge = Judge(self._limits(), rand)
+        self._swept_for: set[int] | None = None  # the workers at the last sweep of the dumps
 
     def plugin(self) -> Plugin:
         return Plugin("health", service=self.serve, startup=self.prepare)
@@ -118,7 +119,9 @@ class HealthWatch:
                 logger.warning("web.%d: worker pid %d %s; recycling it (%s)", verdict.slot, verdict.pid,
                                verdict.detail, verdict.reason)
                 sup.post(RecycleWorker(verdict.pid, verdict.reason))
-        self._sweep(sup.worker_pids)
+        workers = sup.worker_pids
+        if workers != self._swept_for:  # dumps are left only by workers that are gone since
+            self._sweep(workers)
 
     async def hung(self, verdict: Verdict) -> None:
         """Capture, log and keep where the hung worker is stuck; then have it replaced and killed."""
@@ -168,6 +171,7 @@ class HealthWatch:
 
     def _sweep(self, workers: set[int]) -> None:
         """Remove the dump files of workers that are gone."""
+        self._swept_for = set(workers)
         with contextlib.suppress(OSError):
             for entry in os.scandir(self.directory):
                 stem = entry.name.removesuffix(".txt")
