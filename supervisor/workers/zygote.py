@@ -127,7 +127,7 @@ def _wait_for_orders(sock: socket.socket) -> NoReturn:
         os._exit(0)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as in any interpreter
     received = dict(zip(FDS, fds, strict=True))
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     with contextlib.suppress(ValueError, OSError):  # the supervisor raised its limit after forking us
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(order["nofile"], hard), hard))
     args = WorkerArgs.from_dict(order["args"], listen_fd=received["listen"], ready_fd=received["ready"],
