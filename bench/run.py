@@ -102,6 +102,10 @@ def header(report: dict[str, Any]) -> str:
         "Starlette app with a few routes (bench/smallapp.py), and `webapp`, the example webapp (SQLAlchemy, "
         "asyncpg on PostgreSQL 15, JWT). Every tool runs with its defaults, apart from access logs (off for "
         "all) and the port; our supervisor in development mode, as `python -m supervisor up` starts it.",
+        *(f"\nMeasured again by `{rerun['command']}` on "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(rerun['generated_at']))} in {rerun['minutes']:.0f} "
+          f"minutes (load average {rerun['load_average']:.1f} at the end): {', '.join(rerun['scenarios'])}."
+          for rerun in report.get("reruns", [])),
         "", "",
     ])
 
@@ -126,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: docs/, or nowhere with --quick)")
     parser.add_argument("--render", type=Path, metavar="JSON", help="measure nothing: write benchmarks.md "
                         "again from the figures in this benchmarks.json")
+    parser.add_argument("--update", action="store_true", help="measure the --only scenarios again and replace "
+                        "them in the benchmarks.json already in --out (the header says which were measured when)")
     args = parser.parse_args(argv)
     out = args.out if args.out is not None else (None if args.quick else REPO / "docs")
     if args.render is not None:
@@ -152,9 +158,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   ({time.monotonic() - began:.0f} s)", flush=True)
     report.update(minutes=(time.time() - started) / 60, cores=os.cpu_count(), python=platform.python_version(),
                   load_average=os.getloadavg()[0], peers=versions())
+    if out is not None and args.update and (out / "benchmarks.json").exists():
+        report = updated(json.loads((out / "benchmarks.json").read_text()), report)
     if out is not None:
         write_report(report, out)
     return 0
+
+
+def updated(previous: dict[str, Any], rerun: dict[str, Any]) -> dict[str, Any]:
+    """``previous`` with the scenarios of ``rerun`` in place of its own, and a record of the rerun."""
+    merged = {**previous, "scenarios": {**previous["scenarios"], **rerun["scenarios"]}}
+    merged["reruns"] = [*previous.get("reruns", []), {
+        key: rerun[key] for key in ("generated_at", "command", "minutes", "load_average")}
+        | {"scenarios": list(rerun["scenarios"])}]
+    return merged
 
 
 def _plain(value: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from bench.stats import Section, Table, fmt, percentile, ratio, summary
 
@@ -46,3 +47,17 @@ def test_a_section_renders_markdown_tables_with_right_aligned_figures() -> None:
     section = Section("key", "1. Title", "What it measures.", [table], notes=["A note."])
     assert section.markdown() == ("## 1. Title\n\nWhat it measures.\n\n| app | supervisor | peer |\n"
                                   "| --- | ---: | ---: |\n| median (s) | 0.250 | 0.500 |\n\nA note.\n")
+
+
+def test_a_rerun_replaces_its_scenarios_and_the_header_says_when() -> None:
+    from bench.run import header, updated
+
+    previous: dict[str, Any] = {"generated_at": 0.0, "command": "python bench/run.py", "minutes": 27.0, "load_average": 0.6,
+                "scenarios": {"idle": {"old": 1}, "serving": {"kept": 1}}}
+    rerun: dict[str, Any] = {"generated_at": 3600.0, "command": "python bench/run.py --only idle --update", "minutes": 6.0,
+             "load_average": 0.4, "scenarios": {"idle": {"new": 1}}}
+    merged = updated(previous, rerun)
+    assert merged["scenarios"] == {"idle": {"new": 1}, "serving": {"kept": 1}}
+    assert merged["generated_at"] == 0.0 and previous["scenarios"]["idle"] == {"old": 1}
+    assert "Measured again by `python bench/run.py --only idle --update` on 1970-01-01 01:00 UTC in 6 minutes " \
+           "(load average 0.4 at the end): idle." in header(merged)
