@@ -52,10 +52,10 @@ def test_a_section_renders_markdown_tables_with_right_aligned_figures() -> None:
 def test_a_rerun_replaces_its_scenarios_and_the_header_says_when() -> None:
     from bench.run import header, updated
 
-    previous: dict[str, Any] = {"generated_at": 0.0, "command": "python bench/run.py", "minutes": 27.0, "load_average": 0.6,
-                "scenarios": {"idle": {"old": 1}, "serving": {"kept": 1}}}
-    rerun: dict[str, Any] = {"generated_at": 3600.0, "command": "python bench/run.py --only idle --update", "minutes": 6.0,
-             "load_average": 0.4, "scenarios": {"idle": {"new": 1}}}
+    previous: dict[str, Any] = {"generated_at": 0.0, "command": "python bench/run.py", "minutes": 27.0,
+                                "load_average": 0.6, "scenarios": {"idle": {"old": 1}, "serving": {"kept": 1}}}
+    rerun: dict[str, Any] = {"generated_at": 3600.0, "command": "python bench/run.py --only idle --update",
+                             "minutes": 6.0, "load_average": 0.4, "scenarios": {"idle": {"new": 1}}}
     merged = updated(previous, rerun)
     assert merged["scenarios"] == {"idle": {"new": 1}, "serving": {"kept": 1}}
     assert merged["generated_at"] == 0.0 and previous["scenarios"]["idle"] == {"old": 1}
