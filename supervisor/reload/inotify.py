@@ -121,6 +121,7 @@ class Inotify:
         self.skip = skip
         self.dirs: dict[int, str] = {}  # wd -> the directory's path as watched
         self.watched: dict[str, int] = {}  # its real path -> wd
+        self._reals: dict[int, str] = {}  # wd -> its real path: the reverse, so both stay O(1)
 
     def add_tree(self, root: str) -> list[str]:
         """Watch ``root`` and every directory below it that is not watched yet (links followed,
@@ -150,15 +151,17 @@ class Inotify:
     def _remember(self, wd: int, directory: str, real: str) -> None:
         # The same directory watched again under a new name (moved) keeps its watch: the kernel
         # watches inodes, and gives the same wd back.
-        self.watched = {r: w for r, w in self.watched.items() if w != wd}
+        self.forget(wd)
         self.dirs[wd] = directory
         self.watched[real] = wd
+        self._reals[wd] = real
 
     def forget(self, wd: int) -> None:
-        """A watch the kernel removed (its directory is gone)."""
-        directory = self.dirs.pop(wd, None)
-        if directory is not None:
-            self.watched = {real: w for real, w in self.watched.items() if w != wd}
+        """A watch the kernel removed (its directory is gone), or one about to be renamed."""
+        self.dirs.pop(wd, None)
+        real = self._reals.pop(wd, None)
+        if real is not None and self.watched.get(real) == wd:
+            del self.watched[real]
 
     def read(self) -> list[Event]:
         try:
@@ -176,7 +179,7 @@ def apply(watcher: Inotify, roots: list[str], outcome: Outcome) -> set[str]:
         watcher.forget(wd)
     changed = set(outcome.changed)
     # Events were lost when the queue overflowed: whatever is there may have changed.
-    for directory in (*roots,) if outcome.overflow else outcome.new_dirs:
+    for directory in roots if outcome.overflow else outcome.new_dirs:
         try:
             changed.update(watcher.add_tree(directory))
         except OSError as exc:

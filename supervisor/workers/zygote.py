@@ -38,7 +38,7 @@ from supervisor.workers.args import WorkerArgs
 FDS = ("listen", "ready", "stdout", "stderr", "report", "heartbeat")
 # One order: the worker's arguments and environment (an environment of a few hundred kB fits).
 MAX_ORDER = 1 << 20
-# What every worker imports before the app; the supervisor's early fork imports these too.
+# What every worker imports before the app (uvicorn's protocols load as its Config does).
 WORKER_MODULES = ("supervisor.workers.worker", "uvicorn.protocols.http.auto",
                   "uvicorn.protocols.websockets.auto", "uvicorn.lifespan.on")
 
