@@ -28,7 +28,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from supervisor.workers.ports import bind_listener  # noqa: E402
+from supervisor.listen.ports import bind_listener  # noqa: E402
 from tests.support import app_project, http_get, http_json, supervisor, wait_until  # noqa: E402
 
 UP = ["up", "--no-reload"]

@@ -2,7 +2,7 @@
 
 For ``up``, the first worker-to-be is forked before the supervisor imports its own modules, so
 that it imports uvicorn on another core while the supervisor reads its settings
-(:mod:`supervisor.workers.zygote`); only the standard library is loaded by then.
+(:mod:`supervisor.warm.zygote`); only the standard library is loaded by then.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 
 
 def run() -> int:
-    from supervisor.workers.zygote import start_zygote, wanted
+    from supervisor.warm.zygote import start_zygote, wanted
 
     zygote = start_zygote() if wanted(sys.argv[1:]) else None
     from supervisor.cli import main

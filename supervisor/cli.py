@@ -14,12 +14,12 @@ from supervisor import __version__
 from supervisor.config.runtimedir import ensure_runtime_dir
 from supervisor.config.settings import Overrides, Settings, problem_redactor, resolve_settings, runtime_dir_where
 from supervisor.errors import EXIT_CONFIG, EXIT_OK, ConfigError, SupervisorError
+from supervisor.listen.limits import AcceptErrorLog, raise_open_file_limit
 from supervisor.options import add_project_options
 from supervisor.output import logger, setup_logging
 from supervisor.secrets import Redactor
-from supervisor.workers.descendants import release_base
-from supervisor.workers.limits import AcceptErrorLog, raise_open_file_limit
-from supervisor.workers.zygote import Zygote
+from supervisor.spawn.descendants import release_base
+from supervisor.warm.zygote import Zygote
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -57,7 +57,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace, zygote: Zygote | None = None) -> int:
     """``up``; ``zygote``: the first worker-to-be, forked before this module was imported."""
-    # First: nothing the supervisor opens may count against the low default (see supervisor.workers.limits).
+    # First: nothing the supervisor opens may count against the low default (see supervisor.listen.limits).
     raised = raise_open_file_limit()
     settings = _settings(args)
     ensure_runtime_dir(settings.runtime_dir, runtime_dir_where(settings.config),
@@ -67,9 +67,9 @@ def cmd_up(args: argparse.Namespace, zygote: Zygote | None = None) -> int:
     if raised:
         logger.debug("supervisor: raised the open-file limit from %d to %d", *raised)
     # The ports, and the first worker serving, before the rest of the supervisor is imported and
-    # set up: a cold start then costs the longer of the two, not both (supervisor.workers.early).
-    from supervisor.workers.early import start_early
-    from supervisor.workers.template import template_choice
+    # set up: a cold start then costs the longer of the two, not both (supervisor.warm.early).
+    from supervisor.warm.early import start_early
+    from supervisor.warm.template import template_choice
 
     early = start_early(settings, template_choice(settings)[0], zygote)
     try:

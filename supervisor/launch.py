@@ -10,19 +10,19 @@ from supervisor.config.settings import Settings
 from supervisor.contract import FilesChanged, Plugin
 from supervisor.database.migrate import migrate_plugin
 from supervisor.database.watch import DatabaseWatch
+from supervisor.health.watch import HealthWatch
 from supervisor.reload.browser_events import install_livereload, livereload_url
 from supervisor.reload.watcher import Reloader, forget_bytecode
 from supervisor.runner import Runner
 from supervisor.secrets import Redactor
+from supervisor.slots.executor import Spawner
+from supervisor.spawn.process import spawn_worker
 from supervisor.status.api import StatusListener, bind_status_api, build_status_api
 from supervisor.systemd.notify import install_sd_notify
 from supervisor.systemd.reaper import reaper_plugin
-from supervisor.workers.early import Early, listen
-from supervisor.workers.healthwatch import HealthWatch
-from supervisor.workers.process import spawn_worker
-from supervisor.workers.slots import Spawner
-from supervisor.workers.spawner import TemplateSpawner, project_roots
-from supervisor.workers.template import template_choice
+from supervisor.warm.early import Early, listen
+from supervisor.warm.spawner import TemplateSpawner, project_roots
+from supervisor.warm.template import template_choice
 
 logger = logging.getLogger("supervisor")
 
@@ -41,7 +41,7 @@ def build(settings: Settings, resolve: Callable[[], Settings] | None, redactor: 
     """Everything ``up`` runs, assembled from resolved settings. Raises PortError (exit 4).
 
     ``early``: the ports bound, and maybe the first worker forked, before this module was imported
-    (:func:`supervisor.workers.early.start_early`); without it they are bound here.
+    (:func:`supervisor.warm.early.start_early`); without it they are bound here.
     """
     # Under a systemd .socket unit the port is already bound and passed in as fd 3.
     bound = early.bound if early is not None else listen(settings)

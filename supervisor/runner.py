@@ -1,7 +1,7 @@
 """The supervisor's event loop: messages in, the worker slots driven, the read model kept.
 
-Each worker slot is a pure :class:`~supervisor.workers.lifecycle.SlotMachine`, whose decisions
-:class:`~supervisor.workers.slots.Slots` carries out against real processes and timers. Signals and
+Each worker slot is a pure :class:`~supervisor.slots.lifecycle.SlotMachine`, whose decisions
+:class:`~supervisor.slots.executor.Slots` carries out against real processes and timers. Signals and
 plugin commands arrive as messages on one queue (see :mod:`supervisor.signals`); rolling
 restarts are :class:`~supervisor.reload.rollout.Rollout`'s; plugins see this class only through
 :class:`~supervisor.contract.SupervisorView`.
@@ -29,6 +29,8 @@ from supervisor.contract import (
     Step,
 )
 from supervisor.errors import EXIT_FORCED, EXIT_OK, EXIT_RUNTIME, SupervisorError
+from supervisor.listen.fallback import FallbackResponder, explain_fatal, fallback_text
+from supervisor.listen.ports import Bound, display_url
 from supervisor.output import banner
 from supervisor.programs.group import Programs, prefix_for
 from supervisor.programs.spec import WEB
@@ -36,6 +38,9 @@ from supervisor.reload.browser import browser_follows
 from supervisor.reload.rollout import Rollout
 from supervisor.secrets import Redactor
 from supervisor.signals import queued_signals
+from supervisor.slots.capacity import Capacity
+from supervisor.slots.executor import Slots, Spawner, Timing
+from supervisor.spawn.process import spawn_worker, worker_spec
 from supervisor.state import (
     DatabaseState,
     DatabaseStatus,
@@ -47,11 +52,6 @@ from supervisor.state import (
     SupervisorState,
     WorkerVitals,
 )
-from supervisor.workers.capacity import Capacity
-from supervisor.workers.fallback import FallbackResponder, explain_fatal, fallback_text
-from supervisor.workers.ports import Bound, display_url
-from supervisor.workers.process import spawn_worker, worker_spec
-from supervisor.workers.slots import Slots, Spawner, Timing
 
 logger = logging.getLogger("supervisor")
 _DONE, _INTERNAL_ERROR = "done", "internal_error"

@@ -44,7 +44,7 @@ class ExitReason(StrEnum):
     SHUTDOWN = "shutdown"
     START_TIMEOUT = "start timeout"
     EXITED = "exited"  # by itself, with a success code, where that ends the program
-    # Replaced while alive (see supervisor.workers.health): no heartbeat from its event loop for
+    # Replaced while alive (see supervisor.health.judge): no heartbeat from its event loop for
     # hang_timeout (SIGKILLed once its successor served), or past a limit (drained).
     HUNG = "hung"
     REQUESTS = "requests"
@@ -114,7 +114,7 @@ class SlotStatus:
 
 @dataclass
 class WorkerVitals:
-    """What a worker's heartbeat says about it (see :mod:`supervisor.workers.heartbeat`), kept by its
+    """What a worker's heartbeat says about it (see :mod:`supervisor.child.heartbeat`), kept by its
     process handle. Times are the supervisor's monotonic clock."""
 
     spawned_at: float

@@ -14,6 +14,7 @@ from typing import Any
 
 from supervisor.config.settings import Settings
 from supervisor.contract import Message
+from supervisor.listen.ports import display_url
 from supervisor.secrets import Redactor
 from supervisor.state import (
     DatabaseStatus,
@@ -24,7 +25,6 @@ from supervisor.state import (
     SupervisorState,
     WorkerVitals,
 )
-from supervisor.workers.ports import display_url
 
 
 @dataclass

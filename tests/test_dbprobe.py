@@ -29,8 +29,8 @@ from supervisor.database.probe import (
 )
 from supervisor.database.watch import DatabaseWatch
 from supervisor.errors import DatabaseUnavailable
+from supervisor.slots.policy import backoff_delay
 from supervisor.state import DatabaseState
-from supervisor.workers.policy import backoff_delay
 from tests.pgserver import APP_PASSWORD, PgServer
 from tests.scripted import ScriptedSupervisor
 from tests.support import free_port

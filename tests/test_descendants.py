@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supervisor.workers.descendants import _own_cgroup_dir, _systemd_owns
+from supervisor.spawn.descendants import _own_cgroup_dir, _systemd_owns
 from tests.support import REPO, Running, app_project, base_env, http_json, supervisor, wait_until
 
 UP = ["up", "--no-reload"]
@@ -92,7 +92,7 @@ def test_in_a_cgroup_even_a_daemon_with_an_empty_environment_is_found(tmp_path: 
 # a "worker" with a mark, lets it start a daemon and exit, and then kills the worker's leftovers.
 SUPERVISOR = """
 import ctypes, json, os, subprocess, sys
-from supervisor.workers.descendants import MARK_VAR, MarkedDescendants, new_mark
+from supervisor.spawn.descendants import MARK_VAR, MarkedDescendants, new_mark
 ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
 mark = new_mark()
 worker = subprocess.Popen([sys.executable, "-c", sys.argv[1]], env={**os.environ, MARK_VAR: mark},

@@ -1,5 +1,5 @@
 """The first worker started early: the process ``up`` forks before importing the supervisor
-(supervisor.workers.zygote) made into the first worker, or a fork of the supervisor. It serves, it
+(supervisor.warm.zygote) made into the first worker, or a fork of the supervisor. It serves, it
 is watched, an edit made while it was starting (before the file watches were in place) still
 reloads, and when it is not used, nothing of it is left behind."""
 
@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from supervisor.reload.browser_events import PATH
-from supervisor.workers.early import LIVERELOAD_PATH
+from supervisor.warm.early import LIVERELOAD_PATH
 from tests.support import REPO, base_env, free_port, http_get, make_project, run_cli, supervisor, wait_until
 
 APP = """
@@ -95,7 +95,7 @@ def test_without_a_template_the_first_worker_is_a_fresh_interpreter(tmp_path: Pa
     with supervisor(["up"], root, env()) as sup:
         url = sup.wait_url()
         pid = answer(url)["pid"]
-        assert "supervisor.workers.worker" in psutil.Process(pid).cmdline()
+        assert "supervisor.child.worker" in psutil.Process(pid).cmdline()
         # The process forked at start for a first worker was not used, and is gone.
         own = psutil.Process(sup.pid).cmdline()
         assert [c.pid for c in psutil.Process(sup.pid).children() if c.cmdline() == own] == []
@@ -129,9 +129,9 @@ def test_a_first_worker_never_claimed_is_ended_with_what_it_started(tmp_path: Pa
         import ctypes, http.client, json, os, sys, time
         from pathlib import Path
         ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER, as the supervisor is
-        from supervisor.workers.early import fork_first_worker
-        from supervisor.workers.ports import bind_listener
-        from supervisor.workers.process import WorkerSpec
+        from supervisor.warm.early import fork_first_worker
+        from supervisor.listen.ports import bind_listener
+        from supervisor.spawn.process import WorkerSpec
 
         sock = bind_listener("127.0.0.1", 0)
         port = sock.getsockname()[1]
@@ -174,7 +174,7 @@ def test_a_configuration_error_leaves_no_process_behind(tmp_path: Path) -> None:
 
 ZYGOTE_SCRIPT = """
 import os, signal, sys
-from supervisor.workers.zygote import start_zygote
+from supervisor.warm.zygote import start_zygote
 zygote = start_zygote()
 print(zygote.pid, flush=True)
 if sys.argv[1] == "interrupt":

@@ -23,7 +23,7 @@ from typing import Any
 import psutil
 import pytest
 
-from supervisor.workers.ports import bind_listener
+from supervisor.listen.ports import bind_listener
 from tests.dbsupport import SECRET, auth, webapp_project
 from tests.loadgen import Load, LoadResult
 from tests.pgserver import APP_PASSWORD, PgServer

@@ -18,9 +18,9 @@ from typing import Any
 import psutil
 import pytest
 
-from supervisor.workers.ports import bind_listener
-from supervisor.workers.process import WorkerSpec
-from supervisor.workers.template import Built, NotOurChild, Plan, TemplateProcess, dependency_files, parent_of
+from supervisor.listen.ports import bind_listener
+from supervisor.spawn.process import WorkerSpec
+from supervisor.warm.template import Built, NotOurChild, Plan, TemplateProcess, dependency_files, parent_of
 from tests.support import APPS, base_env, wait_until
 
 MODULES = {
@@ -43,7 +43,7 @@ def preload_in_fresh_interpreter(tmp_path: Path, names: list[str]) -> dict[str, 
     script = textwrap.dedent(f"""
         import json, sys
         sys.path[:0] = [{str(site)!r}, {str(project)!r}]
-        from supervisor.workers.forkserver import preload
+        from supervisor.child.forkserver import preload
         result = preload({names!r}, {{"projectmod"}}, [{str(project)!r}])
         print(json.dumps({{"failed": result.failed, "unsafe": result.unsafe}}))
     """)
@@ -94,7 +94,7 @@ async def test_a_worker_that_is_not_our_child_is_killed_and_never_serves() -> No
     lines: list[str] = []
     with bind_listener("127.0.0.1", 0) as sock:
         spec = WorkerSpec(app="rawapp:app", factory=False, listen_fd=sock.fileno(), cwd=APPS, environ=base_env())
-        template = TemplateProcess.start(spec, Plan(("supervisor.workers.worker",), frozenset(), (str(APPS),)),
+        template = TemplateProcess.start(spec, Plan(("supervisor.child.worker",), frozenset(), (str(APPS),)),
                                          lambda pid, line: lines.append(line), [APPS])
         try:
             built = await template.built(60)
@@ -127,7 +127,7 @@ def test_the_templates_own_main_module_under_another_name_is_not_a_project_modul
     script = project / "template_main.py"
     script.write_text(textwrap.dedent(f"""
         import json, sys
-        from supervisor.workers.forkserver import preload
+        from supervisor.child.forkserver import preload
         result = preload(["multiprocessing", "json"], set(), [{str(project)!r}])
         print(json.dumps({{"unsafe": result.unsafe}}))
     """))
@@ -137,7 +137,7 @@ def test_the_templates_own_main_module_under_another_name_is_not_a_project_modul
 
 
 def test_an_import_directory_listing_changes_with_packages_not_with_bytecode(tmp_path: Path) -> None:
-    from supervisor.workers.forkserver import listing_digest
+    from supervisor.child.forkserver import listing_digest
 
     (tmp_path / "requests").mkdir()
     (tmp_path / "requests-2.31.0.dist-info").mkdir()

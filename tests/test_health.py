@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from supervisor.config.toml import AppSection
+from supervisor.health.judge import MIB, Judge, Limits, Sample
 from supervisor.state import ExitReason, WorkerVitals
-from supervisor.workers.health import MIB, Judge, Limits, Sample
 
 
 def limits(**app: Any) -> Limits:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from supervisor.child.heartbeat import END_MARK, STACKS_SIGNAL
 from supervisor.config.settings import resolve_settings
 from supervisor.contract import RecycleWorker
+from supervisor.health.judge import MIB
+from supervisor.health.watch import HealthWatch
 from supervisor.secrets import Redactor
 from supervisor.state import ExitReason, SlotState, SlotStatus, WorkerVitals
-from supervisor.workers.health import MIB
-from supervisor.workers.healthwatch import HealthWatch
-from supervisor.workers.heartbeat import END_MARK, STACKS_SIGNAL
 from tests.scripted import ScriptedSupervisor
 from tests.support import make_project
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from supervisor.workers.heartbeat import BEAT, END_MARK, STACKS_SIGNAL, BeatReader, Heartbeat, RequestCounter
-from supervisor.workers.ports import bind_listener
-from supervisor.workers.process import WorkerProcess, WorkerSpec, spawn_worker
+from supervisor.child.heartbeat import BEAT, END_MARK, STACKS_SIGNAL, BeatReader, Heartbeat, RequestCounter
+from supervisor.listen.ports import bind_listener
+from supervisor.spawn.process import WorkerProcess, WorkerSpec, spawn_worker
 from tests.support import APPS, base_env, http_get
 
 

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from supervisor.config.toml import RestartSection
-from supervisor.state import ExitReason, SlotState
-from supervisor.workers.lifecycle import (
+from supervisor.slots.lifecycle import (
     Action,
     AwaitReady,
     Begin,
@@ -36,6 +35,7 @@ from supervisor.workers.lifecycle import (
     Stop,
     TimerFired,
 )
+from supervisor.state import ExitReason, SlotState
 
 SIGKILL = -9
 WALL = 1_700_000_000.0

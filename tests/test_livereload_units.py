@@ -8,9 +8,9 @@ import json
 import pytest
 from starlette.types import Message
 
+from supervisor.child.htmlinject import LiveReloadScript, insert_script, script_tag, skip_reason
 from supervisor.reload.browser import Event, EventTracker, Snapshot, app_origins, only_stylesheets
 from supervisor.state import SupervisorState
-from supervisor.workers.htmlinject import LiveReloadScript, insert_script, script_tag, skip_reason
 
 RUNNING = Snapshot(state=SupervisorState.RUNNING, serving=frozenset({100}))
 

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from starlette.types import Message
 
-from supervisor.workers.htmlinject import LiveReloadScript
-from supervisor.workers.longlived import LongLived
+from supervisor.child.htmlinject import LiveReloadScript
+from supervisor.child.longlived import LongLived
 
 SSE_START: Message = {"type": "http.response.start", "status": 200,
                       "headers": [(b"content-type", b"text/event-stream; charset=utf-8")]}

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from supervisor.config.toml import RestartSection
-from supervisor.workers.policy import GiveUp, Restart, RestartTracker
+from supervisor.slots.policy import GiveUp, Restart, RestartTracker
 
 NO_LOOP = 1000  # crash_loop_failures high enough never to trigger
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.errors import PortError
-from supervisor.workers.ports import bind_listener, bind_port, port_holder
+from supervisor.listen.ports import bind_listener, bind_port, port_holder
 from tests.support import app_project, base_env, free_port
 
 HOST = "127.0.0.1"

@@ -6,7 +6,7 @@ import json
 import types
 from pathlib import Path
 
-from supervisor.workers.preload import (
+from supervisor.warm.preload import (
     Learned,
     decode_report,
     encode_report,

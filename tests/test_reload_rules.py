@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from supervisor.config.settings import Overrides, Settings, needs_restart, resolve_settings
+from supervisor.listen.fallback import explain_fatal, render
 from supervisor.state import SlotState, SlotStatus
-from supervisor.workers.fallback import explain_fatal, render
 from tests.support import make_project
 
 

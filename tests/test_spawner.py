@@ -18,10 +18,10 @@ from typing import Any, cast
 import pytest
 import pytest_asyncio
 
-from supervisor.workers.preload import encode_report
-from supervisor.workers.process import LineSink, WorkerProcess, WorkerSpec
-from supervisor.workers.spawner import MAX_FAILURES, WORKER_MODULE, TemplateSpawner
-from supervisor.workers.template import (
+from supervisor.spawn.process import LineSink, WorkerProcess, WorkerSpec
+from supervisor.warm.preload import encode_report
+from supervisor.warm.spawner import MAX_FAILURES, WORKER_MODULE, TemplateSpawner
+from supervisor.warm.template import (
     Built,
     Failed,
     Outcome,

@@ -20,6 +20,7 @@ import pytest
 
 from supervisor.cli import main
 from supervisor.errors import EXIT_PORT, PortError
+from supervisor.listen.ports import display_url
 from supervisor.status import display
 from supervisor.status.api import bind_status_socket, is_loopback
 from supervisor.status.control import runtime_dir
@@ -33,7 +34,6 @@ from supervisor.status.statefile import (
     read_state,
     release,
 )
-from supervisor.workers.ports import display_url
 
 
 def record(rd: Path, pid: int | None = None, started_at: float | None = None) -> StateRecord:

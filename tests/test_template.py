@@ -3,7 +3,7 @@
 Each test project has its app in the project directory (watched, so never preloaded) and its
 "third-party" modules in a ``site`` directory on ``PYTHONPATH`` (outside the project, so the
 template learns to preload them). Whether a worker was forked shows in its command line: a fork
-keeps the template's (``supervisor.workers.forkserver``), a fresh interpreter has the worker's.
+keeps the template's (``supervisor.child.forkserver``), a fresh interpreter has the worker's.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def answer(url: str) -> dict[str, int]:
 
 
 def forked(pid: int) -> bool:
-    return "supervisor.workers.forkserver" in " ".join(psutil.Process(pid).cmdline())
+    return "supervisor.child.forkserver" in " ".join(psutil.Process(pid).cmdline())
 
 
 def template_pid(sup: Running, after: int = 0) -> int:

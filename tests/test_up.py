@@ -24,9 +24,9 @@ import pytest
 
 from supervisor.config.settings import resolve_settings
 from supervisor.contract import Command, Plugin
+from supervisor.listen.ports import bind_listener, bind_port
 from supervisor.runner import Runner
-from supervisor.workers.ports import bind_listener, bind_port
-from supervisor.workers.process import LineSink, WorkerProcess, WorkerSpec, spawn_worker
+from supervisor.spawn.process import LineSink, WorkerProcess, WorkerSpec, spawn_worker
 from tests.dbsupport import alembic
 from tests.support import (
     Running,

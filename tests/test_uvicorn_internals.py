@@ -1,10 +1,10 @@
 """The uvicorn internals the worker's drain relies on, checked against the installed uvicorn.
 
-``supervisor.workers.worker.ReportingServer.shutdown`` reaches into ``server_state.connections``, each
+``supervisor.child.worker.ReportingServer.shutdown`` reaches into ``server_state.connections``, each
 connection's ``cycle`` (``keep_alive``, ``response_started``, ``response_complete``,
 ``default_headers``) and ``server_state.default_headers``. pyproject.toml bounds the uvicorn
 version; this test fails loudly, naming what changed, if a release inside the bound moves them.
-``supervisor.workers.protocol.CleanH11Protocol`` relies on ``send_400_response`` and the cycle's
+``supervisor.child.protocol.CleanH11Protocol`` relies on ``send_400_response`` and the cycle's
 ``disconnected`` and ``message_event``: its test fails if uvicorn changes them.
 """
 
@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from supervisor.workers.worker import ReportingServer
+from supervisor.child.worker import ReportingServer
 
 pytestmark = pytest.mark.asyncio
 
@@ -75,7 +75,7 @@ async def test_a_request_in_flight_exposes_the_connection_and_cycle_attributes_t
 @pytest.mark.timeout(20)
 async def test_a_malformed_body_is_a_400_without_an_exception_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
     """CleanH11Protocol: an app answering a request whose body h11 then rejects gets no h11 error."""
-    from supervisor.workers.protocol import CleanH11Protocol
+    from supervisor.child.protocol import CleanH11Protocol
 
     done: list[bool] = []
 

@@ -28,8 +28,8 @@ from supervisor.config.settings import Settings
 from supervisor.contract import Plugin, SupervisorView
 from supervisor.errors import EXIT_DATABASE, ConfigError, Problem, SupervisorError
 from supervisor.secrets import Redactor, mask_url
+from supervisor.spawn.process import kill_group
 from supervisor.systemd.environ import scrub_systemd_env
-from supervisor.workers.process import kill_group
 
 logger = logging.getLogger("supervisor")
 

@@ -27,7 +27,7 @@ from tenacity.wait import wait_base
 from supervisor.config.dburl import DatabaseURL, connect_args
 from supervisor.config.runtimedir import create_private_file
 from supervisor.config.toml import DatabaseSection
-from supervisor.workers.policy import backoff_delay
+from supervisor.slots.policy import backoff_delay
 
 # Plain-words reasons.
 REFUSED = "connection refused"

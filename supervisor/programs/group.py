@@ -2,7 +2,7 @@
 
 Starts each program once its dependencies hold (:func:`~supervisor.programs.graph.waiting_reason`),
 tells the ones that wait what they wait for, and stops them in reverse dependency order. Each
-program is a :class:`~supervisor.workers.slots.Slots` of lifecycle machines, like the web workers.
+program is a :class:`~supervisor.slots.executor.Slots` of lifecycle machines, like the web workers.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from supervisor.output import colour_wanted, output_prefix
 from supervisor.programs.graph import stop_order, waiting_reason
 from supervisor.programs.process import free_port, spawn_program
 from supervisor.programs.spec import WEB, ProgramSpec
+from supervisor.slots import lifecycle as L
+from supervisor.slots.executor import Slots, Timing
+from supervisor.spawn.process import LineSink, WorkerProcess
 from supervisor.state import SlotStatus
-from supervisor.workers import lifecycle as L
-from supervisor.workers.process import LineSink, WorkerProcess
-from supervisor.workers.slots import Slots, Timing
 
 logger = logging.getLogger("supervisor")
 # A program without a ready probe is ready once started; with one, the probe's timeout bounds it.

@@ -2,7 +2,7 @@
 
 A program runs in a session of its own (so its whole process group can be stopped), dies with
 the supervisor (``PR_SET_PDEATHSIG``), and is tracked like a web worker so that whatever it starts
-ends with it (:mod:`supervisor.workers.descendants`). Its readiness is its ``ready`` probe, or
+ends with it (:mod:`supervisor.spawn.descendants`). Its readiness is its ``ready`` probe, or
 having started; a ``live`` probe that keeps failing kills it, and the restart policy takes over.
 """
 
@@ -20,12 +20,12 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from supervisor.listen.ports import bind_listener
 from supervisor.programs.probes import LogWatch, one_check, wait_ready, watch_liveness
 from supervisor.programs.spec import ProgramSpec
+from supervisor.spawn.descendants import MARK_VAR, new_mark, track
+from supervisor.spawn.process import LineSink, WorkerProcess, kill_group
 from supervisor.systemd.environ import scrub_systemd_env
-from supervisor.workers.descendants import MARK_VAR, new_mark, track
-from supervisor.workers.ports import bind_listener
-from supervisor.workers.process import LineSink, WorkerProcess, kill_group
 
 logger = logging.getLogger("supervisor")
 PR_SET_PDEATHSIG = 1

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from supervisor.config.settings import Settings
+from supervisor.listen.ports import is_loopback
 from supervisor.state import SlotState, SupervisorState
-from supervisor.workers.ports import is_loopback
 
 if TYPE_CHECKING:
     from supervisor.contract import SupervisorView

@@ -64,6 +64,7 @@ from supervisor.contract import (
     SupervisorView,
 )
 from supervisor.errors import PortError
+from supervisor.listen.ports import bind_listener, describe_holder, display_url, is_loopback, permission_denied
 from supervisor.secrets import Redactor
 from supervisor.state import SupervisorState
 from supervisor.status.dashboard import render_dashboard
@@ -71,7 +72,6 @@ from supervisor.status.document import ProcessSampler, readiness, status_documen
 from supervisor.status.limits import bounded
 from supervisor.status.metrics import SupervisorMetrics
 from supervisor.status.statefile import TOKEN_NAME, StateRecord, claim, generate_token, release
-from supervisor.workers.ports import bind_listener, describe_holder, display_url, is_loopback, permission_denied
 
 logger = logging.getLogger("supervisor")
 

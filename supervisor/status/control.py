@@ -39,10 +39,10 @@ from urllib.parse import urlsplit
 from supervisor.config.runtimedir import owner_problem, runtime_dir_problem
 from supervisor.config.toml import AppSection, Config, field_bounds, load_config, missing_config
 from supervisor.errors import EXIT_CONFIG, ConfigError
+from supervisor.listen.ports import display_url, is_loopback
 from supervisor.options import add_project_options
 from supervisor.status.display import render_text
 from supervisor.status.statefile import TOKEN_NAME, StateFileError, StateRecord, is_alive, live_state, read_token
-from supervisor.workers.ports import display_url, is_loopback
 
 STATUS_READY = 0
 STATUS_NOT_READY = 1

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from supervisor import __version__
+from supervisor.health.judge import Limits
 from supervisor.secrets import mask_url_value
 from supervisor.state import (
     DB_FINE,
@@ -29,7 +30,6 @@ from supervisor.state import (
     SupervisorState,
     WorkerVitals,
 )
-from supervisor.workers.health import Limits
 
 if TYPE_CHECKING:
     from supervisor.config.settings import Settings

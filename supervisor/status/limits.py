@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from supervisor.workers.protocol import CleanH11Protocol
+from supervisor.child.protocol import CleanH11Protocol
 
 REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
            b"connection: close\r\ncontent-length: 34\r\n\r\ntoo many connections; retry later\n")

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from supervisor.errors import PortError
-from supervisor.workers.ports import Bound
+from supervisor.listen.ports import Bound
 
 logger = logging.getLogger("supervisor")
 

@@ -6,7 +6,7 @@ itself a subreaper (``PR_SET_CHILD_SUBREAPER``), so the grandchildren a worker l
 to it rather than escaping supervision, and in a container, where it *is* PID 1, nothing else
 would reap them.
 
-It must not reap the wrong children: :mod:`supervisor.workers.process` watches each worker through a
+It must not reap the wrong children: :mod:`supervisor.spawn.process` watches each worker through a
 pidfd and reaps it itself to learn its exit code, and other code may wait for a subprocess it
 started. So the sweep never calls ``waitpid(-1)``: it lists our children and waits, by pid, only
 for zombies that are

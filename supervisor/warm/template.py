@@ -1,11 +1,11 @@
 """One template process, as the supervisor sees it: start it, learn what it preloaded, fork workers.
 
-The template (:mod:`supervisor.workers.forkserver`) is our child, in the supervisor's session but a
+The template (:mod:`supervisor.child.forkserver`) is our child, in the supervisor's session but a
 process group of its own (Ctrl-C in the terminal is the supervisor's to handle), and dies with us
 (``PR_SET_PDEATHSIG``). Its output is relayed and its exit watched as a worker's are: it runs
-under a :class:`~supervisor.workers.process.WorkerProcess`, whose ready pipe says "built".
+under a :class:`~supervisor.spawn.process.WorkerProcess`, whose ready pipe says "built".
 
-A forked worker comes back as a :class:`~supervisor.workers.process.WorkerProcess` too, over a
+A forked worker comes back as a :class:`~supervisor.spawn.process.WorkerProcess` too, over a
 :class:`ForkedChild`: the double fork in the template made it our own child (the supervisor is a
 child subreaper), so its exit is watched through a pidfd and its exit code read with
 ``waitpid``, exactly as for a spawned worker. It waits for our ``go`` until we watch it: the
@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from supervisor.child import forkserver
 from supervisor.config.settings import Settings
-from supervisor.workers import forkserver
-from supervisor.workers.descendants import MARK_VAR, new_mark, track
-from supervisor.workers.process import LineSink, WorkerProcess, WorkerSpec
+from supervisor.spawn.descendants import MARK_VAR, new_mark, track
+from supervisor.spawn.process import LineSink, WorkerProcess, WorkerSpec
 
 logger = logging.getLogger("supervisor")
 
@@ -43,7 +43,7 @@ FORK_TIMEOUT = 5.0
 DEPENDENCY_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "poetry.lock", "uv.lock", "pdm.lock",
                     "Pipfile", "Pipfile.lock", "requirements*.txt", "requirements/*.txt", "constraints*.txt")
 # A whole module report fits, so the worker's write never waits; and a first worker forked at
-# start can log a while before anyone reads its output (supervisor.workers.early).
+# start can log a while before anyone reads its output (supervisor.warm.early).
 ROOMY_PIPE_SIZE = 1 << 20
 
 
@@ -140,7 +140,7 @@ def parent_of(pid: int) -> int | None:
 @dataclass
 class ForkedChild:
     """A worker forked by the template, shaped like the :class:`subprocess.Popen` a
-    :class:`~supervisor.workers.process.WorkerProcess` watches. It is our child: ``waitpid`` works."""
+    :class:`~supervisor.spawn.process.WorkerProcess` watches. It is our child: ``waitpid`` works."""
 
     pid: int
     stdout: IO[bytes] | None
@@ -178,7 +178,7 @@ class TemplateProcess:
         ready_r, ready_w = os.pipe()
         env = dict(spec.environ)
         env["PYTHONUNBUFFERED"] = "1"
-        argv = [spec.python, "-m", "supervisor.workers.forkserver", "--control-fd", str(theirs.fileno()),
+        argv = [spec.python, "-m", "supervisor.child.forkserver", "--control-fd", str(theirs.fileno()),
                 "--ready-fd", str(ready_w), "--parent-pid", str(os.getpid())]
         try:
             popen = subprocess.Popen(argv, cwd=spec.cwd, env=env, pass_fds=(theirs.fileno(), ready_w),

@@ -4,7 +4,7 @@ A cold start used to be two starts one after the other: the supervisor importing
 everything (status API, database watch, file watches), then a fresh interpreter importing uvicorn
 and the app. Now, as soon as the settings are valid and the ports are bound, the first worker
 starts: the worker-to-be forked when ``up`` began, which has imported uvicorn meanwhile
-(:mod:`supervisor.workers.zygote`), or else a fork of the supervisor, which has no thread or
+(:mod:`supervisor.warm.zygote`), or else a fork of the supervisor, which has no thread or
 event loop yet. It imports the app and serves while the supervisor goes on setting up. When the
 first slot starts its worker, the spawner *claims* the child: from then on it is watched,
 restarted and reloaded like any worker.
@@ -29,15 +29,15 @@ import threading
 import time
 from dataclasses import dataclass
 
+from supervisor.child.args import WorkerArgs
 from supervisor.config.settings import Settings
+from supervisor.listen.ports import Bound, bind_listener, bind_port, display_url
 from supervisor.reload.browser import browser_follows
+from supervisor.spawn.descendants import MARK_VAR, Descendants, new_mark, track
+from supervisor.spawn.process import LineSink, WorkerProcess, WorkerSpec, worker_spec
 from supervisor.systemd.activation import activated_listener
-from supervisor.workers.args import WorkerArgs
-from supervisor.workers.descendants import MARK_VAR, Descendants, new_mark, track
-from supervisor.workers.ports import Bound, bind_listener, bind_port, display_url
-from supervisor.workers.process import LineSink, WorkerProcess, WorkerSpec, worker_spec
-from supervisor.workers.template import ForkedChild, parent_of, roomy_pipe
-from supervisor.workers.zygote import Zygote, become_worker
+from supervisor.warm.template import ForkedChild, parent_of, roomy_pipe
+from supervisor.warm.zygote import Zygote, become_worker
 
 logger = logging.getLogger("supervisor")
 # The live-reload stream's path on the status API (supervisor.reload.browser_events.PATH, which
@@ -58,7 +58,7 @@ class EarlyWorker:
     out_r: int
     err_r: int
     report_r: int
-    beat_r: int  # its heartbeat pipe (see supervisor.workers.heartbeat)
+    beat_r: int  # its heartbeat pipe (see supervisor.child.heartbeat)
     mark: str
     since: float  # when it was forked (wall clock): files changed later it may have read before the change
     descendants: Descendants
@@ -141,7 +141,7 @@ def may_fork_early(settings: Settings, use_template: bool) -> bool:
 
 def start_early(settings: Settings, use_template: bool, zygote: Zygote | None = None) -> Early:
     """Bind the port and, where it may, the status API's, and start the first worker: the
-    ``zygote`` made into it (see :mod:`supervisor.workers.zygote`), or a fork of this process."""
+    ``zygote`` made into it (see :mod:`supervisor.warm.zygote`), or a fork of this process."""
     bound = listen(settings)
     if not may_fork_early(settings, use_template):
         if zygote is not None:

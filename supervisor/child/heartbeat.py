@@ -1,5 +1,5 @@
 """The worker's side of the health checks: a heartbeat from the app's own event loop, a request
-count, and a stack dump on demand. Runs inside ``python -m supervisor.workers.worker``.
+count, and a stack dump on demand. Runs inside ``python -m supervisor.child.worker``.
 
 The heartbeat is a callback scheduled on the event loop that serves the app, not a thread: a
 thread would keep answering while a blocking call holds the loop, and the worker would look alive

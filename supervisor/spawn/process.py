@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from supervisor.child.args import READY_MESSAGE, WorkerArgs
+from supervisor.child.heartbeat import BeatReader
 from supervisor.config.settings import Settings
+from supervisor.spawn.descendants import MARK_VAR, Descendants, new_mark, track
 from supervisor.state import WorkerVitals
 from supervisor.systemd.environ import scrub_systemd_env
-from supervisor.workers.args import READY_MESSAGE, WorkerArgs
-from supervisor.workers.descendants import MARK_VAR, Descendants, new_mark, track
-from supervisor.workers.heartbeat import BeatReader
 
 logger = logging.getLogger("supervisor")
 LineSink = Callable[[int, str], None]  # (pid, line)
@@ -48,7 +48,7 @@ class WorkerSpec:
     # The status API's live-reload stream, for the worker's HTML pages; "" for none.
     livereload_url: str = ""
     heartbeat_interval: float = 1.0
-    # Where the worker writes its stacks when asked (see supervisor.workers.heartbeat); "" for nowhere.
+    # Where the worker writes its stacks when asked (see supervisor.child.heartbeat); "" for nowhere.
     stacks_dir: str = ""
     python: str = field(default_factory=lambda: sys.executable)
 
@@ -60,7 +60,7 @@ def stacks_dir(runtime_dir: Path) -> Path:
 
 class Child(Protocol):
     """The child process a :class:`WorkerProcess` watches: a :class:`subprocess.Popen`, or a worker
-    forked from a template (:class:`supervisor.workers.template.ForkedChild`)."""
+    forked from a template (:class:`supervisor.warm.template.ForkedChild`)."""
 
     @property
     def pid(self) -> int: ...
@@ -82,13 +82,13 @@ class WorkerProcess:
                  heartbeat_fd: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         """``ready_fd``: the worker's readiness pipe; without one (a program), ``readiness`` decides
         (a probe), or the process counts as ready once started. ``heartbeat_fd``: the pipe a web
-        worker's event loop stamps (see supervisor.workers.heartbeat)."""
+        worker's event loop stamps (see supervisor.child.heartbeat)."""
         self.popen = popen
         self.pid = popen.pid
         self.descendants = descendants
         self.stop_signal = stop_signal
         self._clock = clock
-        # What the worker's heartbeat says (supervisor.workers.health judges it).
+        # What the worker's heartbeat says (supervisor.health.judge judges it).
         self.vitals = WorkerVitals(spawned_at=clock())
         self.stderr_tail: deque[str] = deque(maxlen=tail)
         self.line_listeners: list[Callable[[str], None]] = []  # a log-line readiness probe
@@ -143,7 +143,7 @@ class WorkerProcess:
         self._close_heartbeat()
         # The worker is a zombie now, holding its pid: kill what it left in its process group
         # (a leftover grandchild would keep the port or a file open), and what it started in
-        # sessions of its own (see supervisor.workers.descendants), then reap it.
+        # sessions of its own (see supervisor.spawn.descendants), then reap it.
         kill_group(self.pid, signal.SIGKILL)
         if self.descendants is not None:
             leftovers = self.descendants.kill_leftovers()
@@ -298,7 +298,7 @@ def spawn_worker(spec: WorkerSpec, on_line: LineSink, report_fd: int = -1) -> Wo
     env[MARK_VAR] = mark  # inherited by whatever the worker starts
     try:
         popen = subprocess.Popen(
-            [spec.python, "-m", "supervisor.workers.worker", *args.to_argv()],
+            [spec.python, "-m", "supervisor.child.worker", *args.to_argv()],
             cwd=spec.cwd, env=env, start_new_session=True,
             pass_fds=(spec.listen_fd, ready_w, beat_w, *([report_fd] if report_fd >= 0 else [])),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

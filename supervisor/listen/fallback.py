@@ -16,8 +16,8 @@ import asyncio
 import socket
 from collections.abc import Callable, Iterable, Sequence
 
+from supervisor.child.accepting import stop_accepting
 from supervisor.state import SlotState, SlotStatus
-from supervisor.workers.accepting import stop_accepting
 
 # A restart sooner than this is not worth answering for: the backlog waits for the worker.
 MIN_DELAY = 0.25

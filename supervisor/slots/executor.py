@@ -1,7 +1,7 @@
 """The worker slots: each slot's lifecycle decisions carried out against real processes and timers.
 
 :class:`Slots` feeds what happens (a worker spawned, ready, exited; a timer) to the slot's
-:class:`~supervisor.workers.lifecycle.SlotMachine` and executes the actions it returns. It decides
+:class:`~supervisor.slots.lifecycle.SlotMachine` and executes the actions it returns. It decides
 nothing itself; the runner above it owns the loop, the messages and shutdown.
 """
 
@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from supervisor.config.toml import RestartSection
+from supervisor.slots import lifecycle as L
+from supervisor.spawn.process import LineSink, WorkerProcess, WorkerSpec
 from supervisor.state import ExitReason, SlotStatus
-from supervisor.workers import lifecycle as L
-from supervisor.workers.process import LineSink, WorkerProcess, WorkerSpec
 
 logger = logging.getLogger("supervisor")
 # Workers' own lines: already filtered by the worker's log level, so never filtered again here.

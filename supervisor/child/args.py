@@ -1,7 +1,7 @@
 """What a worker is told to run: its arguments, light to import.
 
 The supervisor builds these before anything imports uvicorn (a first worker is handed its
-arguments while the supervisor is still starting, see :mod:`supervisor.workers.zygote`); the
+arguments while the supervisor is still starting, see :mod:`supervisor.warm.zygote`); the
 worker module, which imports uvicorn, reads them.
 """
 
@@ -28,7 +28,7 @@ class WorkerArgs:
     heartbeat_fd: int = -1
     heartbeat_interval: float = 1.0
     stacks_dir: str = ""
-    # Where to report the modules this worker imported (see supervisor.workers.preload); -1: nowhere.
+    # Where to report the modules this worker imported (see supervisor.warm.preload); -1: nowhere.
     report_fd: int = -1
 
     def to_argv(self) -> list[str]:

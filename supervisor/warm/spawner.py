@@ -4,10 +4,10 @@
 slots: first starts, crash restarts, rolling restarts and every instance of ``[app] workers`` all
 come through it. It forks from the current template when the template fits (same interpreter,
 directory and environment, dependencies unchanged), and otherwise spawns a fresh interpreter as
-:func:`~supervisor.workers.process.spawn_worker` always did, so a missing, stale, dead or broken
+:func:`~supervisor.spawn.process.spawn_worker` always did, so a missing, stale, dead or broken
 template costs speed, never a start.
 
-It learns what to preload from the workers' module reports (:mod:`supervisor.workers.preload`),
+It learns what to preload from the workers' module reports (:mod:`supervisor.warm.preload`),
 and rebuilds the template in the background, without a gap (the old one forks until the new one
 is built), when a worker imported a library the template lacks, the workers' settings changed,
 ``pyproject.toml``, a lock file or ``requirements*.txt`` changed, or a package was installed or
@@ -28,11 +28,11 @@ from typing import Protocol
 from supervisor.config.settings import Settings
 from supervisor.contract import Plugin
 from supervisor.reload.plan import watched_roots
+from supervisor.spawn.process import LineSink, WorkerProcess, WorkerSpec, spawn_worker
 from supervisor.systemd.reaper import become_subreaper
-from supervisor.workers.early import EarlyWorker, changed_since
-from supervisor.workers.preload import Learned, decode_report, learn, missing, preload_list
-from supervisor.workers.process import LineSink, WorkerProcess, WorkerSpec, spawn_worker
-from supervisor.workers.template import (
+from supervisor.warm.early import EarlyWorker, changed_since
+from supervisor.warm.preload import Learned, decode_report, learn, missing, preload_list
+from supervisor.warm.template import (
     Built,
     Failed,
     NotOurChild,
@@ -50,7 +50,7 @@ BUILD_TIMEOUT = 120.0  # seconds a template may take to import everything (a col
 MAX_FAILURES = 3  # templates that failed or died in a row before forking is given up
 MAX_UNSAFE_ROUNDS = 10  # modules left out, one rebuild each, before one build is given up
 # What every forked worker runs; a spawned one runs it as __main__, so its report never names it.
-WORKER_MODULE = "supervisor.workers.worker"
+WORKER_MODULE = "supervisor.child.worker"
 
 
 class PlainSpawner(Protocol):
@@ -76,7 +76,7 @@ class TemplateSpawner:
                  subreaper: Callable[[], bool] = become_subreaper, early: EarlyWorker | None = None,
                  on_stale: Callable[[set[str]], None] = lambda files: None) -> None:
         self._roots = roots
-        self._early = early  # the first worker, forked at start (supervisor.workers.early)
+        self._early = early  # the first worker, forked at start (supervisor.warm.early)
         self._on_stale = on_stale  # files it may have loaded before they changed: reload them
         self._plain = plain
         self._start = start

@@ -3,11 +3,11 @@
 A plugin (see :mod:`supervisor.contract`): every ``heartbeat_interval`` it samples each serving
 worker (its heartbeat from ``sup.vitals``, its resident memory from psutil when ``max_rss`` is
 set), keeps the loop-lag figures of ``sup.health`` for the status API and metrics, and posts a
-:class:`~supervisor.contract.RecycleWorker` for each verdict of :class:`~supervisor.workers.health.Judge`.
+:class:`~supervisor.contract.RecycleWorker` for each verdict of :class:`~supervisor.health.judge.Judge`.
 The runner replaces the worker blue/green, one slot at a time.
 
 Before a hung worker is replaced, the watch captures where it is stuck: it sends the worker
-:data:`~supervisor.workers.heartbeat.STACKS_SIGNAL`, reads the dump the worker writes to
+:data:`~supervisor.child.heartbeat.STACKS_SIGNAL`, reads the dump the worker writes to
 ``<runtime_dir>/stacks/<pid>.txt``, and logs it redacted, keeps it as the status document's
 ``last_hang`` and in ``<runtime_dir>/last-hang.txt``. A stopped process (SIGSTOP, a debugger)
 runs no handler, so that is said instead of a stack.
@@ -27,12 +27,12 @@ from pathlib import Path
 
 import psutil
 
+from supervisor.child.heartbeat import END_MARK, STACKS_SIGNAL
 from supervisor.contract import Plugin, RecycleWorker, SupervisorView
+from supervisor.health.judge import Judge, Limits, Sample, Verdict
+from supervisor.spawn.process import stacks_dir
 from supervisor.state import ExitReason, HangIncident, SlotState
 from supervisor.status.statefile import write_atomic
-from supervisor.workers.health import Judge, Limits, Sample, Verdict
-from supervisor.workers.heartbeat import END_MARK, STACKS_SIGNAL
-from supervisor.workers.process import stacks_dir
 
 logger = logging.getLogger("supervisor")
 

@@ -1,4 +1,4 @@
-"""The worker process: ``python -m supervisor.workers.worker``, started by the supervisor, never by hand.
+"""The worker process: ``python -m supervisor.child.worker``, started by the supervisor, never by hand.
 
 It serves the ASGI app with uvicorn on the listening socket the supervisor hands it, and tells
 the supervisor it is serving by writing one line to a pipe the supervisor owns.
@@ -22,20 +22,20 @@ from types import FrameType
 import uvicorn
 from uvicorn.importer import import_from_string
 
-from supervisor.workers.accepting import stop_accepting
-from supervisor.workers.args import READY_MESSAGE, WorkerArgs
-from supervisor.workers.heartbeat import Heartbeat, RequestCounter, StackDump
-from supervisor.workers.limits import AcceptErrorLog
-from supervisor.workers.longlived import LongLived
-from supervisor.workers.preload import encode_report
-from supervisor.workers.protocol import CleanH11Protocol
+from supervisor.child.accepting import stop_accepting
+from supervisor.child.args import READY_MESSAGE, WorkerArgs
+from supervisor.child.heartbeat import Heartbeat, RequestCounter, StackDump
+from supervisor.child.longlived import LongLived
+from supervisor.child.protocol import CleanH11Protocol
+from supervisor.listen.limits import AcceptErrorLog
+from supervisor.warm.preload import encode_report
 
 PR_SET_PDEATHSIG = 1
 # Paths of frames that are ours or the import system's, not the user's, in a load traceback.
 _MACHINERY = (os.sep + "importlib" + os.sep, os.sep + "uvicorn" + os.sep,
               os.sep + "supervisor" + os.sep + "workers" + os.sep + "worker.py")
 def parse_args(argv: list[str]) -> WorkerArgs:
-    p = argparse.ArgumentParser(prog="python -m supervisor.workers.worker")
+    p = argparse.ArgumentParser(prog="python -m supervisor.child.worker")
     p.add_argument("--app", required=True)
     p.add_argument("--factory", action="store_true")
     p.add_argument("--listen-fd", type=int, required=True)
@@ -87,7 +87,7 @@ class ReportingServer(uvicorn.Server):
        keep-alive or just-accepted connection, with ``Connection: close``, and closes each
        connection after its response; idle keep-alive connections end at their keep-alive timeout;
     3. closes open WebSockets with code 1012 and ends event streams (``on_drain``, see
-       :mod:`supervisor.workers.longlived`), so their clients reconnect to the successor at once;
+       :mod:`supervisor.child.longlived`), so their clients reconnect to the successor at once;
     4. once no connection is left (or after ``timeout_graceful_shutdown``), runs the app's
        lifespan shutdown.
     """
@@ -220,7 +220,7 @@ def run(args: WorkerArgs) -> int:
         # Annotated int, but any number works: it only reaches asyncio.wait_for.
         timeout_graceful_shutdown=args.graceful_timeout,  # type: ignore[arg-type]
         server_header=False,
-        # No traceback in the log for a client's malformed body (see supervisor.workers.protocol).
+        # No traceback in the log for a client's malformed body (see supervisor.child.protocol).
         http=CleanH11Protocol,
     )
     try:
@@ -243,7 +243,7 @@ def run(args: WorkerArgs) -> int:
     server = ReportingServer(config, args.ready_fd, on_drain=longlived.drain, on_loop=on_loop,
                              report_fd=args.report_fd)
     if args.livereload_url:
-        from supervisor.workers.htmlinject import LiveReloadScript
+        from supervisor.child.htmlinject import LiveReloadScript
 
         counter.app = LiveReloadScript(longlived, args.livereload_url, os.getpid(),
                                        draining=lambda: server.should_exit)

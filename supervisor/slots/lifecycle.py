@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from supervisor.config.toml import RestartSection
+from supervisor.slots.policy import GiveUp, RestartTracker
 from supervisor.state import ExitInfo, ExitReason, SlotState, SlotStatus
-from supervisor.workers.policy import GiveUp, RestartTracker
 
 # ----- events: what happened ----------------------------------------------------------------
 
@@ -73,7 +73,7 @@ class Replace:
 
 @dataclass(frozen=True)
 class Recycle:
-    """Replace the serving worker ``pid`` for its health (see :mod:`supervisor.workers.health`), the
+    """Replace the serving worker ``pid`` for its health (see :mod:`supervisor.health.judge`), the
     way :class:`Replace` does: its successor starts beside it and the old worker goes only once the
     successor serves. With ``kill_old`` (a hung worker: its event loop cannot drain anything) the
     old worker's group is SIGKILLed rather than drained, and it is killed even if the successor

@@ -1,7 +1,7 @@
 """Judging workers' health: hung, or past a recycling limit. Pure: readings in, verdicts out.
 
 Every ``heartbeat_interval`` a worker's own event loop stamps a pipe (see
-:mod:`supervisor.workers.heartbeat`); a worker that stops stamping for ``hang_timeout`` seconds
+:mod:`supervisor.child.heartbeat`); a worker that stops stamping for ``hang_timeout`` seconds
 after it reported ready is *hung*, whatever its other threads are doing: a blocking call on the
 loop, a deadlock, a SIGSTOP. Start-up is not judged here (``ready_timeout`` governs it), so an
 app that takes long to start is never taken for hung.
@@ -9,7 +9,7 @@ app that takes long to start is never taken for hung.
 Recycling limits (``max_requests``, ``max_rss``, ``max_age``) replace a worker before it grows too
 big or too old; each worker draws its own request and age limits once, within the jitter, so
 workers started together are not all replaced together. The service that feeds this judge and
-acts on its verdicts is :mod:`supervisor.workers.healthwatch`.
+acts on its verdicts is :mod:`supervisor.health.watch`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""The template process: ``python -m supervisor.workers.forkserver``, started by the supervisor, never by hand.
+"""The template process: ``python -m supervisor.child.forkserver``, started by the supervisor, never by hand.
 
 It imports the modules the app's workers use from outside the project (uvicorn, Starlette,
-SQLAlchemy, ...: the list is learned, see :mod:`supervisor.workers.preload`), then forks a fresh
+SQLAlchemy, ...: the list is learned, see :mod:`supervisor.warm.preload`), then forks a fresh
 worker for each request. The fork imports only the project's own code and serves on the held
 socket, reporting readiness as a spawned worker does; a reload then costs the project's imports,
 not a new interpreter importing every library again.
@@ -32,7 +32,7 @@ ready pipe, or ``{"unsafe": {...}}`` and exits with :data:`EXIT_UNSAFE`. Then ea
 The forked worker starts a session of its own and waits, before anything else, until the
 supervisor has confirmed it is its child and watches it (``go`` on its go pipe). Then it moves
 to its own stdio, environment and ``sys.path``, reseeds ``random``, and runs
-:func:`supervisor.workers.worker.run`, which sets ``PR_SET_PDEATHSIG`` against the supervisor and
+:func:`supervisor.child.worker.run`, which sets ``PR_SET_PDEATHSIG`` against the supervisor and
 starts a new event loop. The template itself never runs an event loop or a thread, and only
 standard-library modules are imported here before the plan's.
 """
@@ -213,7 +213,7 @@ class WorkerJob:
         # the fresh interpreter it replaces would have a seed of its own.
         if "random" in sys.modules:
             sys.modules["random"].seed()
-        from supervisor.workers import worker
+        from supervisor.child import worker
 
         args = worker.WorkerArgs(
             app=request["app"], factory=request["factory"], listen_fd=self.fds["listen"],
@@ -315,7 +315,7 @@ def build(control: socket.socket, plan: dict[str, Any]) -> list[str] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m supervisor.workers.forkserver")
+    parser = argparse.ArgumentParser(prog="python -m supervisor.child.forkserver")
     parser.add_argument("--control-fd", type=int, required=True)
     parser.add_argument("--ready-fd", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)

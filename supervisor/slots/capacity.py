@@ -12,9 +12,9 @@ import logging
 from collections.abc import Callable
 
 from supervisor.contract import MAX_WORKERS, MIN_WORKERS, RecycleWorker
+from supervisor.slots import lifecycle as L
+from supervisor.slots.executor import Slots
 from supervisor.state import ExitReason, HealthStatus
-from supervisor.workers import lifecycle as L
-from supervisor.workers.slots import Slots
 
 logger = logging.getLogger("supervisor")
 

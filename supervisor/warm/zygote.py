@@ -6,7 +6,7 @@ core: so ``python -m supervisor up`` forks first thing, before importing the sup
 modules. The child imports what every worker needs (uvicorn and our worker module, never the
 app) and waits. Once the settings are valid and the port bound, the supervisor hands it the
 worker's arguments, environment and descriptors over a socket pair (``SCM_RIGHTS``), and it
-becomes the first worker (:mod:`supervisor.workers.early`). When no first worker may start early
+becomes the first worker (:mod:`supervisor.warm.early`). When no first worker may start early
 (a database to wait for, a migration, no template), or the settings are wrong, it is discarded.
 
 It holds nothing of the supervisor's but the interpreter, and needs no parent-death signal
@@ -32,14 +32,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, NoReturn
 
-from supervisor.workers.args import WorkerArgs
+from supervisor.child.args import WorkerArgs
 
 # The descriptors an order carries, in this order.
 FDS = ("listen", "ready", "stdout", "stderr", "report", "heartbeat")
 # One order: the worker's arguments and environment (an environment of a few hundred kB fits).
 MAX_ORDER = 1 << 20
 # What every worker imports before the app (uvicorn's protocols load as its Config does).
-WORKER_MODULES = ("supervisor.workers.worker", "uvicorn.protocols.http.auto",
+WORKER_MODULES = ("supervisor.child.worker", "uvicorn.protocols.http.auto",
                   "uvicorn.protocols.websockets.auto", "uvicorn.lifespan.on")
 
 
@@ -152,7 +152,7 @@ def become_worker(args: WorkerArgs, out_fd: int, err_fd: int, environ: dict[str,
         os.chdir(cwd)
         # As in a spawned worker (python -m puts its directory first), not the supervisor's.
         sys.path[0] = cwd
-        from supervisor.workers import worker
+        from supervisor.child import worker
 
         sys.argv[:] = [worker.__file__ or "worker", *args.to_argv()]
         code = worker.run(args)

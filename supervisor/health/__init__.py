@@ -1,0 +1,1 @@
+"""Workers' health, in the supervisor: the pure judge of heartbeats and limits, and the watch that acts on it."""

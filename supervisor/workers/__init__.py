@@ -1,1 +1,0 @@
-"""Worker slots: the lifecycle machine, the restart policy, processes and the worker entry point."""
