@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from supervisor import __version__
+from supervisor.child.accept_errors import AcceptErrorLog
 from supervisor.config.runtimedir import ensure_runtime_dir
 from supervisor.config.settings import Overrides, Settings, problem_redactor, resolve_settings, runtime_dir_where
 from supervisor.errors import EXIT_CONFIG, EXIT_OK, ConfigError, SupervisorError
-from supervisor.listen.limits import AcceptErrorLog, raise_open_file_limit
+from supervisor.listen.limits import raise_open_file_limit
 from supervisor.options import add_project_options
 from supervisor.output import logger, setup_logging
 from supervisor.secrets import Redactor

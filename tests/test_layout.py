@@ -74,3 +74,34 @@ def test_every_module_imports_in_a_fresh_interpreter() -> None:
     result = subprocess.run([sys.executable, "-c", script, *sorted(modules())], cwd=REPO, capture_output=True,
                             text=True, timeout=50)
     assert result.returncode == 0, result.stderr
+
+
+# What code running inside a worker or the template may import: the standard library, the server it
+# runs and the framework of its middlewares, and its own package. Never the supervisor's modules.
+CHILD_ALLOWED = ("supervisor.child", "uvicorn", "starlette")
+
+
+def all_imports(path: Path) -> set[str]:
+    """Every module ``path`` imports, at any depth (a function's import runs in the same process)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_child_code_imports_only_the_standard_library_uvicorn_starlette_and_itself() -> None:
+    stdlib = set(sys.stdlib_module_names) | {"__future__"}
+    offenders = {}
+    for name, path in modules().items():
+        if not name.startswith("supervisor.child"):
+            continue
+        bad = {mod for mod in all_imports(path)
+               if mod.split(".")[0] not in stdlib
+               and not any(mod == ok or mod.startswith(ok + ".") for ok in CHILD_ALLOWED)}
+        if bad:
+            offenders[name] = sorted(bad)
+    assert not offenders, offenders

@@ -6,17 +6,8 @@ import json
 import types
 from pathlib import Path
 
-from supervisor.warm.preload import (
-    Learned,
-    decode_report,
-    encode_report,
-    excluded,
-    learn,
-    missing,
-    module_file,
-    preload_list,
-    within,
-)
+from supervisor.child.report import decode_report, encode_report, module_file
+from supervisor.warm.preload import Learned, excluded, learn, missing, preload_list, within
 
 ROOT = Path("/srv/project")
 SITE = "/usr/lib/python3/site-packages"

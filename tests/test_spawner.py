@@ -18,8 +18,8 @@ from typing import Any, cast
 import pytest
 import pytest_asyncio
 
+from supervisor.child.report import encode_report
 from supervisor.spawn.process import LineSink, WorkerProcess, WorkerSpec
-from supervisor.warm.preload import encode_report
 from supervisor.warm.spawner import MAX_FAILURES, WORKER_MODULE, TemplateSpawner
 from supervisor.warm.template import (
     Built,

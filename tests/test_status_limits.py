@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supervisor.listen.limits import ACCEPT_ERROR, AcceptErrorLog
+from supervisor.child.accept_errors import ACCEPT_ERROR, AcceptErrorLog
 from tests.support import Running, app_project, http_get, supervisor, wait_until
 
 UP = ["up", "--no-reload"]

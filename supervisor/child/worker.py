@@ -22,13 +22,13 @@ from types import FrameType
 import uvicorn
 from uvicorn.importer import import_from_string
 
+from supervisor.child.accept_errors import AcceptErrorLog
 from supervisor.child.accepting import stop_accepting
 from supervisor.child.args import READY_MESSAGE, WorkerArgs
 from supervisor.child.heartbeat import Heartbeat, RequestCounter, StackDump
 from supervisor.child.longlived import LongLived
 from supervisor.child.protocol import CleanH11Protocol
-from supervisor.listen.limits import AcceptErrorLog
-from supervisor.warm.preload import encode_report
+from supervisor.child.report import encode_report
 
 PR_SET_PDEATHSIG = 1
 # Paths of frames that are ours or the import system's, not the user's, in a load traceback.

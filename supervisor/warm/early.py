@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass
 
 from supervisor.child.args import WorkerArgs
+from supervisor.child.zygote import become_worker
 from supervisor.config.settings import Settings
 from supervisor.listen.ports import Bound, bind_listener, bind_port, display_url
 from supervisor.reload.browser import browser_follows
@@ -37,7 +38,7 @@ from supervisor.spawn.descendants import MARK_VAR, Descendants, new_mark, track
 from supervisor.spawn.process import LineSink, WorkerProcess, WorkerSpec, worker_spec
 from supervisor.systemd.activation import activated_listener
 from supervisor.warm.template import ForkedChild, parent_of, roomy_pipe
-from supervisor.warm.zygote import Zygote, become_worker
+from supervisor.warm.zygote import Zygote
 
 logger = logging.getLogger("supervisor")
 # The live-reload stream's path on the status API (supervisor.reload.browser_events.PATH, which

@@ -5,15 +5,13 @@ when it starts to drain (by then it has answered requests, and lazily imported m
 database driver have shown up). :func:`learn` splits that report into the modules whose files lie
 inside the project (the watched paths, the project and app directories: never preloaded, or an
 edit could be served stale) and the rest, in import order: the standard library and third-party
-packages the template imports once so that each fork need not. Pure functions, no I/O but the
-report's encoding.
+packages the template imports once so that each fork need not. Pure functions, no I/O (the report's
+encoding is :mod:`supervisor.child.report`).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,36 +70,3 @@ def missing(learned: Learned, loaded: Collection[str], failed: Collection[str],
     the template is worth rebuilding."""
     return [name for name in learned.outside
             if name not in loaded and name not in failed and not excluded(name, unsafe)]
-
-
-# ----- the report a worker writes ---------------------------------------------------------------
-
-def module_file(module: object) -> str | None:
-    """The file a module was loaded from (a namespace package: its first directory), absolute."""
-    file = getattr(module, "__file__", None)
-    if not isinstance(file, str):
-        paths = getattr(module, "__path__", None)
-        file = next(iter(paths), None) if paths is not None and not isinstance(paths, str) else None
-        if not isinstance(file, str):
-            return None
-    return os.path.abspath(file)
-
-
-def encode_report(modules: Mapping[str, object] | None = None) -> bytes:
-    """This process's modules as one report line. It starts with a newline too: a report cut
-    short (the pipe was full) then spoils only its own line, never the next report."""
-    found = dict(sys.modules if modules is None else modules)
-    table = {name: module_file(module) for name, module in found.items() if module is not None}
-    return b"\n" + json.dumps({"modules": table}, separators=(",", ":")).encode() + b"\n"
-
-
-def decode_report(line: bytes) -> dict[str, str | None] | None:
-    """The module table of one report line; None for a blank, cut or foreign line."""
-    try:
-        data = json.loads(line)
-    except ValueError:
-        return None
-    table = data.get("modules") if isinstance(data, dict) else None
-    if not isinstance(table, dict):
-        return None
-    return {str(name): file if isinstance(file, str) else None for name, file in table.items()}

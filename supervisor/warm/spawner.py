@@ -25,13 +25,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from supervisor.child.report import decode_report
 from supervisor.config.settings import Settings
 from supervisor.contract import Plugin
 from supervisor.reload.plan import watched_roots
 from supervisor.spawn.process import LineSink, WorkerProcess, WorkerSpec, spawn_worker
 from supervisor.systemd.reaper import become_subreaper
 from supervisor.warm.early import EarlyWorker, changed_since
-from supervisor.warm.preload import Learned, decode_report, learn, missing, preload_list
+from supervisor.warm.preload import Learned, learn, missing, preload_list
 from supervisor.warm.template import (
     Built,
     Failed,
