@@ -1,8 +1,11 @@
-"""The batching decision on a scripted clock and scripted arrivals; the stream on this kernel's inotify."""
+"""The batching decision on a scripted clock and scripted arrivals; then the stream, fed by this
+kernel's inotify and by watchfiles' poller, with an ignored file rewritten every 10 ms beside."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +15,7 @@ import pytest
 from supervisor.reload.batching import Batcher, Closed, IgnoredLog, cap_for
 from supervisor.reload.filters import ChangeFilter
 from supervisor.reload.inotify import inotify_changes
-from supervisor.reload.stream import Intake
+from supervisor.reload.stream import Intake, watch_batches
 from tests.support import scaled
 
 ROOT = Path("/project")
@@ -131,3 +134,39 @@ async def test_on_inotify_a_log_rewritten_every_10_ms_leaves_the_batch_to_close_
             assert closed.paths == {str(app)} and closed.reason == "quiet", closed
         finally:
             writer.cancel()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.asyncio
+async def test_through_watchfiles_new_ignored_names_every_10_ms_leave_the_batch_to_close_on_quiet(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Each new name is a new change for watchfiles, which would extend its own batch to the cap;
+    # here it hands over what it saw every step, and the Batcher decides.
+    (tmp_path / "tmp").mkdir()
+    watching = asyncio.Event()
+    stream = watch_batches([tmp_path], ChangeFilter(root=tmp_path), debounce=0.05, poll=True, poll_interval=0.05,
+                           ready=watching.set)
+    first = asyncio.ensure_future(anext(stream))
+    created = 0
+
+    async def noisy() -> None:
+        nonlocal created
+        while True:
+            created += 1
+            (tmp_path / "tmp" / f"upload{created}.tmp").write_text("x")
+            await asyncio.sleep(0.01)  # the app's pace, not synchronisation
+
+    caplog.set_level(logging.DEBUG, logger="supervisor")
+    await asyncio.wait_for(watching.wait(), scaled(10))
+    writer = asyncio.ensure_future(noisy())
+    try:
+        (tmp_path / "views.py").write_text("V = 1\n")  # a new module: seen by the poller at once
+        assert await asyncio.wait_for(first, scaled(20)) == {str(tmp_path / "views.py")}
+        # The writer is the clock: a batch held to watchfiles' 1.6 s cap would come after some 160
+        # new names; handed over every step and closed on quiet, it comes after a few dozen at most.
+        assert 0 < created < 100, created
+        closed = [r.getMessage() for r in caplog.records if "changed file(s) closed" in r.getMessage()]
+        assert len(closed) == 1 and re.search(r"\(quiet for ", closed[0]), closed
+    finally:
+        writer.cancel()
+        await stream.aclose()
