@@ -30,6 +30,11 @@ class WorkerArgs:
     stacks_dir: str = ""
     # Where to report the modules this worker imported (see supervisor.warm.preload); -1: nowhere.
     report_fd: int = -1
+    # [app] loop, http, interface and log_config ("": uvicorn's default logging).
+    loop: str = "auto"
+    http: str = "auto"
+    interface: str = "auto"
+    log_config: str = ""
 
     def to_argv(self) -> list[str]:
         argv = ["--app", self.app, "--listen-fd", str(self.listen_fd), "--ready-fd", str(self.ready_fd),
@@ -42,6 +47,9 @@ class WorkerArgs:
             argv += ["--stacks-dir", self.stacks_dir]
         if self.report_fd >= 0:
             argv += ["--report-fd", str(self.report_fd)]
+        argv += ["--loop", self.loop, "--http", self.http, "--interface", self.interface]
+        if self.log_config:
+            argv += ["--log-config", self.log_config]
         return argv + (["--factory"] if self.factory else [])
 
     def to_dict(self) -> dict[str, Any]:

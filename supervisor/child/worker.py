@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import importlib.util
 import logging
 import os
 import signal
@@ -18,22 +19,25 @@ import sys
 import traceback
 from collections.abc import Callable
 from types import FrameType
+from typing import cast
 
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG, InterfaceType
 from uvicorn.importer import import_from_string
 
+from supervisor.child import interface
 from supervisor.child.accept_errors import AcceptErrorLog
-from supervisor.child.accepting import stop_accepting
+from supervisor.child.accepting import pause_accepting, stop_accepting
 from supervisor.child.args import READY_MESSAGE, WorkerArgs
 from supervisor.child.heartbeat import Heartbeat, RequestCounter, StackDump
 from supervisor.child.longlived import LongLived
-from supervisor.child.protocol import CleanH11Protocol
+from supervisor.child.protocol import http_protocol
 from supervisor.child.report import encode_report
 
 PR_SET_PDEATHSIG = 1
 # Paths of frames that are ours or the import system's, not the user's, in a load traceback.
 _MACHINERY = (os.sep + "importlib" + os.sep, os.sep + "uvicorn" + os.sep,
-              os.sep + "supervisor" + os.sep + "workers" + os.sep + "worker.py")
+              os.sep + "supervisor" + os.sep + "child" + os.sep + "worker.py")
 def parse_args(argv: list[str]) -> WorkerArgs:
     p = argparse.ArgumentParser(prog="python -m supervisor.child.worker")
     p.add_argument("--app", required=True)
@@ -48,10 +52,14 @@ def parse_args(argv: list[str]) -> WorkerArgs:
     p.add_argument("--heartbeat-interval", type=float, default=1.0)
     p.add_argument("--stacks-dir", default="")
     p.add_argument("--report-fd", type=int, default=-1)
+    p.add_argument("--loop", default="auto", choices=("auto", "asyncio", "uvloop"))
+    p.add_argument("--http", default="auto", choices=("auto", "h11", "httptools"))
+    p.add_argument("--interface", default="auto", choices=interface.INTERFACES)
+    p.add_argument("--log-config", default="")
     ns = p.parse_args(argv)
     return WorkerArgs(ns.app, ns.factory, ns.listen_fd, ns.ready_fd, ns.parent_pid, ns.log_level,
                       ns.graceful_timeout, ns.livereload_url, ns.heartbeat_fd, ns.heartbeat_interval, ns.stacks_dir,
-                      ns.report_fd)
+                      ns.report_fd, ns.loop, ns.http, ns.interface, ns.log_config)
 
 
 def die_with_parent(parent_pid: int) -> bool:
@@ -127,9 +135,7 @@ class ReportingServer(uvicorn.Server):
                 loop.call_soon_threadsafe(self._stop_accepting)
 
     def _stop_accepting(self) -> None:
-        for server in self.servers:
-            for sock in server.sockets:
-                self._loop.remove_reader(sock.fileno())
+        pause_accepting(self._loop, self.servers)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # After this, each accepted connection has its protocol registered in the connection set.
@@ -186,6 +192,36 @@ def print_user_traceback(exc: BaseException, app: str) -> None:
     sys.stderr.flush()
 
 
+def missing_packages(args: WorkerArgs) -> str:
+    """What ``[app] loop``/``http`` ask for that is not installed ("" when all is there)."""
+    for key, choice, module in (("loop", args.loop, "uvloop"), ("http", args.http, "httptools")):
+        if choice == module and importlib.util.find_spec(module) is None:
+            return (f"[app] {key} = {choice!r}, but {module} is not installed for {sys.executable}; expected "
+                    f"it installed (pip install {module}, or uvicorn[standard]), or {key} = 'auto'")
+    return ""
+
+
+def build_config(args: WorkerArgs) -> uvicorn.Config:
+    """uvicorn's Config for the worker; configures logging (uvicorn's defaults, or ``--log-config``)."""
+    return uvicorn.Config(
+        args.app,
+        factory=args.factory,
+        log_level=args.log_level,
+        log_config=args.log_config or LOGGING_CONFIG,
+        use_colors=False,
+        # auto: uvloop when installed, as in uvicorn; the drain works on both loops (see
+        # supervisor.child.accepting) and on both protocols' connection objects.
+        loop=args.loop,
+        # WSGI goes through a2wsgi (see run), so uvicorn only ever sees an ASGI app.
+        interface=cast(InterfaceType, "asgi3" if args.interface == "wsgi" else args.interface),
+        # Annotated int, but any number works: it only reaches asyncio.wait_for.
+        timeout_graceful_shutdown=args.graceful_timeout,  # type: ignore[arg-type]
+        server_header=False,
+        # No traceback in the log for a client's malformed body (see supervisor.child.protocol).
+        http=http_protocol(args.http),
+    )
+
+
 def run(args: WorkerArgs) -> int:
     if not die_with_parent(args.parent_pid):
         return 1
@@ -204,28 +240,35 @@ def run(args: WorkerArgs) -> int:
     if args.report_fd >= 0:
         os.set_inheritable(args.report_fd, False)
     sys.path.insert(0, os.getcwd())
+    missing = missing_packages(args)
+    if missing:
+        sys.stderr.write(f"error: {missing}\n")
+        return 1
+    # uvicorn's Config sets up logging: built before the app is imported, as uvicorn itself does,
+    # so that an app configuring uvicorn's loggers at import time keeps what it set.
     try:
-        import_from_string(args.app)
-    except Exception as exc:  # the user's code failed to import: show their frames, not ours
+        config = build_config(args)
+    except Exception as exc:  # a logging config file uvicorn cannot read
+        sys.stderr.write(f"error: cannot use the logging configuration {args.log_config!r}: {exc}\n")
+        return 1
+    try:
+        app = import_from_string(args.app)
+        if args.factory:
+            app = app()
+    except Exception as exc:  # the user's code failed to import, or the factory raised: their frames
         print_user_traceback(exc, args.app)
         return 1
-    config = uvicorn.Config(
-        args.app,
-        factory=args.factory,
-        log_level=args.log_level,
-        use_colors=False,
-        # The drain in ReportingServer.shutdown works on asyncio's own server and the
-        # connection objects of uvicorn's pure-Python protocols.
-        loop="asyncio",
-        # Annotated int, but any number works: it only reaches asyncio.wait_for.
-        timeout_graceful_shutdown=args.graceful_timeout,  # type: ignore[arg-type]
-        server_header=False,
-        # No traceback in the log for a client's malformed body (see supervisor.child.protocol).
-        http=CleanH11Protocol,
-    )
+    if args.interface == "wsgi" or (args.interface == "auto" and interface.detect(app) == "wsgi"):
+        try:
+            app = interface.as_asgi(app)
+        except ImportError:
+            sys.stderr.write("error: " + interface.A2WSGI_MISSING.format(app=args.app, python=sys.executable) + "\n")
+            return 1
+        config.interface = "asgi3"
+    config.app, config.factory = app, False  # loaded above, where a failure shows the user's frames
     try:
         config.load()  # here, not in serve(): the loaded app is wrapped below
-    except Exception as exc:  # a factory that raised
+    except Exception as exc:
         print_user_traceback(exc, args.app)
         return 1
     longlived = LongLived(config.loaded_app)
