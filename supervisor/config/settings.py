@@ -24,7 +24,15 @@ from supervisor.config.dotenv import DotEnv, load_dotenv_file
 from supervisor.config.envrules import apply_environment_rules
 from supervisor.config.envschema import VarSpec, validate_environ
 from supervisor.config.runtimedir import runtime_dir_problem
-from supervisor.config.toml import AppSection, Config, ServerSection, field_bounds, load_config, missing_config
+from supervisor.config.toml import (
+    AppSection,
+    Config,
+    ServerSection,
+    field_bounds,
+    load_config,
+    log_config_problem,
+    missing_config,
+)
 from supervisor.errors import ConfigError, Problem
 from supervisor.programs.procfile import read_procfile
 from supervisor.secrets import Redactor, secret_values
@@ -47,6 +55,7 @@ class Overrides:
     mode: str | None = None
     workers: int | None = None
     reload: bool | None = None
+    log_config: str | None = None  # relative to the current directory, as a shell user means it
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,8 @@ class Settings:
     env_sources: dict[str, str] = field(default_factory=dict)
     env_values: dict[str, Any] = field(default_factory=dict, repr=False)
     secrets: frozenset[str] = field(default_factory=frozenset, repr=False)
+    # The workers' logging config file, absolute (up --log-config, else [app] log_config); "": uvicorn's.
+    log_config: str = ""
 
     @property
     def production(self) -> bool:
@@ -148,6 +159,7 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
     if project_dir.is_dir() and not app_dir.is_dir():
         problems.append(Problem(f"{config.path} [app] app_dir", f"{config.app.app_dir!r} is not a "
                                 f"directory ({app_dir}); expected a directory relative to {project_dir}"))
+    log_config = _log_config(project_dir, config, overrides, problems)
     # The webapp reads these instead of assuming the defaults.
     merged["SUPERVISOR_MODE"] = mode
     merged["SUPERVISOR_RUNTIME_DIR"] = str(runtime_dir)
@@ -173,7 +185,25 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
         env_values=values,
         secrets=frozenset(secret_values(merged, {n for n, s in config.env.items() if s.is_secret},
                                         named=set(config.env) | set(dotenv.values))),
+        log_config=log_config,
     )
+
+
+def _log_config(project_dir: Path, config: Config, overrides: Overrides, problems: list[Problem]) -> str:
+    """The logging config file as an absolute path ("" for none), or a problem if it is not a file."""
+    if overrides.log_config is not None:
+        where, value, path = "--log-config", overrides.log_config, Path(overrides.log_config).resolve()
+    else:
+        where, value = f"{config.path} [app] log_config", config.app.log_config
+        path = project_dir / value
+    if not value:
+        return ""
+    form = log_config_problem(value)
+    if form or not path.is_file():
+        problems.append(Problem(where, form or f"{value!r} is not a file ({path}); expected a logging config "
+                                              f"file (.json, .yaml or .ini, as uvicorn --log-config takes)"))
+        return ""
+    return str(path)
 
 
 def problem_redactor(project_dir: Path, environ: Mapping[str, str],
