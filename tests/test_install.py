@@ -28,7 +28,7 @@ from tests.support import REPO, base_env, free_port, http_get, make_project, sca
 # Loaded by SQLAlchemy for postgresql+asyncpg URLs, never imported by name.
 DRIVER_BY_URL = {"asyncpg"}
 # What the example needs and the supervisor must not bring: import names.
-EXAMPLE_ONLY = ("alembic", "jwt", "aiosqlite")
+EXAMPLE_ONLY = ("alembic", "jwt", "aiosqlite", "websockets")
 
 
 def pyproject() -> dict[str, Any]:
