@@ -48,10 +48,12 @@ def parse_args(argv: list[str]) -> WorkerArgs:
     p.add_argument("--heartbeat-interval", type=float, default=1.0)
     p.add_argument("--stacks-dir", default="")
     p.add_argument("--report-fd", type=int, default=-1)
+    p.add_argument("--max-requests", type=int, default=0)
+    p.add_argument("--max-requests-jitter", type=int, default=0)
     ns = p.parse_args(argv)
     return WorkerArgs(ns.app, ns.factory, ns.listen_fd, ns.ready_fd, ns.parent_pid, ns.log_level,
                       ns.graceful_timeout, ns.livereload_url, ns.heartbeat_fd, ns.heartbeat_interval, ns.stacks_dir,
-                      ns.report_fd)
+                      ns.report_fd, ns.max_requests, ns.max_requests_jitter)
 
 
 def die_with_parent(parent_pid: int) -> bool:

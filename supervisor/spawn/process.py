@@ -50,6 +50,9 @@ class WorkerSpec:
     heartbeat_interval: float = 1.0
     # Where the worker writes its stacks when asked (see supervisor.child.heartbeat); "" for nowhere.
     stacks_dir: str = ""
+    # [app] max_requests (0: none) and its jitter: each worker draws its quota and enforces it.
+    max_requests: int = 0
+    max_requests_jitter: int = 0
     python: str = field(default_factory=lambda: sys.executable)
 
 
@@ -257,6 +260,7 @@ def worker_spec(settings: Settings, listen_fd: int, livereload_url: str = "") ->
         livereload_url=livereload_url,
         heartbeat_interval=cfg.app.heartbeat_interval,
         stacks_dir=str(stacks_dir(settings.runtime_dir)),
+        max_requests=cfg.app.max_requests, max_requests_jitter=cfg.app.max_requests_jitter,
     )
 
 
@@ -292,7 +296,8 @@ def spawn_worker(spec: WorkerSpec, on_line: LineSink, report_fd: int = -1) -> Wo
                       parent_pid=os.getpid(), log_level=spec.log_level,
                       graceful_timeout=spec.graceful_timeout, livereload_url=spec.livereload_url,
                       heartbeat_fd=beat_w, heartbeat_interval=spec.heartbeat_interval, stacks_dir=spec.stacks_dir,
-                      report_fd=report_fd)
+                      report_fd=report_fd, max_requests=spec.max_requests,
+                      max_requests_jitter=spec.max_requests_jitter)
     env = dict(spec.environ)
     env["PYTHONUNBUFFERED"] = "1"
     env[MARK_VAR] = mark  # inherited by whatever the worker starts
