@@ -25,7 +25,7 @@ from uvicorn.importer import import_from_string
 from supervisor.child.accept_errors import AcceptErrorLog
 from supervisor.child.accepting import stop_accepting
 from supervisor.child.args import READY_MESSAGE, WorkerArgs
-from supervisor.child.heartbeat import Heartbeat, RequestCounter, StackDump
+from supervisor.child.heartbeat import REACHED, Heartbeat, RequestCounter, RequestQuota, StackDump
 from supervisor.child.longlived import LongLived
 from supervisor.child.protocol import CleanH11Protocol
 from supervisor.child.report import encode_report
@@ -92,6 +92,10 @@ class ReportingServer(uvicorn.Server):
        :mod:`supervisor.child.longlived`), so their clients reconnect to the successor at once;
     4. once no connection is left (or after ``timeout_graceful_shutdown``), runs the app's
        lifespan shutdown.
+
+    A worker that has begun its request quota does steps 1 and 2 at once (:meth:`quota_reached`)
+    and keeps running until the supervisor signals it, once its replacement serves: connections
+    waiting in the backlog meanwhile are the replacement's (or another worker's), none is refused.
     """
 
     def __init__(self, config: uvicorn.Config, ready_fd: int, on_drain: Callable[[], None] = lambda: None,
@@ -133,24 +137,36 @@ class ReportingServer(uvicorn.Server):
             for sock in server.sockets:
                 self._loop.remove_reader(sock.fileno())
 
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        # After this, each accepted connection has its protocol registered in the connection set.
-        await stop_accepting(self.servers)
+    def quota_reached(self) -> None:
+        """The request that begins the quota is under way: take no new connection from now on,
+        and close each connection after its current or next response (``Connection: close``,
+        never a reset), so that no further request comes but on a connection already open."""
+        if self.should_exit or not self.started:
+            return
+        self._stop_accepting()
+        self._close_after_response()
 
+    def _close_after_response(self) -> None:
         state = self.server_state
-        state.default_headers = [*state.default_headers, CONNECTION_CLOSE]
+        if CONNECTION_CLOSE not in state.default_headers:
+            state.default_headers = [*state.default_headers, CONNECTION_CLOSE]
         for connection in list(state.connections):
             cycle = getattr(connection, "cycle", None)
             if cycle is not None and not cycle.response_complete:
                 cycle.keep_alive = False
-                if not cycle.response_started:
+                if not cycle.response_started and CONNECTION_CLOSE not in cycle.default_headers:
                     cycle.default_headers = [*cycle.default_headers, CONNECTION_CLOSE]
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # After this, each accepted connection has its protocol registered in the connection set.
+        await stop_accepting(self.servers)
+        self._close_after_response()
         self.on_drain()
 
         try:
             await asyncio.wait_for(self._drained(), timeout=self.config.timeout_graceful_shutdown)
         except TimeoutError:
-            for task in state.tasks:
+            for task in self.server_state.tasks:
                 task.cancel(msg="graceful shutdown deadline passed")
         for server in self.servers:
             server.close()
@@ -232,9 +248,16 @@ def run(args: WorkerArgs) -> int:
         return 1
     longlived = LongLived(config.loaded_app)
     config.loaded_app = longlived
-    counter = RequestCounter(longlived)
-    heartbeat = Heartbeat(args.heartbeat_fd, args.heartbeat_interval, lambda: counter.count) \
-        if args.heartbeat_fd >= 0 else None
+    quota = RequestQuota.draw(args.max_requests, args.max_requests_jitter)
+    counter = RequestCounter(longlived, quota, on_stage=lambda stage: quota_stage(stage))
+    heartbeat = Heartbeat(args.heartbeat_fd, args.heartbeat_interval, lambda: counter.count,
+                          quota=lambda: (quota.limit, counter.stage)) if args.heartbeat_fd >= 0 else None
+
+    def quota_stage(stage: int) -> None:
+        if heartbeat is not None:
+            heartbeat.beat_now()  # at once: the supervisor starts the replacement as the quota nears
+        if stage == REACHED:
+            server.quota_reached()
 
     def on_loop(loop: asyncio.AbstractEventLoop) -> None:
         if heartbeat is not None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from supervisor.child.args import READY_MESSAGE, WorkerArgs
-from supervisor.child.heartbeat import BeatReader
+from supervisor.child.heartbeat import NEARING, REACHED, BeatReader
 from supervisor.config.settings import Settings
 from supervisor.spawn.descendants import MARK_VAR, Descendants, new_mark, track
 from supervisor.state import WorkerVitals
@@ -95,6 +95,8 @@ class WorkerProcess:
         self.vitals = WorkerVitals(spawned_at=clock())
         self.stderr_tail: deque[str] = deque(maxlen=tail)
         self.line_listeners: list[Callable[[str], None]] = []  # a log-line readiness probe
+        # Told when the worker says it nears or has reached its request quota (each once).
+        self.quota_listeners: list[Callable[[WorkerProcess], None]] = []
         self._exit_callbacks: list[Callable[[WorkerProcess], None]] = []
         self._loop = asyncio.get_running_loop()
         # First: it can fail (EMFILE; ESRCH for a forked worker reaped already), and must then
@@ -132,7 +134,14 @@ class WorkerProcess:
             vitals = self.vitals
             vitals.last_beat_at = self._clock()
             vitals.beats += len(beats)
-            vitals.loop_lag, vitals.requests = beats[-1]
+            last = beats[-1]
+            vitals.loop_lag, vitals.requests, vitals.quota = last.loop_lag, last.requests, last.quota
+            before = (vitals.nearing_quota, vitals.quota_reached)
+            vitals.nearing_quota |= last.stage >= NEARING
+            vitals.quota_reached |= last.stage >= REACHED
+            if (vitals.nearing_quota, vitals.quota_reached) != before:
+                for listener in self.quota_listeners:
+                    listener(self)
 
     def _close_heartbeat(self) -> None:
         if self._heartbeat_fd is not None:
