@@ -275,6 +275,24 @@ def test_a_quota_under_concurrent_load_recycles_each_worker_once_with_zero_faile
 
 
 @pytest.mark.timeout(120)
+def test_a_worker_stopped_at_its_quota_takes_connections_again_when_its_successor_fails(tmp_path: Path) -> None:
+    failing = tmp_path / "successors-fail"
+    root = project(tmp_path / "p", 1, "max_requests = 5", dotenv=f"HANGAPP_FAIL_IF_EXISTS={failing}\n")
+    with supervisor(UP, root) as run:
+        url = run.wait_url()
+        first = serving(run)[0]
+        failing.write_text("")
+        answers, failures = fast_client(int(url.rsplit(":", 1)[1]), 5)
+        assert failures == [] and answers[-1] == (first, "close"), (answers, failures)
+        # A new connection waits in the backlog while the successor fails, then the old worker takes it.
+        status, _, body = http_get(url + "/pid", timeout=60)
+        assert (status, json.loads(body)["pid"]) == (200, first), run.output
+        run.wait_for_output(rf"worker pid {first} stopped at its request quota; its successor failed, so it takes "
+                            r"connections again", 10)
+        assert run.stop() == 0
+
+
+@pytest.mark.timeout(120)
 def test_jitter_gives_each_worker_its_own_request_limit(tmp_path: Path) -> None:
     with supervisor(UP, project(tmp_path, 2, "max_requests = 30\nmax_requests_jitter = 300")) as run:
         url = run.wait_url()

@@ -23,7 +23,7 @@ import uvicorn
 from uvicorn.importer import import_from_string
 
 from supervisor.child.accept_errors import AcceptErrorLog
-from supervisor.child.accepting import stop_accepting
+from supervisor.child.accepting import RESUME_SIGNAL, resume_accepting, stop_accepting
 from supervisor.child.args import READY_MESSAGE, WorkerArgs
 from supervisor.child.heartbeat import REACHED, Heartbeat, RequestCounter, RequestQuota, StackDump
 from supervisor.child.longlived import LongLived
@@ -96,6 +96,8 @@ class ReportingServer(uvicorn.Server):
     A worker that has begun its request quota does steps 1 and 2 at once (:meth:`quota_reached`)
     and keeps running until the supervisor signals it, once its replacement serves: connections
     waiting in the backlog meanwhile are the replacement's (or another worker's), none is refused.
+    Should the replacement fail, :data:`~supervisor.child.accepting.RESUME_SIGNAL` has it take
+    connections again (:meth:`resume`) until another replacement can be made.
     """
 
     def __init__(self, config: uvicorn.Config, ready_fd: int, on_drain: Callable[[], None] = lambda: None,
@@ -106,6 +108,7 @@ class ReportingServer(uvicorn.Server):
         self.on_drain = on_drain
         self.on_loop = on_loop  # the heartbeat starts on the loop that serves the app
         self.report_fd = report_fd
+        self._quota_stopped = False
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
@@ -143,8 +146,19 @@ class ReportingServer(uvicorn.Server):
         never a reset), so that no further request comes but on a connection already open."""
         if self.should_exit or not self.started:
             return
+        self._quota_stopped = True
         self._stop_accepting()
         self._close_after_response()
+
+    def resume(self) -> None:
+        """Take connections again, and keep them open, after :meth:`quota_reached` (its
+        replacement failed); a drain under way is not undone."""
+        if self.should_exit or not self._quota_stopped:
+            return
+        self._quota_stopped = False
+        state = self.server_state
+        state.default_headers = [header for header in state.default_headers if header != CONNECTION_CLOSE]
+        resume_accepting(self.servers)
 
     def _close_after_response(self) -> None:
         state = self.server_state
@@ -262,6 +276,8 @@ def run(args: WorkerArgs) -> int:
     def on_loop(loop: asyncio.AbstractEventLoop) -> None:
         if heartbeat is not None:
             heartbeat.start(loop)
+        # The handler only hands the work to the loop (it may run between any two bytecodes).
+        signal.signal(RESUME_SIGNAL, lambda signum, frame: loop.call_soon_threadsafe(server.resume))
         if stacks is not None:
             stacks.loop = loop
 
