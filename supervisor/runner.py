@@ -40,7 +40,7 @@ from supervisor.secrets import Redactor
 from supervisor.signals import queued_signals
 from supervisor.slots.capacity import Capacity
 from supervisor.slots.executor import Slots, Spawner, Timing
-from supervisor.spawn.process import spawn_worker, worker_spec
+from supervisor.spawn.process import WorkerProcess, spawn_worker, worker_spec
 from supervisor.state import (
     DatabaseState,
     DatabaseStatus,
@@ -78,7 +78,8 @@ class Runner:
 
         fd = listener.sock.fileno()
         self._slots = slots(WEB, settings.workers, web_timing(settings.config), prefix=prefix_for(settings, WEB),
-                            start=lambda _, sink: spawn(worker_spec(self._settings, fd, self._livereload()), sink))
+                            start=lambda _, sink: self._quota_told(spawn(worker_spec(self._settings, fd,
+                                                                                     self._livereload()), sink)))
         self._programs = Programs(self._slots, settings, slots)
         self._idle_changed = asyncio.Event()
         self._livereload_url = livereload_url
@@ -91,6 +92,12 @@ class Runner:
         self._begun = self._served = self._stopping = self._rolling = self._failed = self._done = False
         self._capacity = Capacity(self._slots, settings.workers, self.health, self.stopping, self.changed)
         self._shown_state = SupervisorState.STARTING
+
+    def _quota_told(self, proc: WorkerProcess) -> WorkerProcess:
+        # A worker nearing its request quota is a change: the health watch starts its replacement
+        # at once, not at its next round (a fast worker would be far past its quota by then).
+        proc.quota_listeners.append(lambda _: self.changed())
+        return proc
 
     # ----- the read model (SupervisorView) -------------------------------------------------
 

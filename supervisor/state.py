@@ -123,6 +123,11 @@ class WorkerVitals:
     beats: int = 0
     loop_lag: float = 0.0  # seconds the last heartbeat ran late on the worker's event loop
     requests: int = 0  # HTTP requests and WebSocket sessions the worker has begun
+    # The request quota the worker keeps itself (0: none): nearing it (its replacement is due),
+    # reached (it takes no more requests).
+    quota: int = 0
+    nearing_quota: bool = False
+    quota_reached: bool = False
     exited: bool = False  # reaped: its pid may belong to another process from now on
 
 

@@ -30,6 +30,9 @@ class WorkerArgs:
     stacks_dir: str = ""
     # Where to report the modules this worker imported (see supervisor.warm.preload); -1: nowhere.
     report_fd: int = -1
+    # [app] max_requests and its jitter: the worker draws its quota and enforces it (0: no limit).
+    max_requests: int = 0
+    max_requests_jitter: int = 0
 
     def to_argv(self) -> list[str]:
         argv = ["--app", self.app, "--listen-fd", str(self.listen_fd), "--ready-fd", str(self.ready_fd),
@@ -42,6 +45,8 @@ class WorkerArgs:
             argv += ["--stacks-dir", self.stacks_dir]
         if self.report_fd >= 0:
             argv += ["--report-fd", str(self.report_fd)]
+        if self.max_requests > 0:
+            argv += ["--max-requests", str(self.max_requests), "--max-requests-jitter", str(self.max_requests_jitter)]
         return argv + (["--factory"] if self.factory else [])
 
     def to_dict(self) -> dict[str, Any]:

@@ -33,7 +33,10 @@ class Capacity:
         async with self._one_at_a_time:
             if index >= len(self.slots.machines):
                 return True  # removed since the rollout began: nothing left to replace
-            return await self.slots.replace(index, reason)
+            ok = await self.slots.replace(index, reason)
+            if not ok:
+                self.slots.resume_accepting(index)
+            return ok
 
     async def recycle(self, message: RecycleWorker) -> None:
         async with self._one_at_a_time:
@@ -45,6 +48,8 @@ class Capacity:
                 recycled = self.health.recycled
                 recycled[message.reason] = recycled.get(message.reason, 0) + 1
                 self._changed()
+            else:
+                self.slots.resume_accepting(index)
 
     def want(self, wanted: int, why: str) -> bool:
         """Ask for ``wanted`` workers; False (logged) when out of range. :meth:`apply` does it."""

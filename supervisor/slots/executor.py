@@ -13,10 +13,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from supervisor.child.accepting import RESUME_SIGNAL
 from supervisor.config.toml import RestartSection
 from supervisor.slots import lifecycle as L
 from supervisor.spawn.process import LineSink, WorkerProcess, WorkerSpec
-from supervisor.state import ExitReason, SlotStatus
+from supervisor.state import ExitReason, SlotState, SlotStatus
 
 logger = logging.getLogger("supervisor")
 # Workers' own lines: already filtered by the worker's log level, so never filtered again here.
@@ -98,6 +99,18 @@ class Slots:
         self._outcomes[machine] = outcome
         self._dispatch(machine, event)
         return outcome
+
+    def resume_accepting(self, index: int) -> None:
+        """After a failed replacement: if slot ``index``'s serving worker had stopped at its request
+        quota, have it take connections again, or the slot would serve no one until the next try."""
+        if index >= len(self.machines):
+            return
+        status = self.machines[index].status
+        proc = self.procs.get(status.pid) if status.pid is not None else None
+        if status.state == SlotState.RUNNING and proc is not None and proc.vitals.quota_reached:
+            logger.warning("%s.%d: worker pid %d stopped at its request quota; its successor failed, so it takes "
+                           "connections again until it can be replaced", self.name, status.index, proc.pid)
+            proc.send(RESUME_SIGNAL)
 
     def index_of(self, pid: int) -> int | None:
         """The slot whose current worker is ``pid``, if any."""
