@@ -9,6 +9,7 @@ runner as a :class:`Plugin`: a long-running service, a startup step, or both.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -28,7 +29,8 @@ from supervisor.state import (
 
 
 class Command(StrEnum):
-    """Messages a plugin may post; signal names (``"SIGTERM"``) travel the same queue."""
+    """Messages a plugin may post (the status API's ``/restart`` and ``/stop``); their values are
+    the words the API answers with. Signals travel the same queue as :class:`Signalled`."""
 
     RESTART = "restart"  # a graceful rolling restart
     STOP = "stop"  # a graceful stop; ``up`` exits 0
@@ -72,8 +74,26 @@ class Scale:
     program: str = "web"  # or a [programs] name: run that many instances of it
 
 
+@dataclass(frozen=True)
+class Signalled:
+    """A signal arrived (its handler only queues this, see :mod:`supervisor.signals`): SIGTERM and
+    SIGINT stop, SIGHUP re-reads the configuration, SIGTTIN and SIGTTOU add and remove a web worker."""
+
+    sig: signal.Signals
+
+
+@dataclass(frozen=True)
+class InternalError:
+    """The runner's own: a task failed, or a slot gave up in production mode; stop and exit 1."""
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """The runner's own: every process is gone (or was killed at once); the loop ends."""
+
+
 MIN_WORKERS, MAX_WORKERS = field_bounds(AppSection, "workers")  # as for [app] workers and --workers
-Message = str | FilesChanged | ProgramCommand | RecycleWorker | Scale
+Message = Command | Signalled | FilesChanged | ProgramCommand | RecycleWorker | Scale | InternalError | Stopped
 
 
 class SupervisorView(Protocol):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -21,12 +22,15 @@ from supervisor.config.toml import Config
 from supervisor.contract import (
     Command,
     FilesChanged,
+    InternalError,
     Message,
     Plugin,
     ProgramCommand,
     RecycleWorker,
     Scale,
+    Signalled,
     Step,
+    Stopped,
 )
 from supervisor.errors import EXIT_FORCED, EXIT_OK, EXIT_RUNTIME, SupervisorError
 from supervisor.listen.fallback import FallbackResponder, explain_fatal, fallback_text
@@ -54,7 +58,9 @@ from supervisor.state import (
 )
 
 logger = logging.getLogger("supervisor")
-_DONE, _INTERNAL_ERROR = "done", "internal_error"
+# What still counts once stopping: a second stop request (it forces the stop), a failure, the end.
+WHILE_STOPPING: frozenset[Message] = frozenset({
+    Command.STOP, Signalled(signal.SIGTERM), Signalled(signal.SIGINT), InternalError(), Stopped()})
 
 
 class Runner:
@@ -181,7 +187,7 @@ class Runner:
             self._programs.gate()
         self._idle_changed.set()
         if self._stopping and self._programs.idle:
-            self.post(_DONE)
+            self.post(Stopped())
 
     # ----- the loop --------------------------------------------------------------------------
 
@@ -216,40 +222,50 @@ class Runner:
             logger.error("supervisor: %s", exc)
             self.exit_code, self._failed = exc.exit_code, True
             self.changed()
-            self.post(_DONE)
+            self.post(Stopped())
             return
         if not self._stopping:
             self._begun = True
             self._programs.gate()
 
     def _handle(self, message: Message) -> None:
-        if isinstance(message, FilesChanged):
-            if not self._stopping:
-                self._rollout.files_changed(set(message.files))
-        elif isinstance(message, ProgramCommand):
-            if message.program == WEB:
-                self._handle(Command.RESTART)
-            elif not self._stopping:
-                self._programs.control(message.action, message.program)
-        elif message in ("SIGTERM", "SIGINT", Command.STOP):
-            self._request_stop("stop request" if message == Command.STOP else message)
-        elif message in ("SIGHUP", Command.REREAD) and not self._stopping:
-            self.run_task(self._rollout.reload(set(), f"{message}: re-reading configuration", reread=True))
-        elif message == Command.RESTART and not self._stopping:
-            self.run_task(self._rollout.rolling_restart(ExitReason.MANUAL))
-        elif isinstance(message, RecycleWorker) and not self._stopping:
-            self.run_task(self._capacity.recycle(message))
-        elif isinstance(message, Scale) and message.program != WEB and not self._stopping:
-            self._programs.scale(message.program, message.workers)
-        elif isinstance(message, Scale) and not self._stopping:
-            self._scale(message.workers, "scale request")
-        elif message in ("SIGTTIN", "SIGTTOU") and not self._stopping:
-            self._scale(self._capacity.wanted + (1 if message == "SIGTTIN" else -1), str(message))
-        elif message == _INTERNAL_ERROR:
-            self._begin_shutdown(EXIT_RUNTIME)
-        elif message == _DONE:
-            self._done = True
-            logger.info("supervisor: stopped")
+        if self._stopping and message not in WHILE_STOPPING:
+            return  # a stopping supervisor starts, reloads and scales nothing more
+        match message:
+            case Command.STOP:
+                self._request_stop("stop request")
+            case Signalled(signal.SIGTERM | signal.SIGINT):
+                self._request_stop(message.sig.name)
+            case Command.REREAD:
+                self._reread("reread")
+            case Signalled(signal.SIGHUP):
+                self._reread("SIGHUP")
+            case Command.RESTART:
+                self.run_task(self._rollout.rolling_restart(ExitReason.MANUAL))
+            case ProgramCommand(_, program) if program == WEB:
+                self.run_task(self._rollout.rolling_restart(ExitReason.MANUAL))  # ``restart web``
+            case ProgramCommand(action, program):
+                self._programs.control(action, program)
+            case FilesChanged(files):
+                self._rollout.files_changed(set(files))
+            case RecycleWorker():
+                self.run_task(self._capacity.recycle(message))
+            case Scale(workers, program) if program == WEB:
+                self._scale(workers, "scale request")
+            case Scale(instances, program):
+                self._programs.scale(program, instances)
+            case Signalled(signal.SIGTTIN):
+                self._scale(self._capacity.wanted + 1, "SIGTTIN")
+            case Signalled(signal.SIGTTOU):
+                self._scale(self._capacity.wanted - 1, "SIGTTOU")
+            case InternalError():
+                self._begin_shutdown(EXIT_RUNTIME)
+            case Stopped():
+                self._done = True
+                logger.info("supervisor: stopped")
+
+    def _reread(self, why: str) -> None:
+        self.run_task(self._rollout.reload(set(), f"{why}: re-reading configuration", reread=True))
 
     def _request_stop(self, why: str) -> None:
         if not self._stopping:
@@ -259,7 +275,7 @@ class Runner:
         logger.warning("supervisor: %s again: stopping at once", why)
         self._programs.kill_all()
         self.exit_code = EXIT_FORCED
-        self.post(_DONE)
+        self.post(Stopped())
 
     def _begin_shutdown(self, code: int) -> None:
         if self._stopping:
@@ -273,7 +289,7 @@ class Runner:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("supervisor: internal error; stopping", exc_info=task.exception())
-            self.post(_INTERNAL_ERROR)
+            self.post(InternalError())
 
     @staticmethod
     def _service_done(task: asyncio.Future[None]) -> None:
@@ -285,7 +301,7 @@ class Runner:
         if self._settings.production:
             what = "a worker slot is in a crash loop" if name == WEB else f"program {name} gave up"
             logger.error("supervisor: %s; stopping (production mode)", what)
-            self.post(_INTERNAL_ERROR)
+            self.post(InternalError())
         elif name == WEB:
             logger.error("web.%d: waiting for a change (file edit, restart request) before trying again", index)
 
