@@ -44,7 +44,7 @@ from supervisor.secrets import Redactor
 from supervisor.signals import queued_signals
 from supervisor.slots.capacity import Capacity
 from supervisor.slots.executor import Slots, Spawner, Timing
-from supervisor.spawn.process import spawn_worker, worker_spec
+from supervisor.spawn.process import LineSink, WorkerProcess, spawn_worker, worker_spec
 from supervisor.state import (
     DatabaseState,
     DatabaseStatus,
@@ -79,23 +79,22 @@ class Runner:
         self.reload_status = ReloadStatus()
         self.health = HealthStatus()
         def slots(name: str, count: int, timing: Timing, **kwargs: Any) -> Slots:
-            return Slots(name, count, timing, run_task=self.run_task, changed=self.changed, gave_up=self._gave_up,
-                         crashed=self._crashed, clock=clock, wall=wall, rand=rand, **kwargs)
+            return Slots(name, count, timing, run_task=self.run_task, changed=self._slot_changed,
+                         gave_up=self._gave_up, crashed=self._crashed, clock=clock, wall=wall, rand=rand, **kwargs)
 
-        fd = listener.sock.fileno()
+        self._spawn, self._fd = spawn, listener.sock.fileno()
         self._slots = slots(WEB, settings.workers, web_timing(settings.config), prefix=prefix_for(settings, WEB),
-                            start=lambda _, sink: spawn(worker_spec(self._settings, fd, self._livereload()), sink))
+                            start=self._start_web_worker)
         self._programs = Programs(self._slots, settings, slots)
-        self._idle_changed = asyncio.Event()
         self._livereload_url = livereload_url
         self.exit_code = EXIT_OK
         self._observers: list[Callable[[], None]] = []
         self._queue: asyncio.Queue[Message] = asyncio.Queue()
         self._tasks: set[asyncio.Future[Any]] = set()
-        self._rollout = Rollout(self, resolve, self.reload_status)
         self._fallback = FallbackResponder(listener.sock, self._fallback_body)
         self._begun = self._served = self._stopping = self._rolling = self._failed = self._done = False
         self._capacity = Capacity(self._slots, settings.workers, self.health, self.stopping, self.changed)
+        self._rollout = Rollout(self, self._capacity, resolve, self.reload_status)
         self._shown_state = SupervisorState.STARTING
 
     # ----- the read model (SupervisorView) -------------------------------------------------
@@ -167,27 +166,43 @@ class Runner:
         self._observers.append(observer)
 
     def changed(self) -> None:
-        """After every change: log a new state, announce the first worker, place the fallback,
-        tell the observers, and end a shutdown whose workers are all gone."""
+        """A record of the read model changed (a plugin's, a reload's, a slot's): log a new
+        supervisor state and tell the observers."""
+        self._show_state()
+        self._tell_observers()
+
+    # ----- after a change ----------------------------------------------------------------------
+
+    def _slot_changed(self) -> None:
+        """A slot of any program handled an event (its executor calls this after each one)."""
+        self._announce_first_worker()
+        self._place_fallback()
+        self.changed()
+        self._programs.slot_changed()
+
+    def _announce_first_worker(self) -> None:
         if not self._served and self.ready_workers:
             self._served = True
             logger.info("%s", banner(self.url))
+
+    def _show_state(self) -> None:
         state = self.state
         if state != self._shown_state:
             logger.info("supervisor: %s -> %s", self._shown_state, state)
             self._shown_state = state
+
+    def _place_fallback(self) -> None:
+        """Answer for the app while no worker can (see :mod:`supervisor.listen.fallback`); depends on
+        the web slots, the mode and whether we stop."""
         text = fallback_text(self.slots, self._settings.production, self.wall())
         self._fallback.want(text is not None and not self._stopping)
+
+    def _tell_observers(self) -> None:
         for observer in list(self._observers):
             try:
                 observer()
             except Exception:  # an observer's bug must not take down supervision
                 logger.exception("supervisor: a state-change observer failed")
-        if self._begun and not self._stopping:
-            self._programs.gate()
-        self._idle_changed.set()
-        if self._stopping and self._programs.idle:
-            self.post(Stopped())
 
     # ----- the loop --------------------------------------------------------------------------
 
@@ -226,7 +241,7 @@ class Runner:
             return
         if not self._stopping:
             self._begun = True
-            self._programs.gate()
+            self._programs.begin()
 
     def _handle(self, message: Message) -> None:
         if self._stopping and message not in WHILE_STOPPING:
@@ -281,8 +296,13 @@ class Runner:
         if self._stopping:
             return
         self.exit_code, self._stopping = code, True
+        self._place_fallback()
         self.changed()
-        self.run_task(self._programs.shutdown(self._idle_changed))
+        self.run_task(self._shut_down(self._programs.shutdown()))
+
+    async def _shut_down(self, stopped: Awaitable[None]) -> None:
+        await stopped
+        self.post(Stopped())
 
     def _task_done(self, task: asyncio.Future[Any]) -> None:
         """A bug or an OS failure in a task must end ``up``, not leave it running unseen."""
@@ -309,9 +329,10 @@ class Runner:
         if self._capacity.want(wanted, why):
             self.run_task(self._capacity.apply())
 
-    def _livereload(self) -> str:
-        # Re-checked per worker: a SIGHUP may have switched to production mode.
-        return self._livereload_url if browser_follows(self._settings) else ""
+    def _start_web_worker(self, index: int, sink: LineSink) -> WorkerProcess:
+        # The settings and live reload are looked up per worker: a reload or SIGHUP may change them.
+        livereload = self._livereload_url if browser_follows(self._settings) else ""
+        return self._spawn(worker_spec(self._settings, self._fd, livereload), sink)
 
     def _crashed(self, stderr_tail: Sequence[str]) -> None:
         # The deque itself: the relay may still be appending the last lines. Shown by live reload.
@@ -321,13 +342,7 @@ class Runner:
         text = fallback_text(self.slots, self._settings.production, self.wall()) or explain_fatal(self.slots)
         return self.redact(text)
 
-    # ----- what a rollout needs (rollout.Slots) ----------------------------------------------
-
-    def slot_count(self) -> int:
-        return len(self._slots.machines)
-
-    async def replace_slot(self, index: int, reason: ExitReason) -> bool:
-        return await self._capacity.replace(index, reason)
+    # ----- what a rollout needs (rollout.RolloutHost) -----------------------------------------
 
     def apply_settings(self, new: Settings) -> None:
         """Adopt re-read settings: the next workers get the new app settings and environment, and
@@ -336,6 +351,7 @@ class Runner:
         self._redactor.add(new.secrets)
         self._settings = new
         self._slots.reconfigure(web_timing(new.config))
+        self._place_fallback()  # production mode answers no 503 for a given-up app
 
     def set_rolling(self, rolling: bool) -> None:
         self._rolling = rolling
