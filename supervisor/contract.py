@@ -2,9 +2,10 @@
 
 The status API, metrics, sd_notify, the database watch, the orphan reaper, the health watch and
 the file watcher depend on :class:`SupervisorView`, never on the runner class: a typed read model
-(the records in :mod:`supervisor.state`, which they read and do not write) plus three commands: post a message
-to the runner's loop, run a background task, subscribe to changes. A plugin is handed to the
-runner as a :class:`Plugin`: a long-running service, a startup step, or both.
+(the records in :mod:`supervisor.state`; a plugin writes only its own, as the database watch its
+:class:`~supervisor.state.DatabaseStatus`, and says so with ``changed()``) plus four commands: post a
+message to the runner's loop, run a background task, subscribe to changes, announce a change. A
+plugin is handed to the runner as a :class:`Plugin`: a long-running service, a startup step, or both.
 """
 
 from __future__ import annotations
