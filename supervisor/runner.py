@@ -296,12 +296,13 @@ class Runner:
         if self._stopping:
             return
         self.exit_code, self._stopping = code, True
+        self._programs.stop_starting()
         self._place_fallback()
         self.changed()
-        self.run_task(self._shut_down(self._programs.shutdown()))
+        self.run_task(self._shut_down())
 
-    async def _shut_down(self, stopped: Awaitable[None]) -> None:
-        await stopped
+    async def _shut_down(self) -> None:
+        await self._programs.shutdown()
         self.post(Stopped())
 
     def _task_done(self, task: asyncio.Future[Any]) -> None:

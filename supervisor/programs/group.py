@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from supervisor.config.settings import Settings
@@ -158,13 +158,14 @@ class Programs:
         finally:
             self._gating = False
 
-    def shutdown(self) -> Awaitable[None]:
-        """Start nothing more, at once; the result stops dependents before what they depend on,
-        each group once the one before is gone, and is done when every process is."""
+    def stop_starting(self) -> None:
+        """The supervisor stops: no program starts for its dependencies any more."""
         self._open = False
-        return self._stop_in_order()
 
-    async def _stop_in_order(self) -> None:
+    async def shutdown(self) -> None:
+        """Stop dependents before what they depend on, each group once the one before is gone;
+        return when every process is."""
+        self.stop_starting()
         for group in stop_order(self.deps):
             for name in group:
                 self.nodes[name].broadcast(L.Shutdown())
