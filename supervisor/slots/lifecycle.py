@@ -360,6 +360,7 @@ class SlotMachine:
         self.status.started_at = self.wall()  # approximately: the successor spawned moments ago
         self.status.ready_at = self.wall()
         actions: list[Action] = [Log(logging.INFO, f"{self.mode.noun} pid {new.pid} is serving")]
+        # A successor is only ever a replacement's; the default is for a machine driven out of order.
         replacement = self.replacement or Replacement(ExitReason.RELOAD, beside=True)
         if old is not None:
             self.draining[old.pid] = replacement.reason
