@@ -1,7 +1,9 @@
 """The read model: states and records shared by the log, the status API, metrics and the CLI.
 
-The runner owns and updates these objects; everything that plugs in (status API, metrics,
-sd_notify, the database watch) reads them and never writes what it does not own. States are
+Each record has one writer: a slot's status its lifecycle machine, the database status the
+database watch, the health status the health watch (and the web slots' capacity, what it
+recycled), the reload status the rollout (and the runner, a crashed worker's last lines).
+Everything else (status API, metrics, sd_notify, the CLI) only reads them. States are
 ``StrEnum`` members, so they serialise to JSON as the plain strings the status document and the
 CLI show (``"running"``, ``"backoff"``).
 """

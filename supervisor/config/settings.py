@@ -18,7 +18,6 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from supervisor.config.dotenv import DotEnv, load_dotenv_file
 from supervisor.config.envrules import apply_environment_rules
@@ -66,7 +65,6 @@ class Settings:
     environ: dict[str, str] = field(repr=False)
     # name -> ".env:LINE" or "environment", for every variable .env set or the schema declares.
     env_sources: dict[str, str] = field(default_factory=dict)
-    env_values: dict[str, Any] = field(default_factory=dict, repr=False)
     secrets: frozenset[str] = field(default_factory=frozenset, repr=False)
 
     @property
@@ -170,7 +168,6 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
         dotenv=dotenv,
         environ=merged,
         env_sources={name: sources.get(name, "environment") for name in set(dotenv.values) | declared},
-        env_values=values,
         secrets=frozenset(secret_values(merged, {n for n, s in config.env.items() if s.is_secret},
                                         named=set(config.env) | set(dotenv.values))),
     )

@@ -20,14 +20,12 @@ import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from supervisor.config.envschema import VarSpec, parse_var_spec
 from supervisor.errors import ConfigError, Problem
 from supervisor.programs.spec import CONDITIONS, ProgramSpec, check_dependencies, parse_program
 from supervisor.secrets import is_secret_name
-
-Mode = Literal["development", "production"]
 
 
 def _opt(default: Any = MISSING, *, lo: float | None = None, hi: float | None = None,

@@ -29,7 +29,12 @@ class Capacity:
         self._changed = changed
         self._one_at_a_time = asyncio.Lock()
 
+    def count(self) -> int:
+        return len(self.slots.machines)
+
     async def replace(self, index: int, reason: ExitReason) -> bool:
+        """Start a fresh worker in slot ``index``, once no other replacement or removal runs; True
+        once it serves."""
         async with self._one_at_a_time:
             if index >= len(self.slots.machines):
                 return True  # removed since the rollout began: nothing left to replace

@@ -2,7 +2,8 @@
 
 :class:`Slots` feeds what happens (a worker spawned, ready, exited; a timer) to the slot's
 :class:`~supervisor.slots.lifecycle.SlotMachine` and executes the actions it returns. It decides
-nothing itself; the runner above it owns the loop, the messages and shutdown.
+nothing itself; the runner above it owns the loop and the messages, and the programs' group
+(:class:`~supervisor.programs.group.Programs`) starts and stops it.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class Slots:
 
     def _replacement(self, machine: L.SlotMachine, event: L.Replace | L.Recycle) -> Awaitable[bool]:
         outcome: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        if machine in self._outcomes:  # one replacement per slot at a time; the runner serialises them
+        if machine in self._outcomes:  # one replacement per slot at a time; Capacity serialises them
             outcome.set_result(False)
             return outcome
         self._outcomes[machine] = outcome
@@ -146,11 +147,8 @@ class Slots:
         for timer in self._timers.values():
             timer.cancel()
 
-    def dispatch(self, index: int, event: L.Event) -> None:
-        """Feed ``event`` to slot ``index`` and carry out what it decides, until nothing follows."""
-        self._dispatch(self.machines[index], event)
-
     def _dispatch(self, machine: L.SlotMachine, event: L.Event) -> None:
+        """Feed ``event`` to ``machine`` and carry out what it decides, until nothing follows."""
         pending: deque[L.Event] = deque([event])
         while pending:
             for action in machine.handle(pending.popleft()):
