@@ -169,12 +169,12 @@ class Running:
     """A ``python -m supervisor`` process with its combined output collected by a thread."""
 
     def __init__(self, args: list[str], cwd: Path, env: Mapping[str, str],
-                 preexec_fn: Callable[[], None] | None = None) -> None:
+                 preexec_fn: Callable[[], None] | None = None, python: str | None = None) -> None:
         self.args = args
         self.lines: list[str] = []
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor", *args], cwd=cwd, env=dict(env),
+            [python or sys.executable, "-m", "supervisor", *args], cwd=cwd, env=dict(env),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=preexec_fn,
         )
@@ -246,12 +246,13 @@ class Running:
 
 @contextlib.contextmanager
 def supervisor(args: list[str], cwd: Path, env: Mapping[str, str] | None = None,
-               preexec_fn: Callable[[], None] | None = None) -> Iterator[Running]:
+               preexec_fn: Callable[[], None] | None = None, python: str | None = None) -> Iterator[Running]:
     """Run ``python -m supervisor ARGS`` for the duration of the block; always cleaned up.
 
-    ``preexec_fn`` runs in the child before exec (a lower resource limit, say).
+    ``preexec_fn`` runs in the child before exec (a lower resource limit, say); ``python`` is the
+    interpreter (default: the tests' own).
     """
-    run = Running(args, cwd, env if env is not None else base_env(), preexec_fn)
+    run = Running(args, cwd, env if env is not None else base_env(), preexec_fn, python)
     try:
         yield run
     finally:

@@ -15,6 +15,8 @@ developer's file without editing it.
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,11 +87,12 @@ def _merge_environ(process: Mapping[str, str], dotenv: DotEnv) -> tuple[dict[str
 
 
 def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: Overrides = Overrides(),
-                     config_path: Path | None = None) -> Settings:
+                     config_path: Path | None = None, executable: str | None = None) -> Settings:
     """Load ``supervisor.toml`` and ``.env`` from ``project_dir`` and validate everything.
 
     Raises :class:`ConfigError` carrying every problem found in the file, ``.env`` and the
-    environment together, so one run of ``check`` shows all there is to fix.
+    environment together, so one run of ``check`` shows all there is to fix. ``executable``: the
+    interpreter the workers run (default :data:`sys.executable`), whose directory leads their ``PATH``.
     """
     project_dir = project_dir.resolve()
     problems: list[Problem] = []
@@ -152,6 +155,7 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
     merged["SUPERVISOR_MODE"] = mode
     merged["SUPERVISOR_RUNTIME_DIR"] = str(runtime_dir)
     merged["SUPERVISOR_DATABASE_URL_ENV"] = config.database.url_env
+    merged["PATH"] = interpreter_path(merged.get("PATH"), executable or sys.executable)
 
     if problems:
         raise ConfigError(problems)
@@ -174,6 +178,23 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
         secrets=frozenset(secret_values(merged, {n for n, s in config.env.items() if s.is_secret},
                                         named=set(config.env) | set(dotenv.values))),
     )
+
+
+def interpreter_path(path: str | None, executable: str) -> str:
+    """``PATH`` for the children, with the interpreter's directory first unless it is on it already.
+
+    The workers and programs run this interpreter, so an app installed in a virtual environment
+    finds the environment's console scripts (``alembic``, ``celery``) as it would if the
+    environment were activated; an unset ``PATH`` keeps the system's default after it.
+
+    >>> interpreter_path("/usr/bin:/bin", "/srv/app/.venv/bin/python")
+    '/srv/app/.venv/bin:/usr/bin:/bin'
+    """
+    bin_dir = os.path.dirname(executable)
+    base = path if path is not None else os.defpath
+    if not bin_dir or bin_dir in base.split(os.pathsep):
+        return base
+    return os.pathsep.join([bin_dir, base]) if base else bin_dir
 
 
 def problem_redactor(project_dir: Path, environ: Mapping[str, str],
