@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Coroutine, Sequence
@@ -44,6 +45,8 @@ def _print_problems(exc: ConfigError, args: argparse.Namespace | None = None) ->
 
 def cmd_check(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    for notice in settings.notices:
+        print(f"{'warning' if notice.warning else 'note'}: {notice.message}")
     dotenv = settings.dotenv.path if settings.dotenv.exists else f"the environment (no {settings.dotenv.path})"
     print(f"ok: {settings.config.path} and {dotenv} are valid "
           f"(mode {settings.mode}, port {settings.port}, {settings.workers} worker(s), "
@@ -67,6 +70,8 @@ def cmd_up(args: argparse.Namespace, zygote: Zygote | None = None) -> int:
     setup_logging(redact, args.log_level or settings.config.supervisor.log_level)
     if raised:
         logger.debug("supervisor: raised the open-file limit from %d to %d", *raised)
+    for notice in settings.notices:
+        logger.log(logging.WARNING if notice.warning else logging.INFO, "supervisor: %s", notice.message)
     # The ports, and the first worker serving, before the rest of the supervisor is imported and
     # set up: a cold start then costs the longer of the two, not both (supervisor.warm.early).
     from supervisor.warm.early import start_early

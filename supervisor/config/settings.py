@@ -26,8 +26,19 @@ from supervisor.config.dotenv import DotEnv, load_dotenv_file
 from supervisor.config.envrules import apply_environment_rules
 from supervisor.config.envschema import VarSpec, validate_environ
 from supervisor.config.runtimedir import runtime_dir_problem
-from supervisor.config.toml import AppSection, Config, ServerSection, field_bounds, load_config, missing_config
-from supervisor.errors import ConfigError, Problem
+from supervisor.config.toml import (
+    PYPROJECT,
+    PYPROJECT_TABLE,
+    AppSection,
+    Config,
+    ServerSection,
+    config_file,
+    field_bounds,
+    load_config,
+    missing_config,
+    pyproject_has_table,
+)
+from supervisor.errors import ConfigError, Notice, Problem
 from supervisor.programs.procfile import read_procfile
 from supervisor.secrets import Redactor, secret_values
 
@@ -70,6 +81,8 @@ class Settings:
     env_sources: dict[str, str] = field(default_factory=dict)
     env_values: dict[str, Any] = field(default_factory=dict, repr=False)
     secrets: frozenset[str] = field(default_factory=frozenset, repr=False)
+    # How the input was read, for the log at start and for `check`: the app found, files ignored.
+    notices: tuple[Notice, ...] = ()
 
     @property
     def production(self) -> bool:
@@ -99,7 +112,12 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
     if config_path is not None and not config_path.exists():
         # Named on purpose: running on silent defaults instead would hide a typo.
         problems.append(missing_config(config_path))
-    config_path = config_path or project_dir / "supervisor.toml"
+    notices: list[Notice] = []
+    if config_path is None and (project_dir / "supervisor.toml").exists() and pyproject_has_table(project_dir):
+        notices.append(Notice(f"{project_dir / PYPROJECT} [{PYPROJECT_TABLE}] is ignored: "
+                              f"{project_dir / 'supervisor.toml'} is read instead (it wins when both exist)",
+                              warning=True))
+    config_path = config_file(project_dir, config_path)
     if not project_dir.is_dir():
         problems.append(Problem("--project-dir", f"{str(project_dir)!r} is not a directory; expected "
                                                  "the directory holding supervisor.toml"))
@@ -109,7 +127,7 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
         # Keep going with defaults so .env and environment problems are reported in the same run.
         problems.extend(exc.problems)
         config = Config(path=str(config_path))
-    config = with_procfile(config, project_dir, problems)
+    config = with_procfile(config, project_dir, problems, notices)
 
     env_file = Path(config.supervisor.env_file)
     dotenv = load_dotenv_file(env_file if env_file.is_absolute() else project_dir / env_file, environ)
@@ -149,7 +167,7 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
     problems.extend(apply_environment_rules(config, mode, merged, sources, values, runtime_dir))
     app_dir = project_dir / config.app.app_dir
     if project_dir.is_dir() and not app_dir.is_dir():
-        problems.append(Problem(f"{config.path} [app] app_dir", f"{config.app.app_dir!r} is not a "
+        problems.append(Problem(config.where("app", "app_dir"), f"{config.app.app_dir!r} is not a "
                                 f"directory ({app_dir}); expected a directory relative to {project_dir}"))
     # The webapp reads these instead of assuming the defaults.
     merged["SUPERVISOR_MODE"] = mode
@@ -177,6 +195,7 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
         env_values=values,
         secrets=frozenset(secret_values(merged, {n for n, s in config.env.items() if s.is_secret},
                                         named=set(config.env) | set(dotenv.values))),
+        notices=tuple(notices),
     )
 
 
@@ -207,7 +226,7 @@ def problem_redactor(project_dir: Path, environ: Mapping[str, str],
     """
     project_dir = project_dir.resolve()
     try:
-        config = load_config(config_path or project_dir / "supervisor.toml")
+        config = load_config(config_file(project_dir, config_path))
     except ConfigError:
         config = Config()
     env_file = Path(config.supervisor.env_file)
@@ -217,7 +236,7 @@ def problem_redactor(project_dir: Path, environ: Mapping[str, str],
 
 
 def runtime_dir_where(config: Config) -> str:
-    return f"{config.path} [supervisor] runtime_dir"
+    return config.where("supervisor", "runtime_dir")
 
 
 def needs_restart(old: Settings, new: Settings) -> list[str]:
@@ -236,10 +255,14 @@ def needs_restart(old: Settings, new: Settings) -> list[str]:
     return [name for name, before, after in pairs if before != after]
 
 
-def with_procfile(config: Config, project_dir: Path, problems: list[Problem]) -> Config:
+def with_procfile(config: Config, project_dir: Path, problems: list[Problem],
+                  notices: list[Notice] | None = None) -> Config:
     """Without ``[programs]``, the project's ``Procfile`` names the programs (and a uvicorn ``web``
-    line the app, unless ``[app] app`` is set)."""
+    line the app, unless ``[app] app`` is set). With them, a Procfile is ignored, and a notice says so."""
     if config.programs:
+        if notices is not None and (project_dir / "Procfile").is_file():
+            notices.append(Notice(f"{project_dir / 'Procfile'} is ignored because [programs] is defined in "
+                                  f"{config.path}", warning=True))
         return config
     found = read_procfile(project_dir)
     if found is None:
