@@ -22,7 +22,7 @@ def test_empty_file_gives_the_documented_defaults() -> None:
     cfg = parse_config("")
     assert cfg.server.port == 8000
     assert cfg.server.host == "127.0.0.1"
-    assert cfg.app.app == "webapp.app:app"
+    assert cfg.app.app == ""  # none: named on the command line or found in the project (issue 21)
     assert cfg.app.workers == 1
     assert cfg.supervisor.mode == "development"
     assert cfg.restart.initial_delay == 0.5

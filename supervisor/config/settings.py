@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from supervisor.config.discover import AppTarget, discover, from_argument
 from supervisor.config.dotenv import DotEnv, load_dotenv_file
 from supervisor.config.envrules import apply_environment_rules
 from supervisor.config.envschema import VarSpec, validate_environ
@@ -60,6 +61,8 @@ class Overrides:
     mode: str | None = None
     workers: int | None = None
     reload: bool | None = None
+    app: str | None = None  # APP: module:attribute, a file or a module (supervisor.config.discover)
+    factory: bool | None = None  # --factory
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,9 @@ class Settings:
     secrets: frozenset[str] = field(default_factory=frozenset, repr=False)
     # How the input was read, for the log at start and for `check`: the app found, files ignored.
     notices: tuple[Notice, ...] = ()
+    # Neither APP, [app] app nor a Procfile names the app and none was found: `up` and `check` fail
+    # with this (other commands do not need the app).
+    app_problem: Problem | None = None
 
     @property
     def production(self) -> bool:
@@ -128,6 +134,7 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
         problems.extend(exc.problems)
         config = Config(path=str(config_path))
     config = with_procfile(config, project_dir, problems, notices)
+    config, app_problem = choose_app(config, project_dir, overrides, problems, notices)
 
     env_file = Path(config.supervisor.env_file)
     dotenv = load_dotenv_file(env_file if env_file.is_absolute() else project_dir / env_file, environ)
@@ -196,6 +203,7 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
         secrets=frozenset(secret_values(merged, {n for n, s in config.env.items() if s.is_secret},
                                         named=set(config.env) | set(dotenv.values))),
         notices=tuple(notices),
+        app_problem=app_problem,
     )
 
 
@@ -253,6 +261,49 @@ def needs_restart(old: Settings, new: Settings) -> list[str]:
         ("[app] depends_on", old.config.app.depends_on, new.config.app.depends_on),
     )
     return [name for name, before, after in pairs if before != after]
+
+
+def choose_app(config: Config, project_dir: Path, overrides: Overrides, problems: list[Problem],
+               notices: list[Notice]) -> tuple[Config, Problem | None]:
+    """The app to serve, in this order: APP on the command line, ``[app] app`` (or a Procfile's
+    uvicorn ``web`` line), else the one found in the project, said in a notice with how to pin it.
+    Returns the config with ``[app]`` set, and the problem to report if there is no app at all."""
+    app = config.app
+    if overrides.app is not None:
+        target = from_argument(overrides.app, project_dir, app.app_dir)
+        if isinstance(target, str):
+            problems.append(Problem("APP", target))
+            return config, None
+    elif app.app:
+        factory = app.factory or bool(overrides.factory)
+        return dataclasses.replace(config, app=dataclasses.replace(app, factory=factory)), None
+    else:
+        found = discover(project_dir, app.app_dir)
+        if found.target is None:
+            return config, Problem("APP", "no app given and none found; tried " + "; ".join(found.tried) +
+                                   ". Expected python -m supervisor up main:app (or main.py), or "
+                                   f"[app] app = \"module:attribute\" in {config.path}")
+        target = found.target
+        notices.append(Notice(_found_line(target, config)))
+    factory = target.factory or bool(overrides.factory)
+    return dataclasses.replace(config, app=dataclasses.replace(
+        app, app=target.app, factory=factory, app_dir=target.app_dir)), None
+
+
+def _found_line(target: AppTarget, config: Config) -> str:
+    """``app main:app found in main.py; pin it with [app] app = "main:app" in supervisor.toml, or
+    python -m supervisor up main:app``: what was chosen, and how to choose it on purpose."""
+    keys = [f'app = "{target.app}"']
+    if target.app_dir != ".":
+        keys.append(f'app_dir = "{target.app_dir}"')
+    if target.factory:
+        keys.append("factory = true")
+    what = f"app {target.app}{' (a factory)' if target.factory else ''} found in {target.file}"
+    if target.app_dir != ".":
+        what += f", imported from {target.app_dir}"
+    command = target.file if target.app_dir != "." else target.app
+    return (f"{what}; pin it with [{config.locator.name('app')}] {', '.join(keys)} in {Path(config.path).name}, or run "
+            f"python -m supervisor up {command}")
 
 
 def with_procfile(config: Config, project_dir: Path, problems: list[Problem],

@@ -67,7 +67,9 @@ class ServerSection:
 
 @dataclass(frozen=True)
 class AppSection:
-    app: str = _opt("webapp.app:app")
+    # "": the app named on the command line, a Procfile's web line, or the one found in the
+    # project (supervisor.config.discover); this repository's supervisor.toml names its example.
+    app: str = _opt("")
     factory: bool = _opt(False)
     workers: int = _opt(1, lo=1, hi=64)
     app_dir: str = _opt(".")
@@ -328,7 +330,7 @@ def _cross_checks(cfg: Config, path: str, locator: Locator, problems: list[Probl
             _where(path, locator, "restart", "max_delay"),
             f"{r.max_delay:g} is smaller than initial_delay ({r.initial_delay:g}); "
             "expected max_delay >= initial_delay"))
-    if ":" not in cfg.app.app:
+    if cfg.app.app and ":" not in cfg.app.app:
         problems.append(Problem(
             _where(path, locator, "app", "app"),
             f"{cfg.app.app!r} is not an import string; expected 'module:attribute', "
