@@ -151,6 +151,7 @@ def build_parser(only_up: bool = False) -> argparse.ArgumentParser:
         return parser
     # Subcommands that live in their own modules: imported only when one of them may be asked for,
     # as `up` is timed from its command line to its first answer.
+    from supervisor.config import scaffold
     from supervisor.reload import why
     from supervisor.status import control
     from supervisor.systemd import units
@@ -158,6 +159,7 @@ def build_parser(only_up: bool = False) -> argparse.ArgumentParser:
     control.register(sub)  # status, restart, stop
     units.register(sub)  # systemd-unit
     why.register(sub, _settings)  # why PATH...
+    scaffold.register(sub)  # init
     return parser
 
 
