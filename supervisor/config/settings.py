@@ -24,7 +24,7 @@ from typing import Any
 
 from supervisor.config.discover import AppTarget, discover, from_argument
 from supervisor.config.dotenv import DotEnv, load_dotenv_file
-from supervisor.config.envrules import apply_environment_rules
+from supervisor.config.envrules import apply_environment_rules, schema_default
 from supervisor.config.envschema import VarSpec, validate_environ
 from supervisor.config.runtimedir import runtime_dir_problem
 from supervisor.config.toml import (
@@ -142,7 +142,7 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
     merged, sources = _merge_environ(environ, dotenv)
 
     specs = {**BUILTIN_SPECS, **config.env}
-    values, env_problems = validate_environ(specs, merged, sources)
+    values, env_problems = validate_environ(specs, merged, sources, schema_default(config))
     problems.extend(env_problems)
 
     mode = overrides.mode or merged.get("SUPERVISOR_MODE") or config.supervisor.mode
