@@ -96,3 +96,8 @@ def test_an_unusable_app_argument_says_what_was_expected(tmp_path: Path, argumen
     problem = from_argument(argument, tmp_path)
     assert isinstance(problem, str) and fragment in problem, problem
     assert "main.py, src/app/main.py" in problem
+
+
+def test_only_names_the_module_binds_count() -> None:
+    names = definitions("import config\nconfig.app = 1\nregistry['app'] = 2\napp_name, (application, *rest) = f()\n")
+    assert "app" not in names and names["application"] == "value" and names["config"] == "value"

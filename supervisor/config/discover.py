@@ -63,9 +63,8 @@ def definitions(source: str) -> dict[str, str]:
             elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 for target in targets:
-                    for name in ast.walk(target):
-                        if isinstance(name, ast.Name):
-                            found.setdefault(name.id, "value")
+                    for name in _bound_names(target):
+                        found.setdefault(name, "value")
             elif isinstance(node, (ast.Import, ast.ImportFrom)):
                 for alias in node.names:
                     found.setdefault(alias.asname or alias.name.split(".")[0], "value")
@@ -80,6 +79,18 @@ def definitions(source: str) -> dict[str, str]:
 
     visit(ast.parse(source).body)
     return found
+
+
+def _bound_names(target: ast.expr) -> list[str]:
+    """The names an assignment target binds: ``app``, ``app, other``; not ``module.app`` (an
+    attribute of something else) or ``apps[0]``."""
+    if isinstance(target, ast.Name):
+        return [target.id]
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return [name for element in target.elts for name in _bound_names(element)]
+    if isinstance(target, ast.Starred):
+        return _bound_names(target.value)
+    return []
 
 
 def _no_required_args(node: ast.FunctionDef) -> bool:
@@ -184,7 +195,7 @@ def from_argument(argument: str, project_dir: Path, app_dir: str = ".") -> AppTa
     A factory is told from the source where it can be found: the attribute is a plain ``def``.
     """
     expected = "expected module:attribute (main:app), a file (main.py, src/app/main.py) or a module (app.main)"
-    path_part, _, attribute = argument.partition(":") if ":" in argument else (argument, "", "")
+    path_part, _, attribute = argument.partition(":")
     if not path_part or (":" in argument and not attribute.isidentifier()):
         return f"{argument!r} is not an app; {expected}"
     if path_part.endswith(".py") or "/" in path_part:
