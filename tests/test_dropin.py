@@ -137,3 +137,12 @@ def test_settings_in_pyproject_are_read_and_their_errors_name_pyproject_and_the_
         assert result.returncode == 2, result.stderr
         assert re.search(r"pyproject\.toml:6 \[tool\.webapp-supervisor\.server\] port: 'eighty' is not an integer",
                          result.stderr), result.stderr
+
+
+@pytest.mark.timeout(90)
+def test_up_of_a_file_in_a_src_layout_imports_it_from_its_root(tmp_path: Path) -> None:
+    """src/shop/main.py in the package src/shop is shop.main, imported from src (as fastapi-cli does)."""
+    root = fresh_project(tmp_path, {"src/shop/__init__.py": "", "src/shop/main.py": MAIN})
+    serves_the_app(["src/shop/main.py"], root)
+    serves_the_app([], root, found=r"app shop\.main:app found in src/shop/main\.py, imported from src; "
+                                   r'pin it with \[app\] app = "shop\.main:app", app_dir = "src"')
