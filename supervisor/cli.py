@@ -128,7 +128,7 @@ def build_parser(only_up: bool = False) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="validate, bind the port and run the webapp under supervision")
+    up = sub.add_parser("up", help="validate, bind the port and run the app under supervision")
     _add_app_options(up)
     add_project_options(up)
     up.add_argument("--port", type=int, help="preferred port (default: PORT, then [server] port)")
