@@ -166,15 +166,18 @@ def base_env(**extra: str) -> dict[str, str]:
 
 
 class Running:
-    """A ``python -m supervisor`` process with its combined output collected by a thread."""
+    """A ``python -m supervisor`` process with its combined output collected by a thread.
+
+    ``python`` is the interpreter (another virtual environment's, say); by default the tests' own.
+    """
 
     def __init__(self, args: list[str], cwd: Path, env: Mapping[str, str],
-                 preexec_fn: Callable[[], None] | None = None) -> None:
+                 preexec_fn: Callable[[], None] | None = None, python: str | Path = sys.executable) -> None:
         self.args = args
         self.lines: list[str] = []
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor", *args], cwd=cwd, env=dict(env),
+            [str(python), "-m", "supervisor", *args], cwd=cwd, env=dict(env),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=preexec_fn,
         )
@@ -246,12 +249,14 @@ class Running:
 
 @contextlib.contextmanager
 def supervisor(args: list[str], cwd: Path, env: Mapping[str, str] | None = None,
-               preexec_fn: Callable[[], None] | None = None) -> Iterator[Running]:
+               preexec_fn: Callable[[], None] | None = None, python: str | Path = sys.executable
+               ) -> Iterator[Running]:
     """Run ``python -m supervisor ARGS`` for the duration of the block; always cleaned up.
 
-    ``preexec_fn`` runs in the child before exec (a lower resource limit, say).
+    ``preexec_fn`` runs in the child before exec (a lower resource limit, say); ``python`` is the
+    interpreter that runs it.
     """
-    run = Running(args, cwd, env if env is not None else base_env(), preexec_fn)
+    run = Running(args, cwd, env if env is not None else base_env(), preexec_fn, python)
     try:
         yield run
     finally:

@@ -4,6 +4,7 @@ status record the database watch keeps for the status API."""
 from __future__ import annotations
 
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from supervisor.config.toml import DatabaseSection
 from supervisor.database.probe import (
     AUTH_FAILED,
     DB_MISSING,
+    DRIVER_MISSING,
     REFUSED,
     SHUTTING_DOWN,
     STARTING_UP,
@@ -161,6 +163,23 @@ async def test_a_server_that_accepts_but_never_answers_times_out() -> None:
         with pytest.raises(ProbeFailure) as info:
             await EngineProbe(normalize_database_url(url), 5.0)(0.3)
     assert info.value.reason == TIMED_OUT and info.value.retryable
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.asyncio
+async def test_a_sqlite_url_without_aiosqlite_fails_at_once_naming_the_package_to_install(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # None in sys.modules: importing aiosqlite raises ModuleNotFoundError, as where it is not installed.
+    monkeypatch.setitem(sys.modules, "aiosqlite", None)
+    fake = FakeTime()
+    probe = EngineProbe(normalize_database_url(f"sqlite+aiosqlite:///{tmp_path / 'app.sqlite3'}"), 2.0)
+    with pytest.raises(ProbeFailure) as info:
+        await wait_for_database(probe, CFG, sleep=fake.sleep, clock=fake.clock)
+    failure = info.value
+    assert (failure.reason, failure.retryable) == (DRIVER_MISSING, False)
+    assert "sqlite+aiosqlite" in str(failure) and "aiosqlite package" in str(failure)
+    assert failure.hint == "install it: pip install aiosqlite"
+    assert fake.sleeps == []  # not retried: waiting cannot install it
 
 
 # ----- the watch: state and the status record --------------------------------------------------

@@ -476,3 +476,90 @@ def test_a_removed_slot_drains_its_worker_for_the_scale_down() -> None:
     assert m.handle(Exited(10, -15)) == [Log(logging.INFO, "worker pid 10 stopped: drained and exited on SIGTERM "
                                                          "(scale down)")]
     assert m.idle and m.status.state == SlotState.STOPPED
+
+
+# ----- transitions the histories above do not reach ------------------------------------------------
+
+
+def test_begin_counts_once_and_not_after_a_shutdown() -> None:
+    m = serving(Clock())
+    assert m.handle(Begin()) == []
+    assert m.handle(DependencyLost("waiting for the database")) == []
+    assert m.status.waiting_for is None  # shown only before the start
+    never_begun = machine(Clock())
+    assert never_begun.handle(Shutdown()) == []
+    assert never_begun.status.state == SlotState.STOPPED and never_begun.idle
+    assert never_begun.handle(Begin()) == [] and never_begun.handle(Resume()) == []
+
+
+def test_a_current_worker_that_never_reports_ready_is_killed_and_backs_off() -> None:
+    clock = Clock()
+    m = machine(clock)
+    m.handle(Begin())
+    spawn(m, 10)
+    actions = m.handle(ReadyTimedOut(10))
+    assert without_logs(actions) == [Kill(10)] and "did not report ready within 5s" in str(actions[0])
+    assert [type(a) for a in without_logs(m.handle(Exited(10, SIGKILL)))] == [Sleep]
+    assert m.status.state == SlotState.BACKOFF
+    assert m.status.last_exit is not None and m.status.last_exit.reason == ExitReason.START_TIMEOUT
+
+
+def test_a_successor_that_took_over_and_then_fails_ends_the_replacement_and_goes_through_the_policy() -> None:
+    clock = Clock()
+    m = serving(clock)
+    m.handle(Replace(ExitReason.RELOAD))
+    spawn(m, 11)
+    m.handle(Exited(10, SIGKILL))  # 11 takes over the slot
+    actions = without_logs(m.handle(Exited(11, 1)))
+    assert actions[0] == Replaced(False) and [type(a) for a in actions[1:]] == [Sleep]
+    assert m.status.state == SlotState.BACKOFF and m.status.pid is None
+    assert m.handle(Replace(ExitReason.RELOAD)) == [Spawn()]  # the next replacement is taken again
+
+
+def test_a_spawn_reported_after_a_shutdown_is_stopped_at_once() -> None:
+    # Cannot happen with a synchronous spawner; the machine must still leave no process behind.
+    m = machine(Clock())
+    m.handle(Begin())
+    m.handle(Shutdown())
+    assert without_logs(spawn(m, 10)) == [Stop(10, ExitReason.SHUTDOWN)]
+    assert not m.idle
+    m.handle(Exited(10, -15))
+    assert m.idle
+
+
+def test_user_commands_that_do_not_apply_are_ignored() -> None:
+    assert machine(Clock()).handle(Halt()) == []  # not started yet
+    m = serving(Clock())
+    assert m.handle(Resume()) == []  # already running
+    m.handle(Halt())
+    assert m.handle(Halt(resume=True)) == [] and m.handle(Resume()) == []  # a stop is under way
+    m.handle(Exited(10, -15))
+    assert m.status.state == SlotState.STOPPED  # the stop asked first is the one that counts
+
+
+def test_a_restart_during_backoff_starts_at_once() -> None:
+    clock = Clock()
+    m = serving(clock)
+    clock.now += 0.1
+    sleep = [a for a in m.handle(Exited(10, 1)) if isinstance(a, Sleep)][0]
+    assert m.handle(Halt(resume=True)) == [Spawn()]
+    assert m.handle(TimerFired(sleep.timer)) == []
+    spawn(m, 11)
+    assert m.status.state == SlotState.STARTING and m.status.pid == 11
+
+
+def test_no_replacement_starts_while_a_user_stop_is_under_way() -> None:
+    m = serving(Clock())
+    m.handle(Halt(resume=True))
+    assert m.handle(Replace(ExitReason.RELOAD)) == [Replaced(False)]
+    assert m.handle(Recycle(10, ExitReason.RSS)) == [Replaced(False)]
+    assert without_logs(m.handle(Exited(10, -15))) == [Spawn()]  # the restart goes on alone
+
+
+def test_a_shutdown_during_a_user_restart_stops_for_good() -> None:
+    m = serving(Clock())
+    m.handle(Halt(resume=True))
+    assert m.handle(Shutdown()) == [Stop(10, ExitReason.SHUTDOWN)]
+    assert without_logs(m.handle(Exited(10, -15))) == []  # not started again
+    assert m.idle and m.status.state == SlotState.STOPPED
+    assert m.status.last_exit is not None and m.status.last_exit.reason == ExitReason.SHUTDOWN

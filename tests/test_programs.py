@@ -352,3 +352,22 @@ command = "{PROG} serve worker"
         bad = run_cli(["scale", "worker", "many", "--project-dir", str(root)], root)
         assert bad.returncode == 2 and "not a whole number" in bad.stderr
         assert run.stop() == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_procfile_beside_a_programs_table_is_ignored_with_one_warning(tmp_path: Path) -> None:
+    """Regression: the Procfile was ignored without a word when [programs] was defined."""
+    root = project(tmp_path, f"""
+[programs.worker]
+command = "{PROG} serve worker"
+""")
+    (root / "Procfile").write_text(f"clock: {PROG} serve clock\n")
+    checked = run_cli(["check", "--project-dir", str(root)], root)
+    assert checked.returncode == 0, checked.stderr
+    assert re.search(r"warning: .*Procfile is ignored because \[programs\] is defined", checked.stdout)
+    with supervisor(UP, root) as run:
+        run.wait_for_output(r"worker\.0\s+\d+ \| worker: started pid")
+        warnings = [line for line in run.lines if re.search(r"Procfile.* ignored because \[programs\]", line)]
+        assert len(warnings) == 1, run.output
+        assert "clock" not in run.output
+        assert run.stop() == 0

@@ -10,6 +10,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -24,7 +25,7 @@ import psutil
 import pytest
 
 from supervisor.config.settings import resolve_settings
-from supervisor.contract import Command, Plugin
+from supervisor.contract import Command, Plugin, Scale, Signalled
 from supervisor.listen.ports import bind_listener, bind_port
 from supervisor.runner import Runner
 from supervisor.spawn.process import LineSink, WorkerProcess, WorkerSpec, spawn_worker
@@ -429,6 +430,30 @@ async def test_a_worker_that_cannot_be_spawned_for_now_is_retried_with_backoff(
     assert re.search(r"could not be started: Resource temporarily unavailable; restarting in", caplog.text)
     assert re.search(r"could not be started: Too many open files; restarting in", caplog.text)
     assert "internal error" not in caplog.text
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.asyncio
+async def test_once_stopping_only_another_stop_request_counts(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Reloads, restarts and scaling asked for during a graceful stop are ignored; a second stop
+    request forces the stop (exit 130)."""
+    caplog.set_level(logging.INFO, logger="supervisor")
+    runner = in_process_runner(app_project(tmp_path))
+
+    async def scenario() -> int:
+        running = asyncio.ensure_future(runner.run())
+        while runner.ready_workers == 0 and not running.done():
+            await asyncio.sleep(0.05)  # poll interval: waiting for the worker to serve
+        # Posted together, so the loop reads them in this order with the stop already under way.
+        for message in (Command.STOP, Scale(3), Signalled(signal.SIGTTIN), Command.RESTART, Command.REREAD,
+                        Signalled(signal.SIGHUP), Command.STOP):
+            runner.post(message)
+        return await running
+
+    assert await asyncio.wait_for(scenario(), 45) == 130
+    assert re.search(r"stop request received: stopping gracefully", caplog.text)
+    assert re.search(r"stop request again: stopping at once", caplog.text)
+    assert not re.search(r"re-reading configuration|-> \d+ worker|-> reloading", caplog.text), caplog.text
 
 
 @pytest.mark.timeout(60)

@@ -21,7 +21,7 @@ import pytest
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from supervisor.child.accepting import pause_accepting
+from supervisor.child.accepting import pause_accepting, reopen, resume_accepting
 from supervisor.child.protocol import http_protocol
 from supervisor.child.worker import ReportingServer
 
@@ -133,7 +133,8 @@ async def test_a_malformed_body_is_a_400_without_an_exception_in_the_log(
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
 def test_a_worker_that_stops_accepting_leaves_new_connections_to_the_socket_it_shares(loop_name: str) -> None:
-    """pause_accepting on each loop: the connections accepted go on, a new one waits for the successor."""
+    """pause_accepting on each loop: the connections accepted go on, a new one waits for the successor;
+    and accepting resumes."""
     if loop_name == "uvloop":
         uvloop = pytest.importorskip("uvloop", reason="uvloop (uvicorn[standard]) is in the test extra")
         loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
@@ -158,7 +159,8 @@ def test_a_worker_that_stops_accepting_leaves_new_connections_to_the_socket_it_s
         first = socket.create_connection(address, timeout=5)
         while not accepted:
             await asyncio.sleep(0.01)  # poll interval: the accept happens on the loop
-        pause_accepting(loop, [server])
+        copies = pause_accepting(loop, [server])
+        assert bool(copies) == (loop_name == "uvloop")  # uvloop: the server closed, its socket copied
         second = socket.create_connection(address, timeout=5)
         successor.settimeout(5)
         taken, _ = await loop.run_in_executor(None, successor.accept)  # the backlog kept it for the successor
@@ -166,9 +168,20 @@ def test_a_worker_that_stops_accepting_leaves_new_connections_to_the_socket_it_s
         assert len(accepted) == 1, "the paused worker accepted a connection after it stopped accepting"
         first.sendall(b"ping")
         assert await loop.run_in_executor(None, first.recv, 4) == b"ping", "the accepted connection went on"
-        first.close()
-        second.close()
-        server.close()
+
+        # And it takes connections again (a worker whose successor failed at its request quota).
+        if copies:
+            servers = await reopen(loop, copies, Echo, 16)
+        else:
+            resume_accepting([server])
+            servers = [server]
+        third = socket.create_connection(address, timeout=5)
+        while len(accepted) < 2:
+            await asyncio.sleep(0.01)  # poll interval: the accept happens on the loop
+        for sock in (first, second, third):
+            sock.close()
+        for each in (server, *servers):
+            each.close()
 
     try:
         loop.run_until_complete(asyncio.wait_for(scenario(), 10))

@@ -35,6 +35,9 @@ class WorkerArgs:
     http: str = "auto"
     interface: str = "auto"
     log_config: str = ""
+    # [app] max_requests and its jitter: the worker draws its quota and enforces it (0: no limit).
+    max_requests: int = 0
+    max_requests_jitter: int = 0
 
     def to_argv(self) -> list[str]:
         argv = ["--app", self.app, "--listen-fd", str(self.listen_fd), "--ready-fd", str(self.ready_fd),
@@ -50,6 +53,8 @@ class WorkerArgs:
         argv += ["--loop", self.loop, "--http", self.http, "--interface", self.interface]
         if self.log_config:
             argv += ["--log-config", self.log_config]
+        if self.max_requests > 0:
+            argv += ["--max-requests", str(self.max_requests), "--max-requests-jitter", str(self.max_requests_jitter)]
         return argv + (["--factory"] if self.factory else [])
 
     def to_dict(self) -> dict[str, Any]:

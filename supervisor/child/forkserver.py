@@ -220,7 +220,8 @@ class WorkerJob:
             ready_fd=self.fds["ready"], parent_pid=request["parent_pid"], log_level=request["log_level"],
             graceful_timeout=request["graceful_timeout"], livereload_url=request["livereload_url"],
             heartbeat_fd=self.fds["heartbeat"], heartbeat_interval=request["heartbeat_interval"],
-            stacks_dir=request["stacks_dir"], report_fd=self.fds["report"])
+            stacks_dir=request["stacks_dir"], report_fd=self.fds["report"],
+            max_requests=request.get("max_requests", 0), max_requests_jitter=request.get("max_requests_jitter", 0))
         sys.argv[:] = [worker.__file__ or "worker", *args.to_argv()]
         return worker.run(args)
 

@@ -27,9 +27,9 @@ from uvicorn.importer import import_from_string
 
 from supervisor.child import interface
 from supervisor.child.accept_errors import AcceptErrorLog
-from supervisor.child.accepting import pause_accepting, stop_accepting
+from supervisor.child.accepting import RESUME_SIGNAL, pause_accepting, reopen, resume_accepting, stop_accepting
 from supervisor.child.args import READY_MESSAGE, WorkerArgs
-from supervisor.child.heartbeat import Heartbeat, RequestCounter, StackDump
+from supervisor.child.heartbeat import REACHED, Heartbeat, RequestCounter, RequestQuota, StackDump
 from supervisor.child.longlived import LongLived
 from supervisor.child.protocol import http_protocol
 from supervisor.child.report import encode_report
@@ -52,6 +52,8 @@ def parse_args(argv: list[str]) -> WorkerArgs:
     p.add_argument("--heartbeat-interval", type=float, default=1.0)
     p.add_argument("--stacks-dir", default="")
     p.add_argument("--report-fd", type=int, default=-1)
+    p.add_argument("--max-requests", type=int, default=0)
+    p.add_argument("--max-requests-jitter", type=int, default=0)
     p.add_argument("--loop", default="auto", choices=("auto", "asyncio", "uvloop"))
     p.add_argument("--http", default="auto", choices=("auto", "h11", "httptools"))
     p.add_argument("--interface", default="auto", choices=interface.INTERFACES)
@@ -59,7 +61,8 @@ def parse_args(argv: list[str]) -> WorkerArgs:
     ns = p.parse_args(argv)
     return WorkerArgs(ns.app, ns.factory, ns.listen_fd, ns.ready_fd, ns.parent_pid, ns.log_level,
                       ns.graceful_timeout, ns.livereload_url, ns.heartbeat_fd, ns.heartbeat_interval, ns.stacks_dir,
-                      ns.report_fd, ns.loop, ns.http, ns.interface, ns.log_config)
+                      ns.report_fd, loop=ns.loop, http=ns.http, interface=ns.interface, log_config=ns.log_config,
+                      max_requests=ns.max_requests, max_requests_jitter=ns.max_requests_jitter)
 
 
 def die_with_parent(parent_pid: int) -> bool:
@@ -98,6 +101,12 @@ class ReportingServer(uvicorn.Server):
        :mod:`supervisor.child.longlived`), so their clients reconnect to the successor at once;
     4. once no connection is left (or after ``timeout_graceful_shutdown``), runs the app's
        lifespan shutdown.
+
+    A worker that has begun its request quota does steps 1 and 2 at once (:meth:`quota_reached`)
+    and keeps running until the supervisor signals it, once its replacement serves: connections
+    waiting in the backlog meanwhile are the replacement's (or another worker's), none is refused.
+    Should the replacement fail, :data:`~supervisor.child.accepting.RESUME_SIGNAL` has it take
+    connections again (:meth:`resume`) until another replacement can be made.
     """
 
     def __init__(self, config: uvicorn.Config, ready_fd: int, on_drain: Callable[[], None] = lambda: None,
@@ -108,6 +117,11 @@ class ReportingServer(uvicorn.Server):
         self.on_drain = on_drain
         self.on_loop = on_loop  # the heartbeat starts on the loop that serves the app
         self.report_fd = report_fd
+        self._quota_stopped = False
+        # uvloop: copies of the listening sockets of the servers closed to stop accepting (see
+        # supervisor.child.accepting), kept for resume().
+        self._copies: list[socket.socket] = []
+        self._reopening: asyncio.Task[None] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
@@ -135,29 +149,69 @@ class ReportingServer(uvicorn.Server):
                 loop.call_soon_threadsafe(self._stop_accepting)
 
     def _stop_accepting(self) -> None:
-        pause_accepting(self._loop, self.servers)
+        self._copies += pause_accepting(self._loop, self.servers)
 
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        # After this, each accepted connection has its protocol registered in the connection set.
-        await stop_accepting(self.servers)
+    def quota_reached(self) -> None:
+        """The request that begins the quota is under way: take no new connection from now on,
+        and close each connection after its current or next response (``Connection: close``,
+        never a reset), so that no further request comes but on a connection already open."""
+        if self.should_exit or not self.started:
+            return
+        self._quota_stopped = True
+        self._stop_accepting()
+        self._close_after_response()
 
+    def resume(self) -> None:
+        """Take connections again, and keep them open, after :meth:`quota_reached` (its
+        replacement failed); a drain under way is not undone."""
+        if self.should_exit or not self._quota_stopped:
+            return
+        self._quota_stopped = False
         state = self.server_state
-        state.default_headers = [*state.default_headers, CONNECTION_CLOSE]
+        state.default_headers = [header for header in state.default_headers if header != CONNECTION_CLOSE]
+        if self._copies:  # uvloop: the servers were closed; new ones on the same sockets
+            copies, self._copies = self._copies, []
+            self._reopening = self._loop.create_task(self._reopen(copies))
+        else:
+            resume_accepting(self.servers)
+
+    async def _reopen(self, copies: list[socket.socket]) -> None:
+        servers = await reopen(self._loop, copies, self._create_protocol, self.config.backlog)
+        self.servers.extend(servers)
+        if self.should_exit or self._quota_stopped:  # stopped again meanwhile
+            self._stop_accepting()
+
+    def _create_protocol(self) -> asyncio.Protocol:
+        """A connection's protocol, as uvicorn's startup makes it (its factory is a local there)."""
+        return self.config.http_protocol_class(  # type: ignore[call-arg]
+            config=self.config, server_state=self.server_state, app_state=self.lifespan.state)
+
+    def _close_after_response(self) -> None:
+        state = self.server_state
+        if CONNECTION_CLOSE not in state.default_headers:
+            state.default_headers = [*state.default_headers, CONNECTION_CLOSE]
         for connection in list(state.connections):
             cycle = getattr(connection, "cycle", None)
             if cycle is not None and not cycle.response_complete:
                 cycle.keep_alive = False
-                if not cycle.response_started:
+                if not cycle.response_started and CONNECTION_CLOSE not in cycle.default_headers:
                     cycle.default_headers = [*cycle.default_headers, CONNECTION_CLOSE]
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # After this, each accepted connection has its protocol registered in the connection set.
+        self._copies += await stop_accepting(self.servers)
+        self._close_after_response()
         self.on_drain()
 
         try:
             await asyncio.wait_for(self._drained(), timeout=self.config.timeout_graceful_shutdown)
         except TimeoutError:
-            for task in state.tasks:
+            for task in self.server_state.tasks:
                 task.cancel(msg="graceful shutdown deadline passed")
         for server in self.servers:
             server.close()
+        for sock in self._copies:
+            sock.close()
         if not self.force_exit:
             await self.lifespan.shutdown()
 
@@ -273,13 +327,22 @@ def run(args: WorkerArgs) -> int:
         return 1
     longlived = LongLived(config.loaded_app)
     config.loaded_app = longlived
-    counter = RequestCounter(longlived)
-    heartbeat = Heartbeat(args.heartbeat_fd, args.heartbeat_interval, lambda: counter.count) \
-        if args.heartbeat_fd >= 0 else None
+    quota = RequestQuota.draw(args.max_requests, args.max_requests_jitter)
+    counter = RequestCounter(longlived, quota, on_stage=lambda stage: quota_stage(stage))
+    heartbeat = Heartbeat(args.heartbeat_fd, args.heartbeat_interval, lambda: counter.count,
+                          quota=lambda: (quota.limit, counter.stage)) if args.heartbeat_fd >= 0 else None
+
+    def quota_stage(stage: int) -> None:
+        if heartbeat is not None:
+            heartbeat.beat_now()  # at once: the supervisor starts the replacement as the quota nears
+        if stage == REACHED:
+            server.quota_reached()
 
     def on_loop(loop: asyncio.AbstractEventLoop) -> None:
         if heartbeat is not None:
             heartbeat.start(loop)
+        # The handler only hands the work to the loop (it may run between any two bytecodes).
+        signal.signal(RESUME_SIGNAL, lambda signum, frame: loop.call_soon_threadsafe(server.resume))
         if stacks is not None:
             stacks.loop = loop
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from supervisor.child.args import READY_MESSAGE, WorkerArgs
-from supervisor.child.heartbeat import BeatReader
+from supervisor.child.heartbeat import NEARING, REACHED, BeatReader
 from supervisor.config.settings import Settings
 from supervisor.spawn.descendants import MARK_VAR, Descendants, new_mark, track
 from supervisor.state import WorkerVitals
@@ -50,6 +50,9 @@ class WorkerSpec:
     heartbeat_interval: float = 1.0
     # Where the worker writes its stacks when asked (see supervisor.child.heartbeat); "" for nowhere.
     stacks_dir: str = ""
+    # [app] max_requests (0: none) and its jitter: each worker draws its quota and enforces it.
+    max_requests: int = 0
+    max_requests_jitter: int = 0
     python: str = field(default_factory=lambda: sys.executable)
 
 
@@ -92,6 +95,8 @@ class WorkerProcess:
         self.vitals = WorkerVitals(spawned_at=clock())
         self.stderr_tail: deque[str] = deque(maxlen=tail)
         self.line_listeners: list[Callable[[str], None]] = []  # a log-line readiness probe
+        # Told when the worker says it nears or has reached its request quota (each once).
+        self.quota_listeners: list[Callable[[WorkerProcess], None]] = []
         self._exit_callbacks: list[Callable[[WorkerProcess], None]] = []
         self._loop = asyncio.get_running_loop()
         # First: it can fail (EMFILE; ESRCH for a forked worker reaped already), and must then
@@ -129,7 +134,14 @@ class WorkerProcess:
             vitals = self.vitals
             vitals.last_beat_at = self._clock()
             vitals.beats += len(beats)
-            vitals.loop_lag, vitals.requests = beats[-1]
+            last = beats[-1]
+            vitals.loop_lag, vitals.requests, vitals.quota = last.loop_lag, last.requests, last.quota
+            before = (vitals.nearing_quota, vitals.quota_reached)
+            vitals.nearing_quota |= last.stage >= NEARING
+            vitals.quota_reached |= last.stage >= REACHED
+            if (vitals.nearing_quota, vitals.quota_reached) != before:
+                for listener in self.quota_listeners:
+                    listener(self)
 
     def _close_heartbeat(self) -> None:
         if self._heartbeat_fd is not None:
@@ -257,6 +269,7 @@ def worker_spec(settings: Settings, listen_fd: int, livereload_url: str = "") ->
         livereload_url=livereload_url,
         heartbeat_interval=cfg.app.heartbeat_interval,
         stacks_dir=str(stacks_dir(settings.runtime_dir)),
+        max_requests=cfg.app.max_requests, max_requests_jitter=cfg.app.max_requests_jitter,
     )
 
 
@@ -292,7 +305,8 @@ def spawn_worker(spec: WorkerSpec, on_line: LineSink, report_fd: int = -1) -> Wo
                       parent_pid=os.getpid(), log_level=spec.log_level,
                       graceful_timeout=spec.graceful_timeout, livereload_url=spec.livereload_url,
                       heartbeat_fd=beat_w, heartbeat_interval=spec.heartbeat_interval, stacks_dir=spec.stacks_dir,
-                      report_fd=report_fd)
+                      report_fd=report_fd, max_requests=spec.max_requests,
+                      max_requests_jitter=spec.max_requests_jitter)
     env = dict(spec.environ)
     env["PYTHONUNBUFFERED"] = "1"
     env[MARK_VAR] = mark  # inherited by whatever the worker starts

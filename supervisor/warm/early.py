@@ -184,7 +184,8 @@ def fork_first_worker(spec: WorkerSpec, closing: list[int], zygote: Zygote | Non
     args = WorkerArgs(app=spec.app, factory=spec.factory, listen_fd=spec.listen_fd, ready_fd=ready_w,
                       parent_pid=os.getpid(), log_level=spec.log_level, graceful_timeout=spec.graceful_timeout,
                       livereload_url=spec.livereload_url, heartbeat_fd=beat_w,
-                      heartbeat_interval=spec.heartbeat_interval, stacks_dir=spec.stacks_dir, report_fd=report_w)
+                      heartbeat_interval=spec.heartbeat_interval, stacks_dir=spec.stacks_dir, report_fd=report_w,
+                      max_requests=spec.max_requests, max_requests_jitter=spec.max_requests_jitter)
     since = time.time()  # the child reads the app's files after this
     fds = {"listen": spec.listen_fd, "ready": ready_w, "stdout": out_w, "stderr": err_w, "report": report_w,
            "heartbeat": beat_w}

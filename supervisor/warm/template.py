@@ -265,6 +265,7 @@ class TemplateProcess:
         request = {"app": spec.app, "factory": spec.factory, "log_level": spec.log_level,
                    "graceful_timeout": spec.graceful_timeout, "livereload_url": spec.livereload_url,
                    "heartbeat_interval": spec.heartbeat_interval, "stacks_dir": spec.stacks_dir,
+                   "max_requests": spec.max_requests, "max_requests_jitter": spec.max_requests_jitter,
                    "parent_pid": os.getpid(), "environ": environ}
         payload = forkserver.LAST + json.dumps({"fork": request}, separators=(",", ":")).encode()
         reply: Any = None
