@@ -21,7 +21,7 @@ import asyncio
 import importlib.util
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -67,6 +67,19 @@ def project_roots(settings: Settings) -> list[Path]:
     app_dir = (settings.project_dir / settings.config.app.app_dir).resolve()
     roots = watched_roots(settings) if settings.reload else []
     return list(dict.fromkeys([*roots, settings.project_dir, app_dir]))
+
+
+def not_importable(failed: Mapping[str, str], shown: int = 5) -> str:
+    """The tail of the template's "ready" line: which modules it could not import, by name.
+
+    >>> not_importable({"b": "ImportError: ...", "a": "RuntimeError: ..."})
+    ', 2 not importable there (a, b)'
+    """
+    if not failed:
+        return ""
+    names = sorted(failed)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f", {len(names)} not importable there ({', '.join(names[:shown])}{more})"
 
 
 class TemplateSpawner:
@@ -286,7 +299,7 @@ class TemplateSpawner:
         template.proc.add_exit_callback(exited)
 
     def _install(self, candidate: TemplateProcess, built: Built) -> None:
-        failed = f", {len(built.failed)} not importable there" if built.failed else ""
+        failed = not_importable(built.failed)
         logger.info("template: pid %d ready in %.2fs, %d modules preloaded%s", candidate.pid, built.seconds,
                     len(built.loaded), failed)
         if self._spec is not None and template_key(self._spec) != candidate.key:
