@@ -315,6 +315,21 @@ def build(control: socket.socket, plan: dict[str, Any]) -> list[str] | None:
     return worker_path
 
 
+def build_and_serve(control: socket.socket, ready_fd: int) -> WorkerJob | int:
+    """The template's life: receive the plan, preload it, say so, answer fork requests. Returns
+    the exit code of the template, or (in a forked worker) the job it runs."""
+    message = receive(control)
+    if message is None:
+        return 0
+    sys_path = build(control, message["plan"])
+    if sys_path is None:
+        return EXIT_UNSAFE
+    os.write(ready_fd, b"ready\n")
+    os.close(ready_fd)
+    job = serve(control, sys_path)
+    return 0 if job is None else job
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m supervisor.child.forkserver")
     parser.add_argument("--control-fd", type=int, required=True)
@@ -326,17 +341,14 @@ def main(argv: list[str] | None = None) -> int:
     control = socket.socket(fileno=args.control_fd)
     control.set_inheritable(False)
     os.set_inheritable(args.ready_fd, False)
-    message = receive(control)
-    if message is None:
+    try:
+        job = build_and_serve(control, args.ready_fd)
+    except (BrokenPipeError, ConnectionResetError):
+        # The supervisor closed the control socket (or the ready pipe) while we built or served:
+        # it stopped, or gave up on this template. A normal end, not a crash to print.
         return 0
-    sys_path = build(control, message["plan"])
-    if sys_path is None:
-        return EXIT_UNSAFE
-    os.write(args.ready_fd, b"ready\n")
-    os.close(args.ready_fd)
-    job = serve(control, sys_path)
-    if job is None:
-        return 0
+    if isinstance(job, int):
+        return job
     # In the forked worker from here on: leave the template's frames behind, so the worker ends
     # like any interpreter (atexit handlers, non-daemon threads joined, buffers flushed).
     return job.run()
