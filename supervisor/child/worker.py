@@ -96,7 +96,9 @@ class ReportingServer(uvicorn.Server):
        setting up;
     2. answers every request still to come on its connections, in flight or arriving on a
        keep-alive or just-accepted connection, with ``Connection: close``, and closes each
-       connection after its response; idle keep-alive connections end at their keep-alive timeout;
+       connection after its response; a response whose headers are out already ends as it began,
+       its connection closed after the next one; idle keep-alive connections end at their
+       keep-alive timeout;
     3. closes open WebSockets with code 1012 and ends event streams (``on_drain``, see
        :mod:`supervisor.child.longlived`), so their clients reconnect to the successor at once;
     4. once no connection is left (or after ``timeout_graceful_shutdown``), runs the app's
@@ -192,9 +194,12 @@ class ReportingServer(uvicorn.Server):
             state.default_headers = [*state.default_headers, CONNECTION_CLOSE]
         for connection in list(state.connections):
             cycle = getattr(connection, "cycle", None)
-            if cycle is not None and not cycle.response_complete:
+            # A response whose headers are out already said keep-alive: closing after it would
+            # reset the client's next request (a WSGI app, whose body follows its headers from a
+            # thread, leaves that window wide open). Its next response says Connection: close.
+            if cycle is not None and not cycle.response_started:
                 cycle.keep_alive = False
-                if not cycle.response_started and CONNECTION_CLOSE not in cycle.default_headers:
+                if CONNECTION_CLOSE not in cycle.default_headers:
                     cycle.default_headers = [*cycle.default_headers, CONNECTION_CLOSE]
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
