@@ -14,7 +14,17 @@ import psutil
 import pytest
 
 from tests.loadgen import Load
-from tests.support import APPS, Running, free_port, http_get, http_json, make_project, supervisor, wait_until
+from tests.support import (
+    APPS,
+    Running,
+    free_port,
+    gone,
+    http_get,
+    http_json,
+    make_project,
+    supervisor,
+    wait_until,
+)
 
 UP = ["up", "--no-reload"]
 
@@ -26,13 +36,6 @@ def serving(run: Running) -> dict[int, int]:
 
 def status_url(run: Running) -> str:
     return run.wait_for_output(r"status: API and dashboard on (http://\S+)").group(1)
-
-
-def gone(pid: int) -> bool:
-    try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return True
 
 
 def project(tmp_path: Path, workers: int, app_extra: str, dotenv: str | None = None) -> Path:
