@@ -11,7 +11,7 @@ import pytest
 # Tests import their helpers as `tests.support`; make the repository root importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support import timeout_scale  # noqa: E402
+from tests.support import timeout_scale
 
 if TYPE_CHECKING:
     import httpx

@@ -118,7 +118,7 @@ def wait_until(check: Callable[[], T | None | Literal[False]], timeout: float, w
             result = check()
             if result:
                 return cast(T, result)
-        except Exception as exc:  # noqa: BLE001 - polled effects may fail until ready
+        except Exception as exc:  # polled effects may fail until ready
             last_error = exc
         if time.monotonic() > deadline:
             detail = f" (last error: {last_error!r})" if last_error else ""

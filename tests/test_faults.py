@@ -205,9 +205,9 @@ def test_twenty_supervisor_kills_leave_no_worker_and_the_port_free_each_time(tmp
             assert run.wait_exit() == -signal.SIGKILL
             # PR_SET_PDEATHSIG: at once, not at some later poll; the deadline is the bound.
             wait_until(lambda: all(gone(p) for p in family), 2.0,  # noqa: B023
-                       f"every worker to die with the supervisor (kill {kill})", lambda: run.output)  # noqa: B023
+                       f"every worker to die with the supervisor (kill {kill})", lambda: run.output)
             assert wait_until(lambda: port_is_free(port), 2.0, f"the port to be free (kill {kill})",
-                              lambda: run.output)  # noqa: B023
+                              lambda: run.output)
         assert_clean(run.output)
 
 

@@ -114,7 +114,7 @@ def request_in_background(url: str, results: Outcome) -> threading.Thread:
         try:
             status, _, body = http_get(url, timeout=30)
             results.append((status, body))
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:  # reported by the test
             results.append(exc)
 
     thread = threading.Thread(target=go, daemon=True)
