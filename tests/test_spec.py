@@ -194,6 +194,26 @@ def test_waiting_for_a_long_running_program_to_complete_is_refused() -> None:
         "expected once = true there, or \"ready\""]
 
 
+def test_the_app_waiting_for_a_long_running_program_to_complete_is_refused() -> None:
+    # It would never serve: the program does not exit, so it never completes.
+    programs = specs(worker={}, migrate=({}, True))
+    assert dependency_problems(programs, {"worker": "completed", "migrate": "completed"}) == [
+        "[app] depends_on: waits for 'worker' to complete, but 'worker' is not a one-shot job; "
+        "expected once = true there, or \"ready\""]
+
+
+def test_waiting_for_the_app_to_complete_is_refused() -> None:
+    assert dependency_problems(specs(notify={"web": "completed"}, warm={"web": "ready"})) == [
+        "[programs.notify] depends_on: waits for 'web' to complete, but web is the app, which serves until the "
+        "supervisor stops; expected \"started\" or \"ready\""]
+
+
+def test_the_app_waiting_for_itself_is_one_problem_the_cycle() -> None:
+    assert dependency_problems({}, {"web": "completed"}) == [
+        "[app] depends_on: depends_on makes a cycle: web -> web; expected each program to start after the ones it "
+        "depends on"]
+
+
 def test_find_cycle_returns_only_the_cycle_wherever_it_is_reached_from() -> None:
     assert find_cycle({"a": ["b"], "b": ["c"], "c": []}) is None
     assert find_cycle({}) is None
