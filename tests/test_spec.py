@@ -71,7 +71,7 @@ def test_every_problem_in_a_table_is_reported_at_once_and_the_table_is_unusable(
     spec, problems = parse({"comand": "x", "instances": True, "stop_timeout": math.inf, "restart": "sometimes",
                             "watch": "src", "shell": "yes"})
     assert spec is None
-    assert list(dict.fromkeys(problems)) == [
+    assert problems == [  # each once: a bad shell flag was reported twice
         "supervisor.toml [programs.worker] comand: unknown key 'comand'; expected one of command, cwd, depends_on, "
         "env, env_file, instances, live, once, port, ready, reload, restart, shell, stop_signal, stop_timeout, "
         "success_exit_codes, watch; did you mean 'command'?",

@@ -172,12 +172,14 @@ def parse_program(name: str, data: Any, where: Any, problems: list[Problem]) -> 
             hint = difflib.get_close_matches(key, _KEYS, n=1)
             suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
             r.fail(key, f"unknown key {key!r}; expected one of {', '.join(sorted(_KEYS))}{suggestion}")
-    shell = r.flag("shell", data.get("shell", False)) or False
+    if "shell" in data:
+        values["shell"] = r.flag("shell", data["shell"])
+    shell = bool(values.get("shell"))
     if "command" not in data:
         r.fail(None, "has no command; expected command = \"...\" (a command line or a list of strings)")
     else:
         values["command"] = r.command(data["command"], shell)
-    for key in ("shell", "once", "reload"):
+    for key in ("once", "reload"):
         if key in data:
             values[key] = r.flag(key, data[key])
     for key in ("cwd", "env_file"):
