@@ -69,7 +69,7 @@ def spawn_program(spec: ProgramSpec, environ: Mapping[str, str], project_dir: Pa
     popen = subprocess.Popen(
         argv, cwd=project_dir / spec.cwd if spec.cwd else project_dir, env=env, start_new_session=True,
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        preexec_fn=_die_with_parent,  # noqa: PLW1509 - the supervisor starts programs from its loop thread
+        preexec_fn=_die_with_parent,  # the supervisor starts programs from its loop thread
     )
     log = LogWatch(str(spec.ready.target)) if spec.ready is not None and spec.ready.kind == "log" else None
 
