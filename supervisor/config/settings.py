@@ -69,6 +69,10 @@ class Settings:
     env_values: dict[str, Any] = field(default_factory=dict, repr=False)
     secrets: frozenset[str] = field(default_factory=frozenset, repr=False)
 
+    def app_dir(self) -> Path:
+        """``[app] app_dir``, absolute: where workers and the migration run, and a root of the project's modules."""
+        return (self.project_dir / self.config.app.app_dir).resolve()
+
     @property
     def production(self) -> bool:
         return self.mode == "production"

@@ -64,7 +64,7 @@ class TemplateStarter(Protocol):
 
 def project_roots(settings: Settings) -> list[Path]:
     """Where the project's own modules live: the watched paths, the project and the app directory."""
-    app_dir = (settings.project_dir / settings.config.app.app_dir).resolve()
+    app_dir = settings.app_dir()
     roots = watched_roots(settings) if settings.reload else []
     return list(dict.fromkeys([*roots, settings.project_dir, app_dir]))
 
