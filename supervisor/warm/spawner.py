@@ -92,7 +92,6 @@ class TemplateSpawner:
         self._project: set[str] = set()
         self.unsafe: dict[str, str] = {}  # module -> why it stays out of the template
         self.disabled: str | None = None  # why forking was given up, for good
-        self.forks = 0
         self._failures = 0
         self._fell_back = False  # said already that workers start fresh until the next template
         self._wanted = False
@@ -124,7 +123,6 @@ class TemplateSpawner:
             except NotOurChild as exc:
                 self._disable(f"{exc} (the supervisor could not become a child subreaper)")
             else:
-                self.forks += 1
                 self._failures = 0
                 self._read_reports(report)
                 return proc
@@ -265,7 +263,7 @@ class TemplateSpawner:
                 case Built():
                     self._install(candidate, outcome)
                     return
-                case Unsafe(module, reason, _):
+                case Unsafe(module, reason):
                     logger.warning("template: kept %s out of the template: %s; workers import it themselves",
                                    module, reason)
                     self.unsafe[module] = reason

@@ -78,7 +78,6 @@ class Built:
 class Unsafe:
     module: str
     reason: str
-    pulled: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -221,7 +220,7 @@ class TemplateProcess:
             return self.built_info
         if isinstance(message, dict) and "unsafe" in message:
             info = message["unsafe"]
-            return Unsafe(str(info["module"]), str(info["reason"]), tuple(info["pulled"]))
+            return Unsafe(str(info["module"]), str(info["reason"]))
         code = await self.proc.wait()
         tail = " / ".join(list(self.proc.stderr_tail)[-3:])
         return Failed(f"it exited with code {code} while importing" + (f": {tail}" if tail else ""))
