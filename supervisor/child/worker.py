@@ -30,7 +30,7 @@ from supervisor.child.report import encode_report
 
 # Paths of frames that are ours or the import system's, not the user's, in a load traceback.
 _MACHINERY = (os.sep + "importlib" + os.sep, os.sep + "uvicorn" + os.sep,
-              os.sep + "supervisor" + os.sep + "workers" + os.sep + "worker.py")
+              os.sep + "supervisor" + os.sep + "child" + os.sep + "worker.py")
 
 CONNECTION_CLOSE = (b"connection", b"close")
 
