@@ -283,7 +283,7 @@ async def test_a_stop_in_the_middle_of_a_build_ends_the_template_being_built() -
         cast(FakeTemplate, template).release.clear()  # still importing when the stop comes
         return template
 
-    h.spawner._start = held
+    h.spawner.builder.start = held
     h.spawn()
     await h.until(lambda: h.templates, "a build started")
     service.cancel()
