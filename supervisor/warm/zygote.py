@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from supervisor.child.args import Fd, WorkerArgs
-from supervisor.child.osutil import kill_and_reap
 from supervisor.child.zygote import wait_for_orders
 
 
@@ -66,6 +65,9 @@ class Zygote:
             return
         self.sock.close()
         self.sock = None
+        # Here, not at the top: it loads ctypes, which nothing before the fork needs.
+        from supervisor.child.osutil import kill_and_reap
+
         kill_and_reap(self.pid)
 
 
