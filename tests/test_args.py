@@ -148,3 +148,13 @@ def test_socket_pairs_carry_the_descriptors_in_the_order_named() -> None:
         for read_end, write_end in pipes:
             os.close(read_end)
             os.close(write_end)
+
+
+def test_a_fork_request_without_its_go_pipe_is_refused_by_name() -> None:
+    from supervisor.child.forkserver import fork_request
+
+    message, fds = DEFAULTS.to_message({Fd.STDOUT: 20, Fd.STDERR: 21})
+    with pytest.raises(ValueError, match="without its go descriptor"):
+        fork_request(message, fds)
+    message, fds = DEFAULTS.to_message({Fd.STDOUT: 20, Fd.STDERR: 21, Fd.GO: 22})
+    assert fork_request(message, fds) == (DEFAULTS, {Fd.STDOUT: 20, Fd.STDERR: 21, Fd.GO: 22})

@@ -108,10 +108,12 @@ class WorkerArgs(WorkerOptions):
             kind = _types()[f.name]
             if kind is bool:
                 parser.add_argument(_option(f), dest=f.name, action="store_true")
-            else:
+            elif kind in (str, int, float):
                 required = f.default is MISSING
                 parser.add_argument(_option(f), dest=f.name, type=kind, required=required,
                                     default=None if required else f.default)
+            else:  # a type argv cannot carry as it is: say so to whoever added the field
+                raise TypeError(f"WorkerArgs.{f.name}: {kind!r} on a command line; expected str, int, float or bool")
         return cls(**vars(parser.parse_args(list(argv))))
 
     # ----- a dict and descriptors, for a forked worker ------------------------------------------
