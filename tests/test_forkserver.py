@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
+from supervisor.child.osutil import parent_of
 from supervisor.listen.ports import bind_listener
 from supervisor.spawn.process import WorkerSpec
-from supervisor.warm.template import Built, NotOurChild, Plan, TemplateProcess, dependency_files, parent_of
+from supervisor.warm.template import Built, NotOurChild, Plan, TemplateProcess, dependency_files
 from tests.support import APPS, base_env, gone, wait_until
 
 MODULES = {
