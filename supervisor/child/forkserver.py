@@ -157,7 +157,7 @@ def preload(names: Sequence[str], project_names: set[str], roots: Sequence[str])
         modules_before, fds_before = set(sys.modules), _fds()
         try:
             importlib.import_module(name)
-        except BaseException as exc:  # noqa: BLE001 - the worker imports it itself, and sees the error there
+        except BaseException as exc:  # the worker imports it itself, and sees the error there
             failed[name] = (f"{type(exc).__name__}: {exc}".splitlines() or [""])[0][:200]
         new = [m for m in sys.modules if m not in modules_before]
         opened = [target for fd, target in _fds().items() if fds_before.get(fd) != target]
@@ -239,7 +239,7 @@ def fork_worker(request: Mapping[str, Any], fds: Sequence[int], control: socket.
                 os.close(pid_w)
                 return WorkerJob(args, pipes, dict(request["environ"]), control, sys_path)
             os.write(pid_w, str(pid).encode())
-        except BaseException:  # noqa: BLE001 - never return into the template's loop from here
+        except BaseException:  # never return into the template's loop from here
             os._exit(1)
         os._exit(0)
     os.close(pid_w)

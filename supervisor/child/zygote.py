@@ -48,7 +48,7 @@ def wait_for_orders(sock: socket.socket) -> NoReturn:
         if ORDER_FDS - set(args.descriptors()) - set(pipes):
             os._exit(0)
         sock.close()
-    except BaseException:  # noqa: BLE001 - the supervisor sees us gone and forks the worker itself
+    except BaseException:  # the supervisor sees us gone and forks the worker itself
         os._exit(0)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as in any interpreter
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -80,7 +80,7 @@ def become_worker(args: WorkerArgs, out_fd: int, err_fd: int, environ: dict[str,
         code = worker.run(args)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:  # noqa: BLE001 - a worker's error is shown on its stderr, like a spawned one's
+    except BaseException:  # a worker's error is shown on its stderr, like a spawned one's
         traceback.print_exc()
         code = 1
     finally:
