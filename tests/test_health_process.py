@@ -17,7 +17,17 @@ import psutil
 import pytest
 
 from tests.loadgen import Load
-from tests.support import APPS, Running, free_port, http_get, http_json, make_project, supervisor, wait_until
+from tests.support import (
+    APPS,
+    Running,
+    free_port,
+    gone,
+    http_get,
+    http_json,
+    make_project,
+    supervisor,
+    wait_until,
+)
 
 UP = ["up", "--no-reload"]
 
@@ -29,13 +39,6 @@ def serving(run: Running) -> dict[int, int]:
 
 def status_url(run: Running) -> str:
     return run.wait_for_output(r"status: API and dashboard on (http://\S+)").group(1)
-
-
-def gone(pid: int) -> bool:
-    try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return True
 
 
 def project(tmp_path: Path, workers: int, app_extra: str, dotenv: str | None = None) -> Path:
@@ -65,7 +68,7 @@ def block_in_background(url: str, outcome: list[object]) -> threading.Thread:
     def go() -> None:
         try:
             outcome.append(http_get(url + "/block?seconds=120", timeout=60)[0])
-        except Exception as exc:  # noqa: BLE001 - the expected outcome: the hung worker is killed
+        except Exception as exc:  # the expected outcome: the hung worker is killed
             outcome.append(exc)
 
     thread = threading.Thread(target=go, daemon=True)

@@ -15,20 +15,9 @@ from supervisor.health.watch import HealthWatch
 from supervisor.secrets import Redactor
 from supervisor.state import ExitReason, SlotState, SlotStatus, WorkerVitals
 from tests.scripted import ScriptedSupervisor
-from tests.support import make_project
+from tests.support import Clock, make_project
 
 SECRET = "healthwatch-secret-8e1f2a6b"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def scripted(tmp_path: Path, app: str) -> ScriptedSupervisor:

@@ -8,13 +8,12 @@ import signal
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 
 from supervisor.config.toml import parse_config
 from supervisor.errors import ConfigError
 from tests.loadgen import Load
-from tests.support import APPS, Running, app_project, http_json, run_cli, supervisor, wait_until
+from tests.support import APPS, Running, app_project, gone, http_json, run_cli, supervisor, wait_until
 
 UP = ["up", "--no-reload"]
 PROG = f"{sys.executable} {APPS / 'prog.py'}"
@@ -36,13 +35,6 @@ def line_index(run: Running, pattern: str) -> int:
         if re.search(pattern, line):
             return number
     raise AssertionError(f"no line matches {pattern!r}\n--- output ---\n{run.output}")
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 @pytest.mark.timeout(90)

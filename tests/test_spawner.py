@@ -193,7 +193,7 @@ async def test_an_unsafe_module_is_left_out_by_name_and_the_next_template_is_bui
     caplog.set_level(logging.INFO, "supervisor")
     harness.plain_report = {**APP_REPORT, "threadmod": f"{SITE}/threadmod/__init__.py",
                             "threadmod.sub": f"{SITE}/threadmod/sub.py"}
-    harness.outcomes = [Unsafe("threadmod", "a thread was still running after importing it", ("threadmod",))]
+    harness.outcomes = [Unsafe("threadmod", "a thread was still running after importing it")]
     harness.spawn()
     template = await harness.ready_template(2)
     assert "kept threadmod out of the template: a thread was still running after importing it" in caplog.text
@@ -283,7 +283,7 @@ async def test_a_stop_in_the_middle_of_a_build_ends_the_template_being_built() -
         cast(FakeTemplate, template).release.clear()  # still importing when the stop comes
         return template
 
-    h.spawner._start = held
+    h.spawner.builder.start = held
     h.spawn()
     await h.until(lambda: h.templates, "a build started")
     service.cancel()
@@ -305,7 +305,7 @@ async def test_the_ready_line_names_the_modules_the_template_could_not_import(
 
 
 def test_many_modules_not_importable_are_named_up_to_a_few() -> None:
-    from supervisor.warm.spawner import not_importable
+    from supervisor.warm.builder import not_importable
 
     failed = {f"mod{i}": "ImportError" for i in range(8)}
     assert not_importable(failed) == ", 8 not importable there (mod0, mod1, mod2, mod3, mod4 and 3 more)"

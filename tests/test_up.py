@@ -26,7 +26,7 @@ import pytest
 
 from supervisor.config.settings import resolve_settings
 from supervisor.contract import Command, Plugin, Scale, Signalled
-from supervisor.listen.ports import bind_listener, bind_port
+from supervisor.listen.ports import bind_port
 from supervisor.runner import Runner
 from supervisor.spawn.process import LineSink, WorkerProcess, WorkerSpec, spawn_worker
 from tests.dbsupport import alembic
@@ -35,8 +35,10 @@ from tests.support import (
     app_project,
     base_env,
     free_port,
+    gone,
     http_get,
     http_json,
+    port_is_free,
     supervisor,
     wait_until,
 )
@@ -56,14 +58,6 @@ def kill_and_await_successor(run: Running, old: int) -> int:
     run.wait_for_output(rf"worker pid {old} killed by SIGKILL \(crash\) .*; restarting", 10)
     return wait_until(lambda: slot_pids(run).get(0) != old and slot_pids(run).get(0), 20,
                       "a new worker serving", lambda: run.output)
-
-
-def gone(pid: int) -> bool:
-    """True once ``pid`` no longer runs (a zombie left for init to reap counts as gone)."""
-    try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return True
 
 
 def zombie_children(run: Running) -> list[int]:
@@ -94,11 +88,6 @@ def listening_sockets(pid: int) -> list[str]:
     """The listening TCP sockets ``pid`` holds, as ``socket:[inode]``: the same inode is the same socket."""
     return [os.readlink(f"/proc/{pid}/fd/{c.fd}") for c in psutil.Process(pid).net_connections("tcp")
             if c.status == psutil.CONN_LISTEN]
-
-
-def port_is_free(port: int) -> bool:
-    with bind_listener("127.0.0.1", port):
-        return True
 
 
 def served_pids(url: str, want: set[int], run: Running, timeout: float = 20.0) -> set[int]:
@@ -132,7 +121,7 @@ def request_in_background(url: str, results: Outcome) -> threading.Thread:
         try:
             status, _, body = http_get(url, timeout=30)
             results.append((status, body))
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:  # reported by the test
             results.append(exc)
 
     thread = threading.Thread(target=go, daemon=True)

@@ -6,10 +6,8 @@ the supervisor it is serving by writing one line to a pipe the supervisor owns.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import ctypes
 import importlib.util
 import logging
 import os
@@ -31,54 +29,13 @@ from supervisor.child.accepting import RESUME_SIGNAL, pause_accepting, reopen, r
 from supervisor.child.args import READY_MESSAGE, WorkerArgs
 from supervisor.child.heartbeat import REACHED, Heartbeat, RequestCounter, RequestQuota, StackDump
 from supervisor.child.longlived import LongLived
+from supervisor.child.osutil import die_with
 from supervisor.child.protocol import http_protocol
 from supervisor.child.report import encode_report
 
-PR_SET_PDEATHSIG = 1
 # Paths of frames that are ours or the import system's, not the user's, in a load traceback.
 _MACHINERY = (os.sep + "importlib" + os.sep, os.sep + "uvicorn" + os.sep,
               os.sep + "supervisor" + os.sep + "child" + os.sep + "worker.py")
-def parse_args(argv: list[str]) -> WorkerArgs:
-    p = argparse.ArgumentParser(prog="python -m supervisor.child.worker")
-    p.add_argument("--app", required=True)
-    p.add_argument("--factory", action="store_true")
-    p.add_argument("--listen-fd", type=int, required=True)
-    p.add_argument("--ready-fd", type=int, required=True)
-    p.add_argument("--parent-pid", type=int, required=True)
-    p.add_argument("--log-level", default="info")
-    p.add_argument("--graceful-timeout", type=float, default=10.0)
-    p.add_argument("--livereload-url", default="")
-    p.add_argument("--heartbeat-fd", type=int, default=-1)
-    p.add_argument("--heartbeat-interval", type=float, default=1.0)
-    p.add_argument("--stacks-dir", default="")
-    p.add_argument("--report-fd", type=int, default=-1)
-    p.add_argument("--max-requests", type=int, default=0)
-    p.add_argument("--max-requests-jitter", type=int, default=0)
-    p.add_argument("--loop", default="auto", choices=("auto", "asyncio", "uvloop"))
-    p.add_argument("--http", default="auto", choices=("auto", "h11", "httptools"))
-    p.add_argument("--interface", default="auto", choices=interface.INTERFACES)
-    p.add_argument("--log-config", default="")
-    ns = p.parse_args(argv)
-    return WorkerArgs(ns.app, ns.factory, ns.listen_fd, ns.ready_fd, ns.parent_pid, ns.log_level,
-                      ns.graceful_timeout, ns.livereload_url, ns.heartbeat_fd, ns.heartbeat_interval, ns.stacks_dir,
-                      ns.report_fd, loop=ns.loop, http=ns.http, interface=ns.interface, log_config=ns.log_config,
-                      max_requests=ns.max_requests, max_requests_jitter=ns.max_requests_jitter)
-
-
-def die_with_parent(parent_pid: int) -> bool:
-    """Ask the kernel to SIGKILL us when the supervisor dies; False if it already has.
-
-    SIGKILL rather than SIGTERM: a supervisor that was SIGKILLed cannot drain anyone, and the
-    point is that nothing keeps holding the port. The check after prctl closes the window where
-    the parent died before the request was made.
-    """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # not Linux: the supervisor's own stop path still applies
-    return os.getppid() == parent_pid
-
 
 CONNECTION_CLOSE = (b"connection", b"close")
 
@@ -282,7 +239,7 @@ def build_config(args: WorkerArgs) -> uvicorn.Config:
 
 
 def run(args: WorkerArgs) -> int:
-    if not die_with_parent(args.parent_pid):
+    if not die_with(args.parent_pid):  # SIGKILLed with the supervisor: nothing keeps the port
         return 1
     # A real TCP socket object: asyncio then sets TCP_NODELAY on each connection, which
     # uvicorn's --fd (it assumes AF_UNIX) never does.
@@ -364,7 +321,7 @@ def run(args: WorkerArgs) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(parse_args(sys.argv[1:] if argv is None else argv))
+    return run(WorkerArgs.from_argv(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

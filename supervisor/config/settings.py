@@ -92,6 +92,10 @@ class Settings:
     # with this (other commands do not need the app).
     app_problem: Problem | None = None
 
+    def app_dir(self) -> Path:
+        """``[app] app_dir``, absolute: where workers and the migration run, and a root of the project's modules."""
+        return (self.project_dir / self.config.app.app_dir).resolve()
+
     @property
     def production(self) -> bool:
         return self.mode == "production"
