@@ -202,6 +202,8 @@ def slow_request(url: str, results: list[tuple[int, bytes]]) -> threading.Thread
 
 STACKS = [
     pytest.param("", "uvloop.Loop", "CleanHttpToolsProtocol", id="auto-uvloop-httptools"),
+    pytest.param('loop = "asyncio"\nhttp = "h11"', "asyncio.unix_events._UnixSelectorEventLoop", "CleanH11Protocol",
+                 id="forced-asyncio-h11"),
 ]
 
 
@@ -240,6 +242,34 @@ def test_an_app_that_sets_up_uvicorns_access_log_at_import_keeps_its_handler_and
         assert http_get(url + "/")[0] == 200
         # The app's handler, its format: the access line as the app's import set it up.
         run.wait_for_output(r'APP-ACCESS 127\.0\.0\.1:\d+ - "GET / HTTP/1\.1" 200')
+        assert run.stop() == 0
+
+
+@pytest.mark.timeout(90)
+def test_a_log_config_file_formats_the_workers_uvicorn_lines(tmp_path: Path) -> None:
+    log_config = {
+        "version": 1, "disable_existing_loggers": False,
+        "formatters": {"mine": {"format": "MINE %(levelname)s [%(name)s] %(message)s"}},
+        "handlers": {"out": {"class": "logging.StreamHandler", "formatter": "mine", "stream": "ext://sys.stdout"}},
+        "loggers": {"uvicorn": {"handlers": ["out"], "level": "INFO", "propagate": False},
+                    "uvicorn.access": {"handlers": ["out"], "level": "INFO", "propagate": False}},
+    }
+    app = STARLETTE_APP.replace("logging.getLogger(\"uvicorn.access\").addHandler(handler)", "")
+    root = project(tmp_path, "app:app", {"app.py": app, "conf/log.json": json.dumps(log_config)},
+                   'log_config = "conf/log.json"')
+    with supervisor(["up", "--no-reload"], root) as run:
+        url = run.wait_url()
+        run.wait_for_output(r"MINE INFO \[uvicorn\.error\] Application startup complete")
+        assert http_get(url + "/")[0] == 200
+        run.wait_for_output(r'MINE INFO \[uvicorn\.access\] 127\.0\.0\.1:\d+ - "GET / HTTP/1\.1" 200')
+        assert run.stop() == 0
+
+    # up --log-config, relative to where it runs, over [app] log_config.
+    (tmp_path / "other.json").write_text(json.dumps(log_config).replace("MINE", "OTHER"))
+    with supervisor(["up", "--no-reload", "--log-config", str(tmp_path / "other.json")], root) as run:
+        run.wait_url()
+        run.wait_for_output(r"OTHER INFO \[uvicorn\.error\] Application startup complete")
+        assert "MINE " not in run.output
         assert run.stop() == 0
 
 
