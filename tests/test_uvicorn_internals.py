@@ -189,3 +189,45 @@ def test_a_worker_that_stops_accepting_leaves_new_connections_to_the_socket_it_s
         loop.close()
         successor.close()
         listener.close()
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.asyncio
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /\r\n\r\n",  # HTTP/0.9: no version
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Huge: " + b"a" * 200_000 + b"\r\n\r\n",
+    b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+], ids=["http-0.9", "huge-header", "huge-url"])
+async def test_what_h11_refuses_httptools_refuses_with_a_400(request_bytes: bytes) -> None:
+    """h11 refuses these (a 400, or a close; the long URL when it arrives in pieces); llhttp would hand
+    them to the app: CleanHttpToolsProtocol refuses them with a 400."""
+    reached: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            reached.append(scope["http_version"])
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, loop="asyncio", lifespan="off", log_level="error",
+                            http=worker_protocol("httptools"))
+    server = uvicorn.Server(config)
+    serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)  # poll interval: uvicorn offers no "started" event
+        reader, writer = await asyncio.open_connection(*sock.getsockname())
+        writer.write(request_bytes)
+        try:
+            answer = await asyncio.wait_for(reader.read(), 10)
+        except ConnectionResetError:  # the 400 and then a reset for the unread rest: refused all the same
+            answer = b"reset"
+        writer.close()
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 400 ") or answer == b"reset", answer
+    assert reached == [], "the app was handed a request h11 refuses"
