@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import traceback
+from asyncio.selector_events import BaseSelectorEventLoop
 from collections.abc import Callable
 from types import FrameType
 from typing import cast
@@ -95,17 +96,32 @@ class ReportingServer(uvicorn.Server):
             report_modules(self.report_fd)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if not self.should_exit:
+        draining = not self.should_exit
+        super().handle_exit(sig, frame)
+        # Stop taking connections at once, not at uvicorn's next tick (up to 0.1 s later), and
+        # before anything else (the module report below takes milliseconds): the supervisor
+        # signals us once the successor serves, and from then on every new connection (a
+        # browser reloading for the new version) must reach the successor.
+        self._stop_accepting_now(frame)
+        if draining:
             # Again when it drains: by now requests have imported what the app loads lazily.
             report_modules(self.report_fd)
-        super().handle_exit(sig, frame)
-        # Stop taking connections at once, not at uvicorn's next tick (up to 0.1 s later): the
-        # supervisor signals us once the successor serves, and from then on every new connection
-        # (a browser reloading for the new version) must reach the successor.
+
+    def _stop_accepting_now(self, frame: FrameType | None) -> None:
         loop = getattr(self, "_loop", None)
-        if loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is already closed
-                loop.call_soon_threadsafe(self._stop_accepting)
+        if loop is None:
+            return
+        if not isinstance(loop, BaseSelectorEventLoop) and not _making_a_protocol(frame):
+            # uvloop runs this from a callback of its own, in the same pass over the ready
+            # descriptors as the listening socket, which libuv drains greedily: a callback
+            # scheduled from here would still leave this pass's connections (the browser's
+            # reload, right after the supervisor says the new worker serves) to this worker.
+            # Closing the listener now is as safe as from any callback, except inside uvloop's
+            # accept, between making the protocol and taking the connection: that one waits.
+            self._stop_accepting()
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            loop.call_soon_threadsafe(self._stop_accepting)
 
     def _stop_accepting(self) -> None:
         self._copies += pause_accepting(self._loop, self.servers)
@@ -181,6 +197,19 @@ class ReportingServer(uvicorn.Server):
         # Polled: uvicorn offers no event for "last connection closed".
         while (self.server_state.connections or self.server_state.tasks) and not self.force_exit:
             await asyncio.sleep(0.02)
+
+
+# The protocol factories uvloop calls while it accepts: uvicorn's (a local of Server.startup), ours.
+_PROTOCOL_FACTORIES = frozenset({"create_protocol", "_create_protocol"})
+
+
+def _making_a_protocol(frame: FrameType | None) -> bool:
+    """Whether the signal came while a connection's protocol is being made (uvloop's accept)."""
+    while frame is not None:
+        if frame.f_code.co_name in _PROTOCOL_FACTORIES:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def report_modules(fd: int) -> None:
