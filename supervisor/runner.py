@@ -62,6 +62,7 @@ class Runner:
 
     def __init__(self, settings: Settings, listener: Bound, *, resolve: Callable[[], Settings] | None = None,
                  redactor: Redactor | None = None, spawn: Spawner = spawn_worker, livereload_url: str = "",
+                 retry: Callable[[int], str | None] = lambda pid: None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
                  rand: Callable[[], float] = random.random) -> None:
         self._settings = settings
@@ -78,7 +79,8 @@ class Runner:
 
         fd = listener.sock.fileno()
         self._slots = slots(WEB, settings.workers, web_timing(settings.config), prefix=prefix_for(settings, WEB),
-                            start=lambda _, sink: spawn(worker_spec(self._settings, fd, self._livereload()), sink))
+                            start=lambda _, sink: spawn(worker_spec(self._settings, fd, self._livereload()), sink),
+                            retry=retry)
         self._programs = Programs(self._slots, settings, slots)
         self._idle_changed = asyncio.Event()
         self._livereload_url = livereload_url

@@ -55,6 +55,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from supervisor.child import projectstage
+
 PR_SET_PDEATHSIG = 1
 EXIT_UNSAFE = 3
 # The descriptors a fork request carries, in this order.
@@ -213,6 +215,7 @@ class WorkerJob:
         # the fresh interpreter it replaces would have a seed of its own.
         if "random" in sys.modules:
             sys.modules["random"].seed()
+        projectstage.enter(request, self.fds["report"])  # a project-stage fork: the stale modules run fresh
         from supervisor.child import worker
 
         args = worker.WorkerArgs(
@@ -307,11 +310,33 @@ def build(control: socket.socket, plan: dict[str, Any]) -> list[str] | None:
     if result.unsafe is not None:
         send(control, {"unsafe": result.unsafe})
         return None
+    project = _project_stage(plan, roots, worker_path)
+    if project is not None and "unsafe" in project:
+        send(control, project)
+        return None
     gc.collect()
     gc.freeze()  # objects the workers inherit stay out of their collections: fewer copied pages
     send(control, {"built": {"loaded": sorted(sys.modules), "own": own, "failed": result.failed,
-                             "path_listings": dirs, "seconds": round(time.monotonic() - started, 3)}})
+                             "path_listings": dirs, "seconds": round(time.monotonic() - started, 3),
+                             **({"project": project} if project is not None else {})}})
     return worker_path
+
+
+def _project_stage(plan: dict[str, Any], roots: list[str], worker_path: list[str]) -> dict[str, Any] | None:
+    """A project-stage template also imports the project's modules (see
+    :mod:`supervisor.child.projectstage`), checked as a whole as each preloaded module is."""
+    if not plan.get("project"):
+        return None
+    fds_before = _fds()
+    try:
+        project = projectstage.build(plan["project"], roots, worker_path, plan.get("blocked", ()))
+    except OSError as exc:  # the idle priority could not be undone: forks would inherit it
+        return {"unsafe": {"module": "the project's modules", "reason": f"{exc}", "pulled": []}}
+    opened = [target for fd, target in _fds().items() if fds_before.get(fd) != target]
+    reason = unsafe_leftovers([], opened, set(), roots)
+    if reason is not None:
+        return {"unsafe": {"module": "the project's modules", "reason": reason, "pulled": []}}
+    return project
 
 
 def main(argv: list[str] | None = None) -> int:

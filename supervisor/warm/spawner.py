@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from supervisor.child.projectstage import decode_failure
 from supervisor.child.report import decode_report
 from supervisor.config.settings import Settings
 from supervisor.contract import Plugin
@@ -33,6 +34,8 @@ from supervisor.spawn.process import LineSink, WorkerProcess, WorkerSpec, spawn_
 from supervisor.systemd.reaper import become_subreaper
 from supervisor.warm.early import EarlyWorker, changed_since
 from supervisor.warm.preload import Learned, learn, missing, preload_list
+from supervisor.warm.project import ProjectStage
+from supervisor.warm.stage import Choice
 from supervisor.warm.template import (
     Built,
     Failed,
@@ -75,7 +78,8 @@ class TemplateSpawner:
     def __init__(self, roots: Callable[[], Sequence[Path]], *, plain: PlainSpawner = spawn_worker,
                  start: TemplateStarter = TemplateProcess.start, build_timeout: float = BUILD_TIMEOUT,
                  subreaper: Callable[[], bool] = become_subreaper, early: EarlyWorker | None = None,
-                 on_stale: Callable[[set[str]], None] = lambda files: None) -> None:
+                 on_stale: Callable[[set[str]], None] = lambda files: None,
+                 on_choice: Callable[[Choice], None] = lambda choice: None, project_stage: bool = False) -> None:
         self._roots = roots
         self._early = early  # the first worker, forked at start (supervisor.warm.early)
         self._on_stale = on_stale  # files it may have loaded before they changed: reload them
@@ -96,10 +100,16 @@ class TemplateSpawner:
         self._failures = 0
         self._fell_back = False  # said already that workers start fresh until the next template
         self._wanted = False
+        self._wanted_template = False  # the third-party template, as against only the project stage
         self._wake: asyncio.Event | None = None
         self._readers: set[asyncio.Future[None]] = set()
         self._closing: set[asyncio.Future[None]] = set()
         self._alive: set[TemplateProcess] = set()  # every template started and not yet closed
+        self._on_choice = on_choice  # which template started the latest worker, and why (the status)
+        self._project_order: list[str] = []  # the project's modules, as the workers imported them
+        self.project = ProjectStage(self._want_project, self._close_later, self._track)
+        if not project_stage:
+            self.project.disabled = "[reload] project_stage = false"
 
     def plugin(self) -> Plugin:
         return Plugin("template", service=self.serve)
@@ -114,7 +124,17 @@ class TemplateSpawner:
             # What it has from the supervisor is not what the app imports; the worker's own
             # modules come with the worker module, which every template preloads.
             self._read_reports(claimed[1], omit=early.inherited, since=early.since)
+            self._on_choice(Choice("fresh", "the first worker, forked as the supervisor started"))
             return claimed[0]
+        forked = self.project.fork(spec, on_line, self._roots())
+        if isinstance(forked, tuple):
+            self.forks += 1
+            self._read_reports(forked[1], pid=forked[0].pid)
+            self._on_choice(forked[2])
+            return forked[0]
+        why_not = forked.why if forked is not None else self.project.fallback_reason() or \
+            (f"project stage off: {self.project.disabled}" if self.project.disabled
+             else "the project stage is not built yet")
         template = self._usable(spec)
         if template is not None:
             try:
@@ -126,7 +146,9 @@ class TemplateSpawner:
             else:
                 self.forks += 1
                 self._failures = 0
-                self._read_reports(report)
+                self.project.started(proc.pid)
+                self._read_reports(report, pid=proc.pid)
+                self._on_choice(Choice("third-party", why_not))
                 return proc
         if not self._fell_back and self.disabled is None and self._order:
             self._fell_back = True
@@ -139,8 +161,15 @@ class TemplateSpawner:
             raise
         finally:
             os.close(write_end)
-        self._read_reports(read_end)
+        self.project.started(proc.pid)
+        self._read_reports(read_end, pid=proc.pid)
+        self._on_choice(Choice("fresh", self.disabled or "no template is ready yet"))
         return proc
+
+    def retry(self, pid: int) -> str | None:
+        """Worker ``pid`` exited before it served: why the slot should start another at once
+        (a project-stage fork that failed: see supervisor.warm.project), or None."""
+        return self.project.retry(pid)
 
     def _usable(self, spec: WorkerSpec) -> TemplateProcess | None:
         template = self.template
@@ -157,23 +186,31 @@ class TemplateSpawner:
 
     # ----- learning what to preload ------------------------------------------------------------
 
-    def _read_reports(self, fd: int, omit: frozenset[str] = frozenset(), since: float | None = None) -> None:
-        reader = asyncio.ensure_future(self._reports(fd, omit, since))
+    def _read_reports(self, fd: int, omit: frozenset[str] = frozenset(), since: float | None = None,
+                      pid: int = -1) -> None:
+        reader = asyncio.ensure_future(self._reports(fd, omit, since, pid))
         self._readers.add(reader)
         reader.add_done_callback(self._readers.discard)
 
-    async def _reports(self, fd: int, omit: frozenset[str], since: float | None) -> None:
+    async def _reports(self, fd: int, omit: frozenset[str], since: float | None, pid: int) -> None:
         """Learn from each report; ``since``: check the first for project files changed since then
         (a worker that loaded the project before the file watches were in place)."""
         loop = asyncio.get_running_loop()
         stream = asyncio.StreamReader(limit=1 << 24)
         transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stream),
                                                     os.fdopen(fd, "rb", buffering=0))
+        served = False
         try:
             while line := await stream.readline():
                 modules = decode_report(line.strip())
                 if not modules:
+                    failure = decode_failure(line.strip())
+                    if failure is not None:
+                        self.project.report(pid, failure)
                     continue
+                if not served:
+                    served = True
+                    self.project.served(pid)
                 modules = {name: file for name, file in modules.items() if name not in omit}
                 learned = self.learn(modules)
                 if since is not None:
@@ -186,6 +223,7 @@ class TemplateSpawner:
                     since = None
         finally:
             transport.close()
+            self.project.ended(pid, served)
 
     def learn(self, modules: dict[str, str | None]) -> Learned:
         """Take in one worker's module report; ask for a new template if it is worth one."""
@@ -193,6 +231,7 @@ class TemplateSpawner:
             spec = importlib.util.find_spec(WORKER_MODULE)
             self._entry = {WORKER_MODULE: spec.origin if spec is not None else None}
         learned = learn({**self._entry, **modules}, self._roots())
+        self._project_order += [name for name in modules if name in learned.project and name not in self._project]
         self._project |= learned.project
         fresh = [name for name in learned.outside if name not in self._seen]
         self._seen.update(fresh)
@@ -223,6 +262,7 @@ class TemplateSpawner:
 
     def _want(self) -> None:
         self._wanted = True
+        self._wanted_template = True
         if self._wake is not None:
             self._wake.set()
 
@@ -238,7 +278,11 @@ class TemplateSpawner:
                 self._wake.clear()
                 self._wanted = False
                 if self.disabled is None and self._spec is not None and self._order:
-                    await self._build(self._spec)
+                    if self.template is None or self._wanted_template:
+                        self._wanted_template = False
+                        await self._build(self._spec)
+                    if self.project.wanted and self.template is not None:
+                        await self._build_project(self._spec)
         finally:
             if self._early is not None:
                 self._early.close()  # never claimed: the supervisor stopped before any worker started
@@ -276,6 +320,17 @@ class TemplateSpawner:
                     return
         self._failed(f"more than {MAX_UNSAFE_ROUNDS} modules were unsafe to preload")
 
+    async def _build_project(self, spec: WorkerSpec) -> None:
+        roots = self._roots()
+        plan = Plan(tuple(preload_list(self._order, self.unsafe)), frozenset(self._project),
+                    tuple(str(root) for root in roots), project=tuple(self._project_order),
+                    blocked=tuple(sorted(self.unsafe)))
+        await self.project.build(lambda p: self._start(spec, p, self._relay, roots), plan, self._build_timeout)
+
+    def _want_project(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
     def _track(self, template: TemplateProcess) -> None:
         """Whatever happens next (a stop in the middle of a build), serve() ends it."""
         self._alive.add(template)
@@ -293,6 +348,8 @@ class TemplateSpawner:
             self._want()  # the settings changed while it was built: the next one fits them
         old, self.template = self.template, candidate
         self._fell_back = False
+        if self._project_order and self.project.template is None:
+            self.project.want()  # a worker has served: the project's modules are known
         candidate.proc.add_exit_callback(lambda _: self._exited(candidate))
         if old is not None:
             self._close_later(old)
@@ -334,6 +391,7 @@ class TemplateSpawner:
         self._want()
 
     def _disable(self, reason: str) -> None:
+        self.project.disable(reason)
         if self.disabled is None:
             self.disabled = reason
             logger.warning("template: %s; workers start as fresh interpreters from now on", reason)

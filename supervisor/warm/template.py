@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -34,6 +34,7 @@ from supervisor.child import forkserver
 from supervisor.config.settings import Settings
 from supervisor.spawn.descendants import MARK_VAR, new_mark, track
 from supervisor.spawn.process import LineSink, WorkerProcess, WorkerSpec
+from supervisor.warm.stage import ProjectGraph
 
 logger = logging.getLogger("supervisor")
 
@@ -62,6 +63,8 @@ class Plan:
     preload: tuple[str, ...]
     project_names: frozenset[str]
     roots: tuple[str, ...]
+    project: tuple[str, ...] = ()  # a project-stage template imports these too (supervisor.warm.stage)
+    blocked: tuple[str, ...] = ()  # ... and refuses these (kept out of the template as unsafe)
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class Built:
     failed: Mapping[str, str]
     path_listings: Mapping[str, str]  # import directory -> forkserver.listing_digest
     seconds: float
+    project: ProjectGraph | None = None  # a project-stage template's
 
 
 @dataclass(frozen=True)
@@ -194,7 +198,8 @@ class TemplateProcess:
         try:
             proc = WorkerProcess(popen, ready_r, on_line)
             forkserver.send(ours, {"plan": {"preload": list(plan.preload), "project_names": sorted(plan.project_names),
-                                            "roots": list(plan.roots)}})
+                                            "roots": list(plan.roots), "project": list(plan.project),
+                                            "blocked": list(plan.blocked)}})
         except BaseException:
             popen.kill()
             popen.wait()
@@ -225,7 +230,8 @@ class TemplateProcess:
         if ok and isinstance(message, dict) and "built" in message:
             info = message["built"]
             self.built_info = Built(frozenset(info["loaded"]), frozenset(info["own"]), dict(info["failed"]),
-                                    dict(info["path_listings"]), float(info["seconds"]))
+                                    dict(info["path_listings"]), float(info["seconds"]),
+                                    ProjectGraph.from_report(info["project"]) if "project" in info else None)
             return self.built_info
         if isinstance(message, dict) and "unsafe" in message:
             info = message["unsafe"]
@@ -246,8 +252,10 @@ class TemplateProcess:
                     return f"packages were installed or removed in {path}"
         return None
 
-    def fork(self, spec: WorkerSpec, on_line: LineSink) -> tuple[WorkerProcess, int]:
-        """Fork a worker for ``spec``; return it and the read end of its report pipe.
+    def fork(self, spec: WorkerSpec, on_line: LineSink,
+             drop: Collection[str] | None = None) -> tuple[WorkerProcess, int]:
+        """Fork a worker for ``spec``; return it and the read end of its report pipe. ``drop``: the
+        project modules a project-stage template's fork must import fresh.
 
         Raises :class:`TemplateBroken` when the template does not answer as it should, and
         :class:`NotOurChild` when the worker is not the supervisor's child.
@@ -266,6 +274,8 @@ class TemplateProcess:
                    "graceful_timeout": spec.graceful_timeout, "livereload_url": spec.livereload_url,
                    "heartbeat_interval": spec.heartbeat_interval, "stacks_dir": spec.stacks_dir,
                    "parent_pid": os.getpid(), "environ": environ}
+        if drop is not None:
+            request["drop"] = sorted(drop)
         payload = forkserver.LAST + json.dumps({"fork": request}, separators=(",", ":")).encode()
         reply: Any = None
         try:
