@@ -228,8 +228,8 @@ def _search_dirs(name: str, path: Sequence[str], roots: Sequence[str]) -> list[s
 
 # ----- in the fork ---------------------------------------------------------------------------------
 
-def _frames(exc: BaseException) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """File and locals of every frame of ``exc``'s traceback and of the exceptions it chains."""
+def _frames(exc: BaseException) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
+    """File, code name and locals of every frame of ``exc``'s traceback and the exceptions it chains."""
     seen: set[int] = set()
     pending: list[BaseException] = [exc]
     while pending:
@@ -239,27 +239,34 @@ def _frames(exc: BaseException) -> Iterator[tuple[str, Mapping[str, Any]]]:
         seen.add(id(current))
         tb: TracebackType | None = current.__traceback__
         while tb is not None:
-            yield tb.tb_frame.f_code.co_filename, tb.tb_frame.f_locals
+            yield tb.tb_frame.f_code.co_filename, tb.tb_frame.f_code.co_name, tb.tb_frame.f_locals
             tb = tb.tb_next
         pending += [other for other in (current.__cause__, current.__context__) if other is not None]
 
 
 def culprits(exc: BaseException, kept: Mapping[str, ModuleType]) -> list[str]:
     """The kept project modules the failure went through: their code in the traceback, or one of
-    their globals (or an attribute of one) in a failing frame's locals."""
+    their objects (a global, or an attribute of a class of theirs) in a failing function's locals
+    (a library's frame holding a kept ``MetaData``, say). A module body's locals are its globals,
+    which hold whatever it imported: those say nothing."""
     by_file = {os.path.abspath(file): name for name, module in kept.items() if (file := module_file(module))}
     owners: dict[int, str] = {}
     for name, module in kept.items():
-        for value in list(vars(module).values()):
+        for key, value in list(vars(module).items()):
+            if key.startswith("__") or isinstance(value, (str, bytes, int, float, bool, type(None))) or \
+                    getattr(value, "__module__", name) != name:
+                continue  # shared by all (a small int, an interned name) or imported from elsewhere
             owners.setdefault(id(value), name)
             for attr in list(getattr(value, "__dict__", {}).values())[:100] if isinstance(value, type) else ():
                 owners.setdefault(id(attr), name)
     found: dict[str, None] = {}
-    for file, local in _frames(exc):
+    for file, code, local in _frames(exc):
         if os.path.abspath(file) in by_file:
             found[by_file[os.path.abspath(file)]] = None
+        if code == "<module>" or file.startswith("<frozen"):
+            continue
         for value in list(local.values()):
-            if id(value) in owners:
+            if id(value) in owners and not isinstance(value, ModuleType):
                 found[owners[id(value)]] = None
     return list(found)
 
