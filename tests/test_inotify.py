@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.reload.filters import ChangeFilter, native_events_here
+from supervisor.reload.filters import ChangeFilter
 from supervisor.reload.inotify import (
     IN_CREATE,
     IN_IGNORED,
@@ -20,10 +20,10 @@ from supervisor.reload.inotify import (
     IN_Q_OVERFLOW,
     Event,
     Inotify,
-    inotify_batches,
     interpret,
     parse,
 )
+from supervisor.reload.stream import native_events_here, watch_batches
 from tests.support import scaled
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
@@ -69,9 +69,12 @@ async def next_batch(stream: AsyncIterator[set[str]]) -> set[str]:
 @pytest.mark.asyncio
 async def test_a_change_comes_as_one_batch_and_a_new_directory_is_watched_with_its_files(tmp_path: Path) -> None:
     (tmp_path / "app.py").write_text("A = 1\n")
-    stream = inotify_batches([str(tmp_path)], quiet=0.05, cap=1.6, skip=lambda path: False)
+    everything = ChangeFilter(root=tmp_path, include=("*",))  # directories moved in count too
+    watching = asyncio.Event()
+    stream = watch_batches([tmp_path], everything, debounce=0.05, poll=False, poll_interval=0.3,
+                           ready=watching.set)
     first = asyncio.ensure_future(anext(stream))
-    await asyncio.sleep(0)  # the watches are in place after the first step, as the watcher relies on
+    await asyncio.wait_for(watching.wait(), scaled(10))  # the watches are in place
     (tmp_path / "app.py").write_text("A = 2\n")
     (tmp_path / "app.py").write_text("A = 3\n")  # within the quiet period: the same batch
     assert await asyncio.wait_for(first, scaled(10)) == {str(tmp_path / "app.py")}

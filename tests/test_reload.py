@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,7 +14,17 @@ import psutil
 import pytest
 
 from tests.loadgen import Load
-from tests.support import REPO, Running, base_env, free_port, http_get, make_project, supervisor, wait_until
+from tests.support import (
+    REPO,
+    Running,
+    base_env,
+    free_port,
+    http_get,
+    make_project,
+    scaled,
+    supervisor,
+    wait_until,
+)
 
 # Copied into each test project and edited there: answers "<VERSION> <pid> <GREETING>".
 APP = (REPO / "tests" / "apps" / "versioned.py").read_text()
@@ -216,3 +229,77 @@ def test_a_nul_byte_arriving_by_reload_changes_nothing(tmp_path: Path) -> None:
                    "a new worker with the previous settings", lambda: sup.output)
         assert "internal error" not in sup.output and "Traceback" not in sup.output
         assert sup.stop() == 0
+
+
+NOISY = """
+import sys, time
+from pathlib import Path
+
+log = Path(sys.argv[1])
+count = 0
+while True:  # an app's log, rewritten every 10 ms while it serves
+    count += 1
+    with log.open("a") as out:
+        out.write(f"request {count}\\n")
+    Path(sys.argv[2]).write_text(str(count))
+    time.sleep(0.01)
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("poll", ["false", "true"])
+def test_a_log_rewritten_every_10_ms_inside_the_tree_holds_no_reload_back(tmp_path: Path, poll: str) -> None:
+    """The log written by the app, and the supervisor's own debug log (``up 2>> logs/dev.log``),
+    both inside the watched tree: an edit's batch closes after its quiet period, not at the cap,
+    and the debug lines about ignored changes do not feed themselves."""
+    root = project(tmp_path / "project")
+    (root / "logs").mkdir()
+    dev_log, writes = root / "logs" / "dev.log", tmp_path / "writes"
+    env = base_env(SUPERVISOR_RELOAD_POLL=poll)
+    with dev_log.open("ab") as out:
+        sup = subprocess.Popen([sys.executable, "-m", "supervisor", "up", "--log-level", "debug"], cwd=root,
+                               env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    noisy = subprocess.Popen([sys.executable, "-c", NOISY, str(root / "logs" / "app.log"), str(writes)])
+
+    def output() -> str:
+        return dev_log.read_text(errors="replace")
+
+    def written() -> int:
+        return int(writes.read_text() or 0) if writes.exists() else 0
+
+    def ignored_lines() -> int:
+        return len(re.findall(r"reload: ignored a change to", output()))
+
+    try:
+        url = wait_until(lambda: re.search(r"Serving on (http://\S+)", output()), 30, "serving", output).group(1)
+        wait_until(lambda: re.search(r"reload: ignored a change to (.*, )?logs/app\.log \(matches '\*\.log'",
+                                     output()), 30, "the app's log seen and ignored", output)
+        # No loop: while the app writes its log 100 more times, hardly any line about ignored
+        # changes (one per file at most, when it starts changing after a rest).
+        before, start = ignored_lines(), written()
+        wait_until(lambda: written() >= start + 100, 30, "100 more writes of the app's log", output)
+        assert ignored_lines() - before <= 2, output()
+        if poll == "true":  # the poller compares modification times in whole seconds
+            created = int((root / "app.py").stat().st_mtime)
+            wait_until(lambda: int(time.time()) > created, 2, "the next second")
+        set_version(root / "app.py", 2)
+        wait_until(lambda: body(url).startswith("2 "), 30, "the edit served", output)
+        wait_until(lambda: "reload: done" in output(), 30, "the reload finished", output)
+        text = output()
+        assert re.search(r"reload: file change: app\.py\n", text), text
+        # The batch closed once app.py had been quiet for the debounce, despite the log's writes.
+        closed = re.findall(r"reload: a batch of \d+ changed file\(s\) closed .*\((.*)\)", text)
+        assert closed and all(reason.startswith("quiet for") for reason in closed), text
+        assert noisy.poll() is None
+    finally:
+        noisy.kill()
+        noisy.wait()
+        if sup.poll() is None:
+            sup.send_signal(signal.SIGTERM)
+            try:
+                sup.wait(scaled(20))
+            except subprocess.TimeoutExpired:
+                os.killpg(sup.pid, signal.SIGKILL)
+                sup.wait(scaled(5))
+    assert sup.returncode == 0, output()

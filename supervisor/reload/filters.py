@@ -1,26 +1,20 @@
-"""Which file changes matter, and the change stream itself (watchfiles).
+"""Which file changes matter, and the rule that says so, in words.
 
-The filter is a pure predicate ``(change, path) -> bool`` as in watchfiles; the stream is an
-async iterator of path batches, so the reload loop can be fed scripted batches in tests.
+The filter is a pure predicate ``(change, path) -> bool`` as in watchfiles; the change stream
+that applies it as events arrive is :mod:`supervisor.reload.stream`.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import functools
-import logging
 import os
 import re
-import sys
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import watchfiles
-
-from supervisor.reload.inotify import inotify_batches
-
-logger = logging.getLogger("supervisor")
 
 # Directory names never worth a reload: VCS data, virtual environments, caches, dependencies.
 IGNORED_DIRS = frozenset({
@@ -133,56 +127,6 @@ def touches_settings(paths: Iterable[str], env_file: Path, config_file: Path) ->
     """True when ``.env`` or ``supervisor.toml`` changed: re-read and validate before anything."""
     settings_files = {os.path.abspath(env_file), os.path.abspath(config_file)}
     return bool({os.path.abspath(p) for p in paths} & settings_files)
-
-
-async def watch_batches(paths: Iterable[Path], change_filter: ChangeFilter, *, debounce: float,
-                        poll: bool | None, poll_interval: float) -> AsyncIterator[set[str]]:
-    """Yield sets of changed paths; a batch closes after ``debounce`` seconds without changes.
-
-    ``poll``: True polls, False uses native events, None lets watchfiles decide (it honours
-    ``WATCHFILES_FORCE_POLLING`` and detects WSL by itself). A batch of only ignored paths is
-    logged at debug level with the rule that ignored each, and not yielded.
-    """
-    existing = [str(p) for p in paths if p.exists()]
-    if native_events_here(poll):
-        try:
-            stream = inotify_batches(existing, quiet=debounce, cap=max(1.6, debounce * 4),
-                                     skip=change_filter.ignores_directory)
-            first = await anext(stream)
-        except OSError as exc:
-            logger.warning("reload: inotify is unusable here (%s); watching through watchfiles", exc.strerror)
-        else:
-            for batch in _counted(first, change_filter):
-                yield batch
-            async for paths_changed in stream:
-                for batch in _counted(paths_changed, change_filter):
-                    yield batch
-            return
-    async for changes in watchfiles.awatch(
-        # step: the quiet period that closes a batch. debounce: watchfiles' cap on how long one
-        # batch may keep growing under a constant stream of changes (its default, 1.6 s, or more).
-        # No watch_filter: the filter runs here, so that what it ignores can be logged.
-        *existing, watch_filter=None, step=max(1, int(debounce * 1000)),
-        debounce=max(1600, int(debounce * 4000)),
-        force_polling=poll, poll_delay_ms=int(poll_interval * 1000), recursive=True,
-        ignore_permission_denied=True,
-    ):
-        for batch in _counted({path for _, path in changes}, change_filter):
-            yield batch
-
-
-def native_events_here(poll: bool | None) -> bool:
-    """Our own inotify reader serves: Linux, and polling neither asked for nor left to
-    watchfiles' own judgement (``WATCHFILES_FORCE_POLLING``)."""
-    return poll is not True and sys.platform.startswith("linux") and not os.environ.get("WATCHFILES_FORCE_POLLING")
-
-
-def _counted(paths_changed: set[str], change_filter: ChangeFilter) -> list[set[str]]:
-    """The batch of the paths that count (none or one); what is ignored is logged at debug level."""
-    counted = {path for path in paths_changed if change_filter.matches(path)}
-    if not counted and logger.isEnabledFor(logging.DEBUG):
-        logger.debug("reload: ignored a change to %s", describe_ignored(paths_changed, change_filter))
-    return [counted] if counted else []
 
 
 def describe_ignored(paths: Iterable[str], change_filter: ChangeFilter, limit: int = 5) -> str:

@@ -1,7 +1,7 @@
 """Native file events on Linux, read straight from inotify on the event loop: nothing runs at rest.
 
 watchfiles' native watcher hands its events to Python from a loop that sleeps ``step``
-milliseconds at a time (50 ms here: it is also the quiet period that closes a batch) and takes
+milliseconds at a time (half the debounce here) and takes
 the GIL on every turn, watching or not: about 0.08 CPU-seconds a minute on a small machine, for
 nothing. Here the inotify descriptor is one more reader of the supervisor's event loop, so an
 idle project costs no wake-up at all, and a change costs one read.
@@ -12,21 +12,23 @@ changes never count (``.git``, ``node_modules``, the runtime directory: see
 :meth:`~supervisor.reload.filters.ChangeFilter.ignores_directory`) are not watched at all. When
 the kernel's queue overflows, every file under the roots counts as changed. Polling, other
 systems, and a watch limit too low for the tree are left to watchfiles
-(:func:`supervisor.reload.filters.watch_batches` decides).
+(:func:`supervisor.reload.stream.watch_batches` decides).
 
-:func:`parse` and :func:`interpret` are pure; :class:`Inotify` is the thin shell over the system
-calls.
+Events are handed over as they are read; which of them count, and when a batch closes, is
+:mod:`supervisor.reload.batching`'s to say. :func:`parse` and :func:`interpret` are pure;
+:class:`Inotify` is the thin shell over the system calls.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import logging
 import os
 import struct
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 logger = logging.getLogger("supervisor")
@@ -187,13 +189,15 @@ def apply(watcher: Inotify, roots: list[str], outcome: Outcome) -> set[str]:
     return changed
 
 
-async def inotify_batches(roots: list[str], *, quiet: float, cap: float,
-                          skip: Callable[[str], bool]) -> AsyncGenerator[set[str], None]:
-    """Yield sets of changed paths; a batch closes after ``quiet`` seconds without events, or
-    ``cap`` seconds after it began under a steady stream of them.
+@contextlib.contextmanager
+def inotify_changes(roots: list[str], *, skip: Callable[[str], bool],
+                    deliver: Callable[[set[str]], None]) -> Iterator[None]:
+    """Watch ``roots`` while the block runs: ``deliver`` gets the paths changed in each read of
+    the descriptor, on the running event loop, as they arrive (batching is the caller's:
+    :class:`~supervisor.reload.batching.Batcher`).
 
-    The watches are in place when the first step of the first iteration has run (no await comes
-    before them). Raises OSError there when inotify is unusable (no instance or watch left).
+    The watches are in place on entering, which raises OSError when inotify is unusable (no
+    instance or watch left).
     """
     watcher = Inotify(skip)
     try:
@@ -203,31 +207,16 @@ async def inotify_batches(roots: list[str], *, quiet: float, cap: float,
         watcher.close()
         raise
     loop = asyncio.get_running_loop()
-    pending: set[str] = set()
-    arrived = asyncio.Event()
 
     def on_readable() -> None:
         # Read at once: the descriptor stays readable (and this is called again) until read.
         changed = apply(watcher, roots, interpret(watcher.read(), watcher.dirs))
         if changed:
-            pending.update(changed)
-            arrived.set()
+            deliver(changed)
 
     loop.add_reader(watcher.fd, on_readable)
     try:
-        while True:
-            await arrived.wait()
-            began = loop.time()
-            while loop.time() - began < cap:  # the batch grows until quiet
-                arrived.clear()
-                try:
-                    await asyncio.wait_for(arrived.wait(), quiet)
-                except TimeoutError:
-                    break
-            arrived.clear()
-            batch = set(pending)
-            pending.clear()
-            yield batch
+        yield
     finally:
         loop.remove_reader(watcher.fd)
         watcher.close()

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from supervisor.contract import FilesChanged, SupervisorView
 from supervisor.reload import plan as watchplan
-from supervisor.reload.filters import watch_batches
+from supervisor.reload.stream import watch_batches
 
 logger = logging.getLogger("supervisor")
 # How long the first worker waits for the file watches to be in place (normally milliseconds).
@@ -46,14 +46,7 @@ class Reloader:
             logger.info("reload: %s", why)
         logger.info("reload: watching %s (%s)", ", ".join(map(str, roots)), "polling" if poll else "native events")
         stream = watch_batches(roots, watchplan.change_filter_for(settings), debounce=cfg.debounce, poll=poll,
-                               poll_interval=cfg.poll_interval)
-        # watchfiles sets up the OS watches synchronously in the first step of the first
-        # iteration; once that step has run, nothing written from now on can be missed.
-        first = asyncio.ensure_future(anext(stream))
-        await asyncio.sleep(0)
-        self.watching.set()
-
-        self._report(await first)
+                               poll_interval=cfg.poll_interval, ready=self.watching.set)
         async for batch in stream:
             self._report(batch)
 
