@@ -243,11 +243,13 @@ SEEN_REGISTRY = {
 
 
 @pytest.mark.timeout(240)
-def test_a_registry_the_rules_see_is_never_kept_warm_so_its_entries_are_never_doubled(tmp_path: Path) -> None:
+def test_a_registry_the_rules_see_reruns_with_the_module_that_fills_it_so_its_entries_are_never_doubled(
+        tmp_path: Path) -> None:
     root, status_port = project(tmp_path / "project", SEEN_REGISTRY)
     with supervisor(["up", "--log-level", "debug"], root, env()) as sup:
         url, seen = start(sup)
-        sup.wait_for_output(r"pkg\.hub is never kept warm: HANDLERS\[0\] holds pkg\.extra\.", timeout=30)
+        sup.wait_for_output(r"pkg\.hub re-runs whenever a module that fills it does: HANDLERS\[0\] holds pkg\.extra\.",
+                            timeout=30)
         edit(root / "pkg/extra.py", "return 1", "return 2")
         body = reloaded(sup, url, seen, lambda d: True)
         assert body["digest"]["extra"] == "1 handler(s)"

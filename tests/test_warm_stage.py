@@ -131,9 +131,14 @@ def fake_sqlalchemy(kind: str) -> object:
 
 def test_a_sqlalchemy_metadata_or_declarative_base_is_a_registry_but_importing_one_is_not() -> None:
     base = module("models.base", metadata=fake_sqlalchemy("MetaData"))
-    assert "MetaData" in (registry_reason("models.base", base, {"models.base"}, set(), set()) or "")
+    found = registry_reason("models.base", base, {"models.base"}, set(), set())
+    assert found is not None and "MetaData" in found.reason and found.fillers is None  # who fills it: unknown
     declarative = module("db", Base=type("Base", (), {"registry": fake_sqlalchemy("registry")}))
-    assert "declarative base" in (registry_reason("db", declarative, {"db"}, set(), set()) or "")
+    mapped = type("User", (), {})
+    mapped.__module__ = "models.user"
+    declarative.Base.registry.mappers = [types.SimpleNamespace(class_=mapped)]
+    found = registry_reason("db", declarative, {"db", "models.user"}, set(), set())
+    assert found is not None and "declarative base" in found.reason and found.fillers == {"models.user"}
     user = module("models.user", metadata=base.metadata)
     assert registry_reason("models.user", user, {"models.base", "models.user"}, {"models.base"},
                            {id(base.metadata)}) is None
@@ -142,15 +147,17 @@ def test_a_sqlalchemy_metadata_or_declarative_base_is_a_registry_but_importing_o
 def test_a_class_with_init_subclass_is_a_registry() -> None:
     def hook(cls: type) -> None: ...
     plugins = module("plugins", Plugin=type("Plugin", (), {"__init_subclass__": classmethod(hook)}))
-    assert "__init_subclass__" in (registry_reason("plugins", plugins, {"plugins"}, set(), set()) or "")
+    found = registry_reason("plugins", plugins, {"plugins"}, set(), set())
+    assert found is not None and "__init_subclass__" in found.reason
 
 
 def test_a_container_filled_by_a_module_that_imports_this_one_is_a_registry() -> None:
     def handler() -> None: ...
     handler.__module__ = "handlers.a"
     hub = module("hub", HANDLERS={"a": handler}, ORDER=deque([handler]))
-    reason = registry_reason("hub", hub, {"hub", "handlers.a"}, set(), set())
-    assert reason is not None and "HANDLERS" in reason and "handlers.a." in reason
+    found = registry_reason("hub", hub, {"hub", "handlers.a"}, set(), set())
+    assert found is not None and "HANDLERS" in found.reason and "handlers.a." in found.reason
+    assert found.fillers == {"handlers.a"}
     # What it imports itself is its own business: no registry.
     assert registry_reason("hub", hub, {"hub", "handlers.a"}, {"handlers.a"}, set()) is None
 
@@ -160,8 +167,8 @@ def test_an_object_holding_routes_from_an_importer_is_found_through_its_attribut
     endpoint.__module__ = "routes.items"
     route = types.SimpleNamespace(path="/items", endpoint=endpoint)
     deps = module("deps", router=types.SimpleNamespace(routes=[route]))
-    reason = registry_reason("deps", deps, {"deps", "routes.items"}, set(), set()) or ""
-    assert "router.routes[0].endpoint" in reason and "routes.items." in reason
+    found = registry_reason("deps", deps, {"deps", "routes.items"}, set(), set())
+    assert found is not None and "router.routes[0].endpoint" in found.reason and "routes.items." in found.reason
 
 
 def test_registries_checks_every_project_module_against_its_own_imports() -> None:
@@ -193,10 +200,27 @@ def test_nothing_changed_forks_with_everything_warm_and_an_edit_drops_its_closur
     assert "re-run for routes.b" in choice.why
 
 
-def test_registries_and_learned_cold_modules_are_always_dropped() -> None:
-    choice = plan_fork(graph(registries={"models.base": "a MetaData"}), Lessons(cold={"util": "failed"}), stat_with())
-    assert choice.drop == {"models.base", "models.user", "routes.a", "app", "util"}
-    assert "never kept warm" in choice.why
+def test_learned_cold_modules_are_always_dropped() -> None:
+    choice = plan_fork(graph(), Lessons(cold={"util": "failed"}), stat_with())
+    assert choice.drop == {"util", "routes.a", "app"} and "kept cold" in choice.why
+
+
+def test_a_registry_is_kept_warm_until_one_of_its_fillers_reruns() -> None:
+    base = {"registries": {"models.base": "a declarative base"}, "fillers": {"models.base": frozenset({"models.user"})}}
+    assert plan_fork(graph(**base), Lessons(), stat_with("routes.b")).drop == {"routes.b", "app"}
+    # util re-runs routes.a, not models.user: the models stay warm with their base.
+    assert "models.base" not in plan_fork(graph(**base), Lessons(), stat_with("util")).drop
+    choice = plan_fork(graph(**base), Lessons(), stat_with("models.user"))
+    assert choice.drop == {"models.base", "models.user", "routes.a", "app"}
+
+
+def test_a_registry_with_unknown_fillers_reruns_with_any_importer_and_an_empty_set_always() -> None:
+    unknown = {"registries": {"util": "MetaData"}, "fillers": {"util": None}}
+    assert "util" in plan_fork(graph(**unknown), Lessons(), stat_with("routes.a")).drop
+    assert "util" in plan_fork(graph(**unknown), Lessons(), stat_with("routes.b")).drop  # via app
+    assert plan_fork(graph(**unknown), Lessons(), stat_with()).drop == frozenset()  # a crash restart
+    always = {"registries": {"routes.b": "imports a refused library"}, "fillers": {"routes.b": frozenset()}}
+    assert plan_fork(graph(**always), Lessons(), stat_with()).drop == {"routes.b", "app"}
 
 
 def test_a_module_whose_warm_rerun_failed_sends_its_reloads_to_the_third_party_template() -> None:

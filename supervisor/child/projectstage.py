@@ -11,7 +11,8 @@ choose what a fork must drop (:mod:`supervisor.warm.stage`):
   directory where an optional import was looked for), its signature when read and the modules
   that read it: a file whose signature differs later makes those modules stale. A file modified
   after the import began counts as changed from the start (it may have changed under the read);
-* ``registries``: modules never to keep warm (:mod:`supervisor.child.registries`);
+* ``registries``: modules holding a registry, and ``fillers``: the modules whose re-run makes
+  each stale (:mod:`supervisor.child.registries`; ``null``: any importer, ``[]``: always stale);
 * ``failed``: modules that did not import here (a worker imports them itself).
 
 A fork from it (:func:`enter`) drops the modules it is told to, imports the app module, and only
@@ -204,13 +205,17 @@ def build(names: Sequence[str], roots: Sequence[str], worker_path: list[str],
             for name in missing:
                 for directory in _search_dirs(name, [os.getcwd(), *worker_path], roots):
                     record(directory, {importer})
-    cold = registries(project, imports)
+    found = registries(project, imports)
+    cold = {name: registry.reason for name, registry in found.items()}
+    fillers = {name: sorted(registry.fillers) if registry.fillers is not None else None
+               for name, registry in found.items()}
     for importer, missing in recorder.missing.items():
         refused = sorted(name for name in missing if blocker.refuses(name))
         if importer in project and refused:  # it may have caught the ImportError: its state is not a worker's
             cold.setdefault(importer, f"it imports {refused[0]}, which is kept out of the template")
+            fillers[importer] = []  # never kept warm at all
     return {"imports": {name: sorted(imported) for name, imported in imports.items()}, "files": files,
-            "registries": cold, "failed": failed,
+            "registries": cold, "fillers": fillers, "failed": failed,
             "modules": sorted(project), "seconds": round(time.monotonic() - started, 3)}
 
 

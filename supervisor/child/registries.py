@@ -4,8 +4,10 @@ A worker forked from the project-stage template keeps the unchanged modules and 
 changed ones. A module that owns a registry breaks that: the re-run modules register again into
 the kept registry, beside their old entries (a SQLAlchemy ``MetaData`` then holds the table
 twice and refuses it; a list of handlers holds the old and the new one). Such a module, found
-here when the template imports the project, is never kept warm: it and its importers always
-run fresh. The rules, each on the module's own globals (not names it imported):
+here when the template imports the project, is kept warm only while none of the modules that
+fill it re-runs (its *fillers*: the modules whose classes or functions it holds, the mapped
+classes' modules; unknown, every module that imports it): once one does, it re-runs too, and
+with it all its importers. The rules, each on the module's own globals (not names it imported):
 
 * a SQLAlchemy ``MetaData`` or ``registry``, or a declarative base class (its own ``registry``
   or ``metadata``);
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from types import BuiltinFunctionType, FunctionType, MethodType, ModuleType
 from typing import Any
 
@@ -75,15 +78,27 @@ def _children(value: object) -> list[tuple[str, object]]:
     return found
 
 
-def foreign_reference(name: str, module: ModuleType, project: Collection[str], depends: Collection[str],
-                      imported: Collection[int]) -> str | None:
+@dataclass(frozen=True)
+class Registry:
+    """Why a module holds a registry, and who fills it: the modules whose re-run makes it
+    stale (None: not known, so any module that imports it, directly or not)."""
+
+    reason: str
+    fillers: frozenset[str] | None
+
+
+def foreign_references(name: str, module: ModuleType, project: Collection[str], depends: Collection[str],
+                       imported: Collection[int], *, every: bool = False) -> tuple[str | None, set[str]]:
     """Where module ``name``'s globals hold a function or class of a project module outside
-    ``depends`` (the modules it imports, directly or not), as a path; None if nowhere."""
+    ``depends`` (the modules it imports, directly or not): the first path (None if nowhere) and,
+    with ``every``, all such modules (else the first one's)."""
     seen: set[int] = set()
     queue: deque[tuple[str, object, int]] = deque(
         (key, value, 0) for key, value in vars(module).items()
         if not key.startswith("__") and _owned(value, name, imported))
-    budget = BUDGET
+    budget = BUDGET * (10 if every else 1)
+    first: str | None = None
+    origins: set[str] = set()
     while queue and budget > 0:
         path, value, depth = queue.popleft()
         if id(value) in seen:
@@ -92,47 +107,72 @@ def foreign_reference(name: str, module: ModuleType, project: Collection[str], d
         budget -= 1
         origin = getattr(value, "__module__", None) if isinstance(value, (type, FunctionType)) else None
         if isinstance(origin, str) and origin != name and origin in project and origin not in depends:
-            what = getattr(value, "__qualname__", "?")
-            return f"{path} holds {origin}.{what}, put there by a module that imports it"
+            origins.add(origin)
+            if first is None:
+                first = f"{path} holds {origin}.{getattr(value, '__qualname__', '?')}, put there by a module " \
+                        "that imports it"
+            if not every:
+                break
         if isinstance(value, type) and value.__module__ != name:
             continue  # another module's class: its attributes are that module's business
         if depth < DEPTH:
             queue.extend((path + step, child, depth + 1) for step, child in _children(value))
-    return None
+    return first, origins
+
+
+def _mapped_modules(registry: object, project: Collection[str]) -> set[str]:
+    """The modules of the classes a SQLAlchemy ``registry`` maps (its ``mappers``)."""
+    found = set()
+    for mapper in list(getattr(registry, "mappers", ()) or ()):
+        origin = getattr(getattr(mapper, "class_", None), "__module__", None)
+        if isinstance(origin, str) and origin in project:
+            found.add(origin)
+    return found
 
 
 def registry_reason(name: str, module: ModuleType, project: Collection[str], depends: Collection[str],
-                    imported_ids: Collection[int]) -> str | None:
-    """Why module ``name`` must never be kept warm, or None. ``depends``: the project modules it
-    imports (directly or not); ``imported_ids``: ids of the globals of those modules."""
+                    imported_ids: Collection[int]) -> Registry | None:
+    """Whether module ``name`` holds a registry (see the module's docstring), or None.
+    ``depends``: the project modules it imports (directly or not); ``imported_ids``: ids of the
+    globals of those modules."""
+    def filled_by(extra: set[str] = set()) -> frozenset[str] | None:  # noqa: B006 - never mutated
+        _, origins = foreign_references(name, module, project, depends, imported_ids, every=True)
+        found = (origins | extra) - {name}
+        return frozenset(found) if found else None
+
     for key, value in vars(module).items():
         if key.startswith("__") or not _owned(value, name, imported_ids):
             continue
         kind = _sqlalchemy_kind(value)
         if kind is not None:
-            return f"{key} is {kind}, which the modules that import it fill"
+            return Registry(f"{key} is {kind}, which the modules that import it fill",
+                            filled_by(_mapped_modules(value, project)))
         if isinstance(value, type):
             own: dict[str, Any] = dict(vars(value))
             for attr in ("registry", "metadata"):
                 if attr in own and _sqlalchemy_kind(own[attr]) is not None:
-                    return f"{key} is a SQLAlchemy declarative base (its {attr} is filled by the models)"
+                    mapped = _mapped_modules(own.get("registry"), project)
+                    return Registry(f"{key} is a SQLAlchemy declarative base (its {attr} is filled by the models)",
+                                    filled_by(mapped))
             if "__init_subclass__" in own:
-                return f"class {key} defines __init_subclass__ (its subclasses announce themselves to it)"
-    return foreign_reference(name, module, project, depends, imported_ids)
+                return Registry(f"class {key} defines __init_subclass__ (its subclasses announce themselves to it)",
+                                filled_by())
+    first, _ = foreign_references(name, module, project, depends, imported_ids)
+    return Registry(first, filled_by()) if first is not None else None
 
 
-def registries(modules: Mapping[str, ModuleType], imports: Mapping[str, Collection[str]]) -> dict[str, str]:
-    """Every module of ``modules`` (the project's, by name) that holds a registry, with why."""
+def registries(modules: Mapping[str, ModuleType], imports: Mapping[str, Collection[str]]) -> dict[str, Registry]:
+    """Every module of ``modules`` (the project's, by name) that holds a registry."""
     project = set(modules)
-    found: dict[str, str] = {}
+    found: dict[str, Registry] = {}
     for name, module in modules.items():
         depends = forward(imports, name) - {name}
         imported_ids = {id(value) for other in depends if other in modules
                         for value in vars(modules[other]).values()}
         try:
-            reason = registry_reason(name, module, project, depends, imported_ids)
+            registry = registry_reason(name, module, project, depends, imported_ids)
         except Exception as exc:  # noqa: BLE001 - an object that breaks on inspection: keep it cold
-            reason = f"it could not be inspected ({type(exc).__name__}: {exc})"
-        if reason is not None:
-            found[name] = reason
+            registry = Registry(f"it could not be inspected ({type(exc).__name__}: {exc})", None)
+        if registry is not None:
+            found[name] = registry
     return found

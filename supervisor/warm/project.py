@@ -92,11 +92,11 @@ class ProjectStage:
         graph = outcome.project if isinstance(outcome, Built) else None
         if graph is not None:
             self._failures = 0
-            cold = f", {len(graph.registries)} never kept warm (registries)" if graph.registries else ""
+            cold = f", {len(graph.registries)} holding registries" if graph.registries else ""
             logger.info("template: project stage pid %d ready in %.2fs, %d project modules imported%s",
                         candidate.pid, graph.seconds, len(graph.modules), cold)
             for name, why in sorted(graph.registries.items()):
-                logger.debug("template: %s is never kept warm: %s", name, why)
+                logger.debug("template: %s re-runs whenever a module that fills it does: %s", name, why)
             old, self.template = self.template, candidate
             candidate.proc.add_exit_callback(lambda _: self._exited(candidate))
             if old is not None:

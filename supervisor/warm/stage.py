@@ -32,6 +32,8 @@ class ProjectGraph:
     registries: Mapping[str, str]
     failed: Mapping[str, str]
     seconds: float = 0.0
+    # registry -> the modules whose re-run makes it stale; None: any module importing it; empty: always
+    fillers: Mapping[str, frozenset[str] | None] = field(default_factory=dict)
 
     @classmethod
     def from_report(cls, info: Mapping[str, Any]) -> ProjectGraph:
@@ -41,7 +43,9 @@ class ProjectGraph:
         return cls(frozenset(info.get("modules", ())),
                    {name: frozenset(imported) for name, imported in dict(info.get("imports", {})).items()},
                    files, dict(info.get("registries", {})), dict(info.get("failed", {})),
-                   float(info.get("seconds", 0.0)))
+                   float(info.get("seconds", 0.0)),
+                   {name: frozenset(found) if found is not None else None
+                    for name, found in dict(info.get("fillers", {})).items()})
 
 
 @dataclass
@@ -67,8 +71,15 @@ def plan_fork(graph: ProjectGraph, lessons: Lessons,
     """Fork from the project-stage template, dropping what is stale, unless a lesson says a
     warm re-run of one of those modules fails."""
     stale = changed_modules(graph.files, stat)
-    seeds = set(stale) | set(graph.registries) | (set(lessons.cold) & graph.modules)
+    seeds = set(stale) | (set(lessons.cold) & graph.modules) | \
+        {name for name, fillers in graph.fillers.items() if fillers == frozenset()}
     dropped = frozenset(closure(seeds, graph.imports, graph.modules))
+    while True:  # a registry one of whose fillers re-runs re-runs too, and so on
+        more = {name for name in graph.registries if name not in dropped and refilled(name, dropped, graph)}
+        if not more:
+            break
+        seeds |= more
+        dropped = frozenset(closure(seeds, graph.imports, graph.modules))
     blocked = sorted(set(lessons.no_warm_rerun) & dropped)
     if blocked:
         return Choice("third-party", f"{blocked[0]} must re-run without the project's modules "
@@ -76,9 +87,17 @@ def plan_fork(graph: ProjectGraph, lessons: Lessons,
     kept = len(graph.modules) - len(dropped)
     changed = ", ".join(sorted(stale)[:3]) + (f" and {len(stale) - 3} more" if len(stale) > 3 else "")
     why = f"{kept} of {len(graph.modules)} project modules kept warm" + \
-        (f"; {len(dropped)} re-run for {changed}" if stale else f"; {len(dropped)} re-run (never kept warm)"
+        (f"; {len(dropped)} re-run for {changed}" if stale else f"; {len(dropped)} re-run (kept cold)"
          if dropped else "")
     return Choice("project", why, dropped, stale)
+
+
+def refilled(registry: str, dropped: Collection[str], graph: ProjectGraph) -> bool:
+    """Whether a module that fills ``registry`` re-runs (unknown fillers: any of its importers)."""
+    fillers = graph.fillers.get(registry)
+    if fillers is None:
+        fillers = frozenset(closure({registry}, graph.imports, graph.modules) - {registry})
+    return not fillers or bool(fillers & set(dropped))
 
 
 def boundary(dropped: Collection[str], graph: ProjectGraph) -> set[str]:
