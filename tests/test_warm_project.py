@@ -257,3 +257,43 @@ def test_a_registry_the_rules_see_reruns_with_the_module_that_fills_it_so_its_en
         assert "failed on the project-stage template" not in sup.output
         assert sup.stop() == 0
     assert body["digest"] == fresh_digest(root, tmp_path)
+
+
+# The app's startup checks what the modules registered: a warm fork re-runs extra.py, which
+# registers again into the kept list, and the startup refuses the double entry (a fresh process
+# registers once).
+STARTUP_CHECK = {
+    "pkg/names.py": "NAMES = []\n",
+    "pkg/extra.py": "from pkg.names import NAMES\n\nNAMES.append('handler')\nEXTRA = 'x-1'\n",
+    "app.py": textwrap.dedent(APP).replace("from pkg.extra import EXTRA", "from pkg.extra import EXTRA\n"
+                                           "from pkg.names import NAMES\nfrom contextlib import asynccontextmanager")
+    .replace('app = Starlette(routes=[Route("/", home), *leaf.ROUTES])', textwrap.dedent("""
+        @asynccontextmanager
+        async def lifespan(app):
+            if len(NAMES) != len(set(NAMES)):
+                raise RuntimeError(f"registered twice: {NAMES}")
+            yield
+
+        app = Starlette(routes=[Route("/", home), *leaf.ROUTES], lifespan=lifespan)
+    """)),
+}
+
+
+@pytest.mark.timeout(240)
+def test_an_app_whose_startup_fails_only_in_a_warm_fork_falls_back_at_once_and_learns(tmp_path: Path) -> None:
+    root, status_port = project(tmp_path / "project", STARTUP_CHECK)
+    with supervisor(["up"], root, env()) as sup:
+        url, seen = start(sup)
+        edit(root / "pkg/extra.py", "x-1", "x-2")
+        body = reloaded(sup, url, seen, lambda d: d["extra"] == "x-2")
+        stage = template_status(status_port)
+        assert stage["stage"] == "third-party" and "project-stage fork" in stage["why"], sup.output
+        sup.wait_for_output(r"never keeping (\S+, )*pkg\.names( warm|,)", timeout=30)
+        assert "reload failed" not in sup.output
+
+        edit(root / "pkg/extra.py", "x-2", "x-3")
+        body = reloaded(sup, url, seen, lambda d: d["extra"] == "x-3")
+        assert template_status(status_port)["stage"] == "project", sup.output
+        assert len(re.findall(r"worker pid \d+ failed on the project-stage template", sup.output)) == 1, sup.output
+        assert sup.stop() == 0
+    assert body["digest"] == fresh_digest(root, tmp_path)

@@ -40,6 +40,7 @@ standard-library modules are imported here before the plan's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import gc
 import hashlib
@@ -306,11 +307,19 @@ def build(control: socket.socket, plan: dict[str, Any]) -> list[str] | None:
                    if entry and not _within(os.path.abspath(entry), roots) and entry != os.getcwd()]
     dirs = {entry: listing_digest(entry) for entry in worker_path
             if entry and os.path.isdir(entry) and not _within(os.path.abspath(entry), roots)}
-    result = preload(plan["preload"], set(plan["project_names"]), roots)
+    # A project-stage template is built in the background while workers serve: at idle priority,
+    # all of it (restored before it forks anyone: a fork inherits its scheduling policy).
+    idle = projectstage.idle_priority() if plan.get("project") else contextlib.nullcontext()
+    try:
+        with idle:
+            result = preload(plan["preload"], set(plan["project_names"]), roots)
+            project = _project_stage(plan, roots, worker_path) if result.unsafe is None else None
+    except OSError as exc:  # the priority could not be restored: its forks would inherit idle priority
+        send(control, {"unsafe": {"module": "the project's modules", "reason": str(exc), "pulled": []}})
+        return None
     if result.unsafe is not None:
         send(control, {"unsafe": result.unsafe})
         return None
-    project = _project_stage(plan, roots, worker_path)
     if project is not None and "unsafe" in project:
         send(control, project)
         return None
@@ -328,10 +337,7 @@ def _project_stage(plan: dict[str, Any], roots: list[str], worker_path: list[str
     if not plan.get("project"):
         return None
     fds_before = _fds()
-    try:
-        project = projectstage.build(plan["project"], roots, worker_path, plan.get("blocked", ()))
-    except OSError as exc:  # the idle priority could not be undone: forks would inherit it
-        return {"unsafe": {"module": "the project's modules", "reason": f"{exc}", "pulled": []}}
+    project = projectstage.build(plan["project"], roots, worker_path, plan.get("blocked", ()))
     opened = [target for fd, target in _fds().items() if fds_before.get(fd) != target]
     reason = unsafe_leftovers([], opened, set(), roots)
     if reason is not None:

@@ -2,8 +2,8 @@
 
 After the third-party preload (:mod:`supervisor.child.forkserver`), a project-stage template
 imports the project's modules the workers imported, in their order, under an import
-:class:`~supervisor.child.importgraph.Recorder`, at idle priority (``SCHED_IDLE``, restored before
-it forks anyone: a fork inherits its parent's scheduling). It reports, for the supervisor to
+:class:`~supervisor.child.importgraph.Recorder` (the whole build at idle priority, see
+:func:`idle_priority`). It reports, for the supervisor to
 choose what a fork must drop (:mod:`supervisor.warm.stage`):
 
 * ``imports``: what each project module imports of the project;
@@ -166,7 +166,7 @@ def build(names: Sequence[str], roots: Sequence[str], worker_path: list[str],
     recorder, reads = Recorder(), ReadLog(roots)
     failed: dict[str, str] = {}
     try:
-        with idle_priority(), recorder.active(), reads.active():
+        with recorder.active(), reads.active():
             for name in names:
                 if name in sys.modules:
                     continue

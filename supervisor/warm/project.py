@@ -15,6 +15,7 @@ it fails too, the edit itself is broken, and nothing is learned.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from supervisor.warm.template import (
 )
 
 logger = logging.getLogger("supervisor")
+REBUILD_DELAY = 1.0  # seconds after a reloaded worker serves before the project stage is rebuilt
 MAX_FAILURES = 3  # project-stage templates that failed to build in a row before the stage is given up
 
 
@@ -199,8 +201,10 @@ class ProjectStage:
     def served(self, pid: int) -> None:
         """``pid`` serves (its first module report came)."""
         fork = self._forks.pop(pid, None)
-        if fork is not None and (fork.choice.stale or fork.choice.drop - set(fork.graph.registries)):
-            self.want()  # the tree changed since this template was built: the next one fits it
+        if fork is not None and fork.choice.stale:
+            # The tree changed since this template was built: the next one fits it. A moment
+            # later: the other slots of the rollout start meanwhile, and a rebuild serves them all.
+            asyncio.get_running_loop().call_later(REBUILD_DELAY, self.want)
         fallback = self._fallback
         if fallback is not None and fallback.retry_pid == pid:
             self._fallback = None
