@@ -1,6 +1,7 @@
 # The webapp under `python -m supervisor up`, which runs as PID 1: it forwards SIGTERM to its
 # workers as a graceful drain, reaps orphaned processes, and exits 0 on a clean stop (1 runtime
-# failure, 2 configuration, 3 database, 4 port). No tini or dumb-init needed.
+# failure, 2 configuration, 3 database, 4 port). No tini or dumb-init needed. The wheel holds the
+# supervisor only: the webapp is imported from /app, its libraries come from the `example` extra.
 #
 #   docker build -t webapp .
 #   docker run --rm -p 8000:8000 -e DATABASE_URL=... -e BETTER_AUTH_SECRET=... webapp
@@ -13,7 +14,7 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /app
 COPY . /app
-RUN pip install . \
+RUN pip install '.[example]' \
     && useradd --system --uid 10001 --user-group --no-create-home --home-dir /app webapp \
     && mkdir -p -m 0700 /app/.supervisor/run \
     && chown -R webapp:webapp /app/.supervisor

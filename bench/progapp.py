@@ -17,14 +17,14 @@ def main() -> int:
     body = json.dumps({"name": name, "pid": os.getpid()}).encode()
 
     class Health(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+        def do_GET(self) -> None:  # the name http.server calls
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
+        def log_message(self, format: str, *args: object) -> None:  # quiet: no line per request
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Health)

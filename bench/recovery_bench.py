@@ -28,22 +28,9 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from supervisor.listen.ports import bind_listener  # noqa: E402
-from tests.support import app_project, http_get, http_json, supervisor, wait_until  # noqa: E402
+from tests.support import app_project, gone, http_get, http_json, port_is_free, supervisor, wait_until  # noqa: E402
 
 UP = ["up", "--no-reload"]
-
-
-def gone(pid: int) -> bool:
-    try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return True
-
-
-def port_is_free(port: int) -> bool:
-    with bind_listener("127.0.0.1", port):
-        return True
 
 
 def worker_restart(root: Path, runs: int) -> list[float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Coroutine, Sequence
@@ -25,9 +26,27 @@ from supervisor.warm.zygote import Zygote
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = Overrides(port=getattr(args, "port", None), mode=getattr(args, "mode", None),
-                          workers=getattr(args, "workers", None), reload=getattr(args, "reload", None))
+                          workers=getattr(args, "workers", None), reload=getattr(args, "reload", None),
+                          app=getattr(args, "app", None), factory=getattr(args, "factory", None))
     config = Path(args.config) if args.config else None
     return resolve_settings(Path(args.project_dir), os.environ, overrides, config)
+
+
+def _app_settings(args: argparse.Namespace) -> Settings:
+    """The settings of a command that runs (or checks) the app: there must be one."""
+    settings = _settings(args)
+    if settings.app_problem is not None:
+        raise ConfigError([settings.app_problem])
+    return settings
+
+
+def _add_app_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("app", nargs="?", metavar="APP",
+                        help="the ASGI app: module:attribute (main:app), a file (main.py, src/app/main.py) or "
+                             "a module (default: [app] app, else main.py, app.py, api.py, app/main.py or "
+                             "src/*/main.py with an app, application or create_app)")
+    parser.add_argument("--factory", action="store_true", default=None,
+                        help="APP is a function returning the app (default: told from the source)")
 
 
 def _print_problems(exc: ConfigError, args: argparse.Namespace | None = None) -> None:
@@ -43,11 +62,17 @@ def _print_problems(exc: ConfigError, args: argparse.Namespace | None = None) ->
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = _app_settings(args)
     dotenv = settings.dotenv.path if settings.dotenv.exists else f"the environment (no {settings.dotenv.path})"
-    print(f"ok: {settings.config.path} and {dotenv} are valid "
+    config = settings.config.path if Path(settings.config.path).exists() else \
+        f"the defaults (no {settings.config.path})"
+    app = settings.config.app
+    print(f"ok: {config} and {dotenv} are valid "
           f"(mode {settings.mode}, port {settings.port}, {settings.workers} worker(s), "
-          f"{len(settings.config.env)} declared variable(s))")
+          f"{len(settings.config.env)} declared variable(s), app {app.app}"
+          f"{' (a factory)' if app.factory else ''}{'' if app.app_dir == '.' else ' from ' + app.app_dir})")
+    for notice in settings.notices:
+        print(f"{'warning' if notice.warning else 'note'}: {notice.message}")
     programs = settings.config.programs
     if programs:
         source = "from the Procfile" if settings.config.procfile else "from [programs]"
@@ -60,13 +85,15 @@ def cmd_up(args: argparse.Namespace, zygote: Zygote | None = None) -> int:
     """``up``; ``zygote``: the first worker-to-be, forked before this module was imported."""
     # First: nothing the supervisor opens may count against the low default (see supervisor.listen.limits).
     raised = raise_open_file_limit()
-    settings = _settings(args)
+    settings = _app_settings(args)
     ensure_runtime_dir(settings.runtime_dir, runtime_dir_where(settings.config),
                        settings.config.supervisor.allow_runtime_dir_symlink)
     redact = Redactor(settings.secrets)
     setup_logging(redact, args.log_level or settings.config.supervisor.log_level)
     if raised:
         logger.debug("supervisor: raised the open-file limit from %d to %d", *raised)
+    for notice in settings.notices:
+        logger.log(logging.WARNING if notice.warning else logging.INFO, "supervisor: %s", notice.message)
     # The ports, and the first worker serving, before the rest of the supervisor is imported and
     # set up: a cold start then costs the longer of the two, not both (supervisor.warm.early).
     from supervisor.warm.early import start_early
@@ -76,7 +103,7 @@ def cmd_up(args: argparse.Namespace, zygote: Zygote | None = None) -> int:
     try:
         from supervisor.launch import build  # heavy imports only for `up`
 
-        launch = build(settings, resolve=lambda: _settings(args), redactor=redact, early=early)
+        launch = build(settings, resolve=lambda: _app_settings(args), redactor=redact, early=early)
     except BaseException:
         if early.worker is not None:
             early.worker.close()
@@ -101,7 +128,8 @@ def build_parser(only_up: bool = False) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="validate, bind the port and run the webapp under supervision")
+    up = sub.add_parser("up", help="validate, bind the port and run the app under supervision")
+    _add_app_options(up)
     add_project_options(up)
     up.add_argument("--port", type=int, help="preferred port (default: PORT, then [server] port)")
     up.add_argument("--mode", choices=("development", "production"))
@@ -114,6 +142,7 @@ def build_parser(only_up: bool = False) -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
 
     check = sub.add_parser("check", help="validate configuration and environment, start nothing")
+    _add_app_options(check)
     add_project_options(check)
     check.add_argument("--mode", choices=("development", "production"))
     check.set_defaults(func=cmd_check)
@@ -122,6 +151,7 @@ def build_parser(only_up: bool = False) -> argparse.ArgumentParser:
         return parser
     # Subcommands that live in their own modules: imported only when one of them may be asked for,
     # as `up` is timed from its command line to its first answer.
+    from supervisor.config import scaffold
     from supervisor.reload import why
     from supervisor.status import control
     from supervisor.systemd import units
@@ -129,6 +159,7 @@ def build_parser(only_up: bool = False) -> argparse.ArgumentParser:
     control.register(sub)  # status, restart, stop
     units.register(sub)  # systemd-unit
     why.register(sub, _settings)  # why PATH...
+    scaffold.register(sub)  # init
     return parser
 
 

@@ -2,13 +2,15 @@
 
 The status API, metrics, sd_notify, the database watch, the orphan reaper, the health watch and
 the file watcher depend on :class:`SupervisorView`, never on the runner class: a typed read model
-(the records in :mod:`supervisor.state`, which they read and do not write) plus three commands: post a message
-to the runner's loop, run a background task, subscribe to changes. A plugin is handed to the
-runner as a :class:`Plugin`: a long-running service, a startup step, or both.
+(the records in :mod:`supervisor.state`; a plugin writes only its own, as the database watch its
+:class:`~supervisor.state.DatabaseStatus`, and says so with ``changed()``) plus four commands: post a
+message to the runner's loop, run a background task, subscribe to changes, announce a change. A
+plugin is handed to the runner as a :class:`Plugin`: a long-running service, a startup step, or both.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -28,7 +30,8 @@ from supervisor.state import (
 
 
 class Command(StrEnum):
-    """Messages a plugin may post; signal names (``"SIGTERM"``) travel the same queue."""
+    """Messages a plugin may post (the status API's ``/restart`` and ``/stop``); their values are
+    the words the API answers with. Signals travel the same queue as :class:`Signalled`."""
 
     RESTART = "restart"  # a graceful rolling restart
     STOP = "stop"  # a graceful stop; ``up`` exits 0
@@ -72,8 +75,26 @@ class Scale:
     program: str = "web"  # or a [programs] name: run that many instances of it
 
 
+@dataclass(frozen=True)
+class Signalled:
+    """A signal arrived (its handler only queues this, see :mod:`supervisor.signals`): SIGTERM and
+    SIGINT stop, SIGHUP re-reads the configuration, SIGTTIN and SIGTTOU add and remove a web worker."""
+
+    sig: signal.Signals
+
+
+@dataclass(frozen=True)
+class InternalError:
+    """The runner's own: a task failed, or a slot gave up in production mode; stop and exit 1."""
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """The runner's own: every process is gone (or was killed at once); the loop ends."""
+
+
 MIN_WORKERS, MAX_WORKERS = field_bounds(AppSection, "workers")  # as for [app] workers and --workers
-Message = str | FilesChanged | ProgramCommand | RecycleWorker | Scale
+Message = Command | Signalled | FilesChanged | ProgramCommand | RecycleWorker | Scale | InternalError | Stopped
 
 
 class SupervisorView(Protocol):

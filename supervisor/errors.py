@@ -33,6 +33,15 @@ class Problem:
         return f"{self.where}: {self.message}"
 
 
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should know about how their input was read, which is not wrong: the app
+    that was found, a file that is ignored. Logged once at start by ``up``, printed by ``check``."""
+
+    message: str
+    warning: bool = False
+
+
 class SupervisorError(Exception):
     """Base class: a failure with a message fit for the user and an exit code."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -21,12 +22,15 @@ from supervisor.config.toml import Config
 from supervisor.contract import (
     Command,
     FilesChanged,
+    InternalError,
     Message,
     Plugin,
     ProgramCommand,
     RecycleWorker,
     Scale,
+    Signalled,
     Step,
+    Stopped,
 )
 from supervisor.errors import EXIT_FORCED, EXIT_OK, EXIT_RUNTIME, SupervisorError
 from supervisor.listen.fallback import FallbackResponder, explain_fatal, fallback_text
@@ -40,7 +44,7 @@ from supervisor.secrets import Redactor
 from supervisor.signals import queued_signals
 from supervisor.slots.capacity import Capacity
 from supervisor.slots.executor import Slots, Spawner, Timing
-from supervisor.spawn.process import spawn_worker, worker_spec
+from supervisor.spawn.process import LineSink, WorkerProcess, spawn_worker, worker_spec
 from supervisor.state import (
     DatabaseState,
     DatabaseStatus,
@@ -54,7 +58,9 @@ from supervisor.state import (
 )
 
 logger = logging.getLogger("supervisor")
-_DONE, _INTERNAL_ERROR = "done", "internal_error"
+# What still counts once stopping: a second stop request (it forces the stop), a failure, the end.
+WHILE_STOPPING: frozenset[Message] = frozenset({
+    Command.STOP, Signalled(signal.SIGTERM), Signalled(signal.SIGINT), InternalError(), Stopped()})
 
 
 class Runner:
@@ -74,25 +80,29 @@ class Runner:
         self.reload_status = ReloadStatus()
         self.health = HealthStatus()
         def slots(name: str, count: int, timing: Timing, **kwargs: Any) -> Slots:
-            return Slots(name, count, timing, run_task=self.run_task, changed=self.changed, gave_up=self._gave_up,
-                         crashed=self._crashed, clock=clock, wall=wall, rand=rand, **kwargs)
+            return Slots(name, count, timing, run_task=self.run_task, changed=self._slot_changed,
+                         gave_up=self._gave_up, crashed=self._crashed, clock=clock, wall=wall, rand=rand, **kwargs)
 
-        fd = listener.sock.fileno()
+        self._spawn, self._fd = spawn, listener.sock.fileno()
         self._slots = slots(WEB, settings.workers, web_timing(settings.config), prefix=prefix_for(settings, WEB),
-                            start=lambda _, sink: spawn(worker_spec(self._settings, fd, self._livereload()), sink),
-                            retry=retry)
+                            start=self._start_web_worker, retry=retry)
         self._programs = Programs(self._slots, settings, slots)
-        self._idle_changed = asyncio.Event()
         self._livereload_url = livereload_url
         self.exit_code = EXIT_OK
         self._observers: list[Callable[[], None]] = []
         self._queue: asyncio.Queue[Message] = asyncio.Queue()
         self._tasks: set[asyncio.Future[Any]] = set()
-        self._rollout = Rollout(self, resolve, self.reload_status)
         self._fallback = FallbackResponder(listener.sock, self._fallback_body)
         self._begun = self._served = self._stopping = self._rolling = self._failed = self._done = False
         self._capacity = Capacity(self._slots, settings.workers, self.health, self.stopping, self.changed)
+        self._rollout = Rollout(self, self._capacity, resolve, self.reload_status)
         self._shown_state = SupervisorState.STARTING
+
+    def _quota_told(self, proc: WorkerProcess) -> WorkerProcess:
+        # A worker nearing its request quota is a change: the health watch starts its replacement
+        # at once, not at its next round (a fast worker would be far past its quota by then).
+        proc.quota_listeners.append(lambda _: self.changed())
+        return proc
 
     # ----- the read model (SupervisorView) -------------------------------------------------
 
@@ -163,27 +173,43 @@ class Runner:
         self._observers.append(observer)
 
     def changed(self) -> None:
-        """After every change: log a new state, announce the first worker, place the fallback,
-        tell the observers, and end a shutdown whose workers are all gone."""
+        """A record of the read model changed (a plugin's, a reload's, a slot's): log a new
+        supervisor state and tell the observers."""
+        self._show_state()
+        self._tell_observers()
+
+    # ----- after a change ----------------------------------------------------------------------
+
+    def _slot_changed(self) -> None:
+        """A slot of any program handled an event (its executor calls this after each one)."""
+        self._announce_first_worker()
+        self._place_fallback()
+        self.changed()
+        self._programs.slot_changed()
+
+    def _announce_first_worker(self) -> None:
         if not self._served and self.ready_workers:
             self._served = True
             logger.info("%s", banner(self.url))
+
+    def _show_state(self) -> None:
         state = self.state
         if state != self._shown_state:
             logger.info("supervisor: %s -> %s", self._shown_state, state)
             self._shown_state = state
+
+    def _place_fallback(self) -> None:
+        """Answer for the app while no worker can (see :mod:`supervisor.listen.fallback`); depends on
+        the web slots, the mode and whether we stop."""
         text = fallback_text(self.slots, self._settings.production, self.wall())
         self._fallback.want(text is not None and not self._stopping)
+
+    def _tell_observers(self) -> None:
         for observer in list(self._observers):
             try:
                 observer()
             except Exception:  # an observer's bug must not take down supervision
                 logger.exception("supervisor: a state-change observer failed")
-        if self._begun and not self._stopping:
-            self._programs.gate()
-        self._idle_changed.set()
-        if self._stopping and self._programs.idle:
-            self.post(_DONE)
 
     # ----- the loop --------------------------------------------------------------------------
 
@@ -218,40 +244,50 @@ class Runner:
             logger.error("supervisor: %s", exc)
             self.exit_code, self._failed = exc.exit_code, True
             self.changed()
-            self.post(_DONE)
+            self.post(Stopped())
             return
         if not self._stopping:
             self._begun = True
-            self._programs.gate()
+            self._programs.begin()
 
     def _handle(self, message: Message) -> None:
-        if isinstance(message, FilesChanged):
-            if not self._stopping:
-                self._rollout.files_changed(set(message.files))
-        elif isinstance(message, ProgramCommand):
-            if message.program == WEB:
-                self._handle(Command.RESTART)
-            elif not self._stopping:
-                self._programs.control(message.action, message.program)
-        elif message in ("SIGTERM", "SIGINT", Command.STOP):
-            self._request_stop("stop request" if message == Command.STOP else message)
-        elif message in ("SIGHUP", Command.REREAD) and not self._stopping:
-            self.run_task(self._rollout.reload(set(), f"{message}: re-reading configuration", reread=True))
-        elif message == Command.RESTART and not self._stopping:
-            self.run_task(self._rollout.rolling_restart(ExitReason.MANUAL))
-        elif isinstance(message, RecycleWorker) and not self._stopping:
-            self.run_task(self._capacity.recycle(message))
-        elif isinstance(message, Scale) and message.program != WEB and not self._stopping:
-            self._programs.scale(message.program, message.workers)
-        elif isinstance(message, Scale) and not self._stopping:
-            self._scale(message.workers, "scale request")
-        elif message in ("SIGTTIN", "SIGTTOU") and not self._stopping:
-            self._scale(self._capacity.wanted + (1 if message == "SIGTTIN" else -1), str(message))
-        elif message == _INTERNAL_ERROR:
-            self._begin_shutdown(EXIT_RUNTIME)
-        elif message == _DONE:
-            self._done = True
-            logger.info("supervisor: stopped")
+        if self._stopping and message not in WHILE_STOPPING:
+            return  # a stopping supervisor starts, reloads and scales nothing more
+        match message:
+            case Command.STOP:
+                self._request_stop("stop request")
+            case Signalled(signal.SIGTERM | signal.SIGINT):
+                self._request_stop(message.sig.name)
+            case Command.REREAD:
+                self._reread("reread")
+            case Signalled(signal.SIGHUP):
+                self._reread("SIGHUP")
+            case Command.RESTART:
+                self.run_task(self._rollout.rolling_restart(ExitReason.MANUAL))
+            case ProgramCommand(_, program) if program == WEB:
+                self.run_task(self._rollout.rolling_restart(ExitReason.MANUAL))  # ``restart web``
+            case ProgramCommand(action, program):
+                self._programs.control(action, program)
+            case FilesChanged(files):
+                self._rollout.files_changed(set(files))
+            case RecycleWorker():
+                self.run_task(self._capacity.recycle(message))
+            case Scale(workers, program) if program == WEB:
+                self._scale(workers, "scale request")
+            case Scale(instances, program):
+                self._programs.scale(program, instances)
+            case Signalled(signal.SIGTTIN):
+                self._scale(self._capacity.wanted + 1, "SIGTTIN")
+            case Signalled(signal.SIGTTOU):
+                self._scale(self._capacity.wanted - 1, "SIGTTOU")
+            case InternalError():
+                self._begin_shutdown(EXIT_RUNTIME)
+            case Stopped():
+                self._done = True
+                logger.info("supervisor: stopped")
+
+    def _reread(self, why: str) -> None:
+        self.run_task(self._rollout.reload(set(), f"{why}: re-reading configuration", reread=True))
 
     def _request_stop(self, why: str) -> None:
         if not self._stopping:
@@ -261,21 +297,27 @@ class Runner:
         logger.warning("supervisor: %s again: stopping at once", why)
         self._programs.kill_all()
         self.exit_code = EXIT_FORCED
-        self.post(_DONE)
+        self.post(Stopped())
 
     def _begin_shutdown(self, code: int) -> None:
         if self._stopping:
             return
         self.exit_code, self._stopping = code, True
+        self._programs.stop_starting()
+        self._place_fallback()
         self.changed()
-        self.run_task(self._programs.shutdown(self._idle_changed))
+        self.run_task(self._shut_down())
+
+    async def _shut_down(self) -> None:
+        await self._programs.shutdown()
+        self.post(Stopped())
 
     def _task_done(self, task: asyncio.Future[Any]) -> None:
         """A bug or an OS failure in a task must end ``up``, not leave it running unseen."""
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("supervisor: internal error; stopping", exc_info=task.exception())
-            self.post(_INTERNAL_ERROR)
+            self.post(InternalError())
 
     @staticmethod
     def _service_done(task: asyncio.Future[None]) -> None:
@@ -287,7 +329,7 @@ class Runner:
         if self._settings.production:
             what = "a worker slot is in a crash loop" if name == WEB else f"program {name} gave up"
             logger.error("supervisor: %s; stopping (production mode)", what)
-            self.post(_INTERNAL_ERROR)
+            self.post(InternalError())
         elif name == WEB:
             logger.error("web.%d: waiting for a change (file edit, restart request) before trying again", index)
 
@@ -295,9 +337,10 @@ class Runner:
         if self._capacity.want(wanted, why):
             self.run_task(self._capacity.apply())
 
-    def _livereload(self) -> str:
-        # Re-checked per worker: a SIGHUP may have switched to production mode.
-        return self._livereload_url if browser_follows(self._settings) else ""
+    def _start_web_worker(self, index: int, sink: LineSink) -> WorkerProcess:
+        # The settings and live reload are looked up per worker: a reload or SIGHUP may change them.
+        livereload = self._livereload_url if browser_follows(self._settings) else ""
+        return self._quota_told(self._spawn(worker_spec(self._settings, self._fd, livereload), sink))
 
     def _crashed(self, stderr_tail: Sequence[str]) -> None:
         # The deque itself: the relay may still be appending the last lines. Shown by live reload.
@@ -307,13 +350,7 @@ class Runner:
         text = fallback_text(self.slots, self._settings.production, self.wall()) or explain_fatal(self.slots)
         return self.redact(text)
 
-    # ----- what a rollout needs (rollout.Slots) ----------------------------------------------
-
-    def slot_count(self) -> int:
-        return len(self._slots.machines)
-
-    async def replace_slot(self, index: int, reason: ExitReason) -> bool:
-        return await self._capacity.replace(index, reason)
+    # ----- what a rollout needs (rollout.RolloutHost) -----------------------------------------
 
     def apply_settings(self, new: Settings) -> None:
         """Adopt re-read settings: the next workers get the new app settings and environment, and
@@ -322,6 +359,7 @@ class Runner:
         self._redactor.add(new.secrets)
         self._settings = new
         self._slots.reconfigure(web_timing(new.config))
+        self._place_fallback()  # production mode answers no 503 for a given-up app
 
     def set_rolling(self, rolling: bool) -> None:
         self._rolling = rolling

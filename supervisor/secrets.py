@@ -30,6 +30,10 @@ _URL_END = re.compile(r"[\s'\"<>`]")
 _QUERY_PASSWORD = re.compile(r"([?&](?:password|sslpassword)=)[^\s'\"]*", re.IGNORECASE)
 # What may come right before the second half of a secret split across two lines.
 _BOUNDARY = frozenset(" \t|=:'\"([{<,;")
+# A whole word of a secret, made of letters only and at most this long, is not masked on its own by
+# the split-line rule: "development" (the first word of a development-only default secret) is
+# also the mode, printed on its own in the status document and on line ends everywhere.
+_MAX_ORDINARY_WORD = 15
 
 
 def is_secret_name(name: str) -> bool:
@@ -230,7 +234,7 @@ def _mask_tail_prefix(line: str, part: str) -> str:
     if part[:_MIN_MASKED_LENGTH] not in stripped[-len(part):]:
         return line
     for k in range(min(len(part) - 1, len(stripped)), _MIN_MASKED_LENGTH - 1, -1):
-        if stripped.endswith(part[:k]):
+        if stripped.endswith(part[:k]) and not ordinary_word(part, 0, k):
             return stripped[:-k] + MASK + line[len(stripped):]
     return line
 
@@ -241,9 +245,33 @@ def _mask_head_suffix(line: str, part: str) -> str:
         return line
     for k in range(1, len(part) - _MIN_MASKED_LENGTH + 1):
         rest = part[k:]
+        if ordinary_word(part, k, len(part)):
+            continue
         index = line.find(rest)
         while index >= 0:
             if index == 0 or line[index - 1] in _BOUNDARY:
                 return line[:index] + MASK + line[index + len(rest):]
             index = line.find(rest, index + 1)
     return line
+
+
+def ordinary_word(part: str, start: int, end: int) -> bool:
+    """Whether ``part[start:end]``, a piece of a secret the split-line rule would mask, is one of its
+    short words made of letters only, cut where the secret itself has a separator.
+
+    A program that wraps a long secret cuts it anywhere, and each piece carries part of the
+    secret; but a piece that is a whole word (``development`` of ``development-only-secret-...``)
+    is ordinary text that appears on its own everywhere (the mode), and masking it hides the
+    mode, not a secret. Pieces cut inside a word, or holding digits or separators, are still masked.
+
+    >>> ordinary_word("development-only-secret-0123456789", 0, 11)
+    True
+    >>> ordinary_word("development-only-secret-0123456789", 0, 7)
+    False
+    """
+    piece = part[start:end]
+    if not piece.isalpha() or not piece.isascii() or len(piece) > _MAX_ORDINARY_WORD:
+        return False
+    before_ok = start == 0 or not part[start - 1].isalnum()
+    after_ok = end == len(part) or not part[end].isalnum()
+    return before_ok and after_ok

@@ -1,7 +1,9 @@
 """The read model: states and records shared by the log, the status API, metrics and the CLI.
 
-The runner owns and updates these objects; everything that plugs in (status API, metrics,
-sd_notify, the database watch) reads them and never writes what it does not own. States are
+Each record has one writer: a slot's status its lifecycle machine, the database status the
+database watch, the health status the health watch (and the web slots' capacity, what it
+recycled), the reload status the rollout (and the runner, a crashed worker's last lines).
+Everything else (status API, metrics, sd_notify, the CLI) only reads them. States are
 ``StrEnum`` members, so they serialise to JSON as the plain strings the status document and the
 CLI show (``"running"``, ``"backoff"``).
 """
@@ -123,6 +125,11 @@ class WorkerVitals:
     beats: int = 0
     loop_lag: float = 0.0  # seconds the last heartbeat ran late on the worker's event loop
     requests: int = 0  # HTTP requests and WebSocket sessions the worker has begun
+    # The request quota the worker keeps itself (0: none): nearing it (its replacement is due),
+    # reached (it takes no more requests).
+    quota: int = 0
+    nearing_quota: bool = False
+    quota_reached: bool = False
     exited: bool = False  # reaped: its pid may belong to another process from now on
 
 

@@ -1,14 +1,22 @@
+from __future__ import annotations
+
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 # Tests import their helpers as `tests.support`; make the repository root importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support import timeout_scale  # noqa: E402
+from tests.support import timeout_scale
+
+if TYPE_CHECKING:
+    import httpx
+
+    from tests.dbsupport import Served
 
 # The PostgreSQL fixtures (`pg_server`, `pg`) for every test module.
 pytest_plugins = ["tests.pgserver"]
@@ -24,6 +32,14 @@ def supervisor_pid() -> Iterator[int]:
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture
+def http(served: Served) -> Iterator[httpx.Client]:
+    """Real HTTP to the webapp of the requesting module's ``served`` fixture (each webapp test
+    module serves its own, with its own settings, once per backend)."""
+    with served.client() as c:
+        yield c
 
 
 @pytest.hookimpl(trylast=True)

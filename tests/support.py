@@ -24,6 +24,8 @@ from typing import Any, Literal, TypeVar, cast
 
 import psutil
 
+from supervisor.listen.ports import bind_listener
+
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
@@ -58,6 +60,50 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def gone(pid: int) -> bool:
+    """True once ``pid`` no longer runs: a zombie counts as gone (it holds nothing, and one left
+    to an init that does not reap would otherwise never go)."""
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
+
+
+def port_is_free(port: int) -> bool:
+    """True when ``port`` on 127.0.0.1 can be bound and listened on, the way the supervisor binds
+    it; raises ``OSError`` while something holds it, so :func:`wait_until` goes on polling."""
+    with bind_listener("127.0.0.1", port):
+        return True
+
+
+class Clock:
+    """A fake clock for unit tests: reading it gives ``now``, which moves only when the test moves
+    it (:meth:`advance`, or setting ``now``) or when the code under test awaits :meth:`sleep`,
+    which returns at once and records the delay in ``sleeps``.
+
+    :meth:`wall` is the matching wall-clock time, ``wall_offset`` ahead of ``now``, for code that
+    takes a monotonic and a wall clock (``clock=clock, wall=clock.wall``).
+    """
+
+    def __init__(self, now: float = 1000.0, wall_offset: float = 0.0) -> None:
+        self.now = now
+        self.wall_offset = wall_offset
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return self.wall_offset + self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
 def wait_until(check: Callable[[], T | None | Literal[False]], timeout: float, what: str,
                context: Callable[[], str] = lambda: "", interval: float = 0.05) -> T:
     """Poll ``check`` until it returns something truthy; fail with ``what`` and ``context()``.
@@ -72,7 +118,7 @@ def wait_until(check: Callable[[], T | None | Literal[False]], timeout: float, w
             result = check()
             if result:
                 return cast(T, result)
-        except Exception as exc:  # noqa: BLE001 - polled effects may fail until ready
+        except Exception as exc:  # polled effects may fail until ready
             last_error = exc
         if time.monotonic() > deadline:
             detail = f" (last error: {last_error!r})" if last_error else ""
@@ -166,15 +212,18 @@ def base_env(**extra: str) -> dict[str, str]:
 
 
 class Running:
-    """A ``python -m supervisor`` process with its combined output collected by a thread."""
+    """A ``python -m supervisor`` process with its combined output collected by a thread.
+
+    ``python`` is the interpreter (another virtual environment's, say); by default the tests' own.
+    """
 
     def __init__(self, args: list[str], cwd: Path, env: Mapping[str, str],
-                 preexec_fn: Callable[[], None] | None = None) -> None:
+                 preexec_fn: Callable[[], None] | None = None, python: str | Path = sys.executable) -> None:
         self.args = args
         self.lines: list[str] = []
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor", *args], cwd=cwd, env=dict(env),
+            [str(python), "-m", "supervisor", *args], cwd=cwd, env=dict(env),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=preexec_fn,
         )
@@ -246,12 +295,14 @@ class Running:
 
 @contextlib.contextmanager
 def supervisor(args: list[str], cwd: Path, env: Mapping[str, str] | None = None,
-               preexec_fn: Callable[[], None] | None = None) -> Iterator[Running]:
+               preexec_fn: Callable[[], None] | None = None, python: str | Path = sys.executable
+               ) -> Iterator[Running]:
     """Run ``python -m supervisor ARGS`` for the duration of the block; always cleaned up.
 
-    ``preexec_fn`` runs in the child before exec (a lower resource limit, say).
+    ``preexec_fn`` runs in the child before exec (a lower resource limit, say); ``python`` is the
+    interpreter that runs it.
     """
-    run = Running(args, cwd, env if env is not None else base_env(), preexec_fn)
+    run = Running(args, cwd, env if env is not None else base_env(), preexec_fn, python)
     try:
         yield run
     finally:

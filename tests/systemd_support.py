@@ -36,14 +36,21 @@ class Notification:
 
 
 class NotifyListener:
-    """Receives sd_notify datagrams on a thread; ``address`` is what goes into ``NOTIFY_SOCKET``."""
+    """Receives sd_notify datagrams on a thread; ``address`` is what goes into ``NOTIFY_SOCKET``.
 
-    def __init__(self, address: str, on_message: Callable[[Notification], None] = lambda n: None) -> None:
+    With ``paused``, nothing is read until :meth:`resume`: a systemd too busy to read its socket,
+    whose queue (``net.unix.max_dgram_qlen`` datagrams) fills up meanwhile."""
+
+    def __init__(self, address: str, on_message: Callable[[Notification], None] = lambda n: None,
+                 paused: bool = False) -> None:
         self.address = address
         self.on_message = on_message
         self.messages: list[Notification] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._reading = threading.Event()
+        if not paused:
+            self._reading.set()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self.sock.bind("\0" + address[1:] if address.startswith("@") else address)
@@ -51,8 +58,13 @@ class NotifyListener:
         self._thread = threading.Thread(target=self._receive, daemon=True)
         self._thread.start()
 
+    def resume(self) -> None:
+        self._reading.set()
+
     def _receive(self) -> None:
         while not self._closed:
+            if not self._reading.wait(0.1):
+                continue
             try:
                 data, ancdata, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(UCRED.size))
             except TimeoutError:
@@ -94,6 +106,7 @@ class NotifyListener:
 
     def close(self) -> None:
         self._closed = True
+        self._reading.set()
         self._thread.join(5)
         self.sock.close()
 

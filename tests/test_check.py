@@ -38,6 +38,8 @@ min_length = 32
 default = "development-only-secret-0123456789abcdef"
 """
 GOOD_ENV = "DATABASE_URL=postgresql://app@127.0.0.1/app\n"
+# The app `check` finds in a valid project (it parses the file, never imports it).
+APP_FILE = {"main.py": "app = object()\n"}
 
 # (id, supervisor.toml, .env, process environment, fragments the output must contain)
 CASES = [
@@ -154,7 +156,7 @@ def test_a_missing_project_or_app_dir_exits_2_without_traceback(tmp_path: Path) 
 
 @pytest.mark.timeout(30)
 def test_port_0_from_the_environment_is_accepted(tmp_path: Path) -> None:
-    root = make_project(tmp_path, toml=SCHEMA, dotenv=GOOD_ENV)
+    root = make_project(tmp_path, toml=SCHEMA, dotenv=GOOD_ENV, files=APP_FILE)
     result = cli(["check"], root, PORT="0")
     assert result.returncode == 0, result.stderr
     assert "port 0" in result.stdout
@@ -192,7 +194,7 @@ def test_every_problem_is_printed_in_one_run(tmp_path: Path) -> None:
 def test_check_exits_0_when_valid_and_starts_nothing(tmp_path: Path) -> None:
     port = free_port()
     root = make_project(tmp_path, toml=f"[server]\nport = {port}\n" + SCHEMA,
-                        dotenv=SECRET_LINE + GOOD_ENV)
+                        dotenv=SECRET_LINE + GOOD_ENV, files=APP_FILE)
     result = cli(["check"], root)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok: ")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.config.toml import Config, load_config, parse_config
+from supervisor.config.toml import Config, config_file, load_config, parse_config
 from supervisor.errors import ConfigError
 
 
@@ -22,7 +22,7 @@ def test_empty_file_gives_the_documented_defaults() -> None:
     cfg = parse_config("")
     assert cfg.server.port == 8000
     assert cfg.server.host == "127.0.0.1"
-    assert cfg.app.app == "webapp.app:app"
+    assert cfg.app.app == ""  # none: named on the command line or found in the project (issue 21)
     assert cfg.app.workers == 1
     assert cfg.supervisor.mode == "development"
     assert cfg.restart.initial_delay == 0.5
@@ -295,3 +295,61 @@ def test_a_hang_timeout_shorter_than_two_heartbeats_is_refused_but_0_turns_it_of
     assert problem.startswith("proj/supervisor.toml:4 [app] hang_timeout: 3 is shorter than two heartbeats")
     assert "expected at least 4, or 0 to turn hang detection off" in problem
     assert parse_config("[app]\nheartbeat_interval = 2\nhang_timeout = 0\n").app.hang_timeout == 0
+
+
+PYPROJECT = """\
+[project]
+name = "myapp"
+
+[tool.ruff]
+line-length = 100
+
+[tool.webapp-supervisor.server]
+port = 9100
+
+[tool.webapp-supervisor.app]
+workers = 2
+
+[tool.webapp-supervisor.env.API_KEY]
+type = "secret"
+"""
+
+
+def test_pyproject_tool_table_has_the_same_schema_under_it(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT)
+    path = config_file(tmp_path)
+    assert path == tmp_path / "pyproject.toml"
+    cfg = load_config(path)
+    assert cfg.server.port == 9100 and cfg.app.workers == 2 and cfg.env["API_KEY"].is_secret
+    assert cfg.path == str(tmp_path / "pyproject.toml")
+    # supervisor.toml wins when both exist; a pyproject.toml without our table is not read.
+    (tmp_path / "supervisor.toml").write_text("[server]\nport = 9200\n")
+    assert config_file(tmp_path) == tmp_path / "supervisor.toml"
+    (tmp_path / "supervisor.toml").unlink()
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n[tool.other]\nwebapp-supervisor = 1\n')
+    assert config_file(tmp_path) == tmp_path / "supervisor.toml"
+
+
+def test_pyproject_problems_name_the_file_its_line_and_the_table_as_written() -> None:
+    text = PYPROJECT.replace("workers = 2", "workers = 0\nwrokers = 1") + "[tool.webapp-supervisor.sever]\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "proj/pyproject.toml", "tool.webapp-supervisor")
+    problems = [str(p) for p in info.value.problems]
+    assert "proj/pyproject.toml:11 [tool.webapp-supervisor.app] workers: 0 is out of range; expected 1 to 64" \
+        in problems, problems
+    assert any(p.startswith("proj/pyproject.toml:12 [tool.webapp-supervisor.app] wrokers: unknown key")
+               and "did you mean 'workers'?" in p for p in problems), problems
+    assert any(p.startswith("proj/pyproject.toml:16 [tool.webapp-supervisor.sever]: unknown section")
+               and "did you mean [tool.webapp-supervisor.server]?" in p for p in problems), problems
+    # The quoted spelling of the same table is found too.
+    quoted = PYPROJECT.replace("[tool.webapp-supervisor.server]", '[tool."webapp-supervisor".server]')
+    with pytest.raises(ConfigError) as info:
+        parse_config(quoted.replace("port = 9100", "port = -1"), "pyproject.toml", "tool.webapp-supervisor")
+    assert str(info.value.problems[0]).startswith("pyproject.toml:8 [tool.webapp-supervisor.server] port:")
+
+
+def test_a_pyproject_named_with_config_must_have_the_table(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "pyproject.toml", required=True)
+    assert "has no [tool.webapp-supervisor] table" in str(info.value)

@@ -4,6 +4,7 @@ status record the database watch keeps for the status API."""
 from __future__ import annotations
 
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from supervisor.config.toml import DatabaseSection
 from supervisor.database.probe import (
     AUTH_FAILED,
     DB_MISSING,
+    DRIVER_MISSING,
     REFUSED,
     SHUTTING_DOWN,
     STARTING_UP,
@@ -33,27 +35,12 @@ from supervisor.slots.policy import backoff_delay
 from supervisor.state import DatabaseState
 from tests.pgserver import APP_PASSWORD, PgServer
 from tests.scripted import ScriptedSupervisor
-from tests.support import free_port
+from tests.support import Clock, free_port
 
 CFG = DatabaseSection(initial_delay=0.25, max_delay=5.0, deadline=30.0, connect_timeout=2.0)
 
 
-class FakeTime:
-    """A clock that only moves when the code under test sleeps; the sleeps are recorded."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
-def scripted_probe(failures: list[ProbeFailure], fake: FakeTime, cost: float = 0.0) -> Any:
+def scripted_probe(failures: list[ProbeFailure], fake: Clock, cost: float = 0.0) -> Any:
     """A probe that fails with each of ``failures`` in turn, then answers in 1.5 ms."""
     remaining = list(failures)
 
@@ -72,11 +59,11 @@ def refused() -> ProbeFailure:
 
 @pytest.mark.asyncio
 async def test_delays_double_from_initial_and_stop_at_max_delay_without_jitter() -> None:
-    fake = FakeTime()
+    fake = Clock(0.0)
     attempts: list[Attempt] = []
     result = await wait_for_database(scripted_probe([refused()] * 7, fake), CFG,
                                            on_attempt=attempts.append, sleep=fake.sleep,
-                                           clock=fake.clock, rand=lambda: 0.5)
+                                           clock=fake, rand=lambda: 0.5)
     assert result == (8, 1.5)
     assert fake.sleeps == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
     assert [a.number for a in attempts] == [1, 2, 3, 4, 5, 6, 7]
@@ -94,12 +81,12 @@ def test_jitter_spreads_each_delay_by_the_fraction_but_never_past_max_delay(
 
 @pytest.mark.asyncio
 async def test_past_the_deadline_the_last_failure_is_raised_and_no_sleep_overshoots() -> None:
-    fake = FakeTime()
+    fake = Clock(0.0)
     cfg = DatabaseSection(initial_delay=0.25, max_delay=2.0, deadline=6.0)
     attempts: list[Attempt] = []
     with pytest.raises(ProbeFailure) as info:
         await wait_for_database(scripted_probe([refused()] * 100, fake, cost=0.1), cfg,
-                                      on_attempt=attempts.append, sleep=fake.sleep, clock=fake.clock,
+                                      on_attempt=attempts.append, sleep=fake.sleep, clock=fake,
                                       rand=lambda: 0.5)
     assert info.value.reason == REFUSED
     assert fake.now == pytest.approx(6.1)  # the deadline, plus the last attempt's own time
@@ -110,10 +97,10 @@ async def test_past_the_deadline_the_last_failure_is_raised_and_no_sleep_oversho
 @pytest.mark.parametrize("reason", [AUTH_FAILED, DB_MISSING])
 @pytest.mark.asyncio
 async def test_failures_retrying_cannot_fix_end_the_wait_at_once(reason: str) -> None:
-    fake = FakeTime()
+    fake = Clock(0.0)
     with pytest.raises(ProbeFailure) as info:
         await wait_for_database(scripted_probe([refused(), ProbeFailure(reason, "x", False)], fake),
-                                      CFG, sleep=fake.sleep, clock=fake.clock, rand=lambda: 0.5)
+                                      CFG, sleep=fake.sleep, clock=fake, rand=lambda: 0.5)
     assert info.value.reason == reason
     assert fake.sleeps == [0.25]
 
@@ -161,6 +148,23 @@ async def test_a_server_that_accepts_but_never_answers_times_out() -> None:
         with pytest.raises(ProbeFailure) as info:
             await EngineProbe(normalize_database_url(url), 5.0)(0.3)
     assert info.value.reason == TIMED_OUT and info.value.retryable
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.asyncio
+async def test_a_sqlite_url_without_aiosqlite_fails_at_once_naming_the_package_to_install(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # None in sys.modules: importing aiosqlite raises ModuleNotFoundError, as where it is not installed.
+    monkeypatch.setitem(sys.modules, "aiosqlite", None)
+    fake = Clock()
+    probe = EngineProbe(normalize_database_url(f"sqlite+aiosqlite:///{tmp_path / 'app.sqlite3'}"), 2.0)
+    with pytest.raises(ProbeFailure) as info:
+        await wait_for_database(probe, CFG, sleep=fake.sleep, clock=fake)
+    failure = info.value
+    assert (failure.reason, failure.retryable) == (DRIVER_MISSING, False)
+    assert "sqlite+aiosqlite" in str(failure) and "aiosqlite package" in str(failure)
+    assert failure.hint == "install it: pip install aiosqlite"
+    assert fake.sleeps == []  # not retried: waiting cannot install it
 
 
 # ----- the watch: state and the status record --------------------------------------------------

@@ -176,6 +176,17 @@ def test_dockerfile_exposes_the_ports_and_installs_the_config_at_the_configured_
     assert f"127.0.0.1:{cfg.status.port}/readyz" in docker["HEALTHCHECK"][-1]
 
 
+def test_dockerfile_installs_the_example_extra_for_the_webapp_it_serves_from_the_project_dir(cfg: Config) -> None:
+    # The wheel holds the supervisor only: webapp/ is imported from /app, copied there whole, and
+    # its libraries (alembic for the migrate step, pyjwt, ...) come from the `example` extra.
+    assert cfg.app.app.startswith("webapp.") and (REPO / "webapp").is_dir()
+    docker = dockerfile()
+    assert f". {PROJECT_DIR}" in docker["COPY"]
+    installs = [shlex.split(part.strip()) for run in docker["RUN"] for part in run.split("&&")]
+    assert any(words[:2] == ["pip", "install"] and any(re.fullmatch(r"\.\[(.*,)?example(,.*)?\]", w) for w in words)
+               for words in installs), docker["RUN"]
+
+
 def test_deployment_runs_as_the_dockerfile_user(container: dict[str, Any],
                                                 k8s: dict[str, dict[str, Any]]) -> None:
     pod = k8s["Deployment"]["spec"]["template"]["spec"]

@@ -13,16 +13,9 @@ import psutil
 import pytest
 
 from supervisor.spawn.descendants import _own_cgroup_dir, _systemd_owns
-from tests.support import REPO, Running, app_project, base_env, http_json, supervisor, wait_until
+from tests.support import REPO, Running, app_project, base_env, gone, http_json, supervisor, wait_until
 
 UP = ["up", "--no-reload"]
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def start_daemon(url: str, run: Running, query: str = "") -> int:

@@ -14,7 +14,7 @@ import pytest
 
 from supervisor.reload.browser_events import PATH
 from supervisor.warm.early import LIVERELOAD_PATH
-from tests.support import REPO, base_env, free_port, http_get, make_project, run_cli, supervisor, wait_until
+from tests.support import REPO, base_env, free_port, gone, http_get, make_project, run_cli, supervisor, wait_until
 
 APP = """
     import json, os
@@ -205,14 +205,7 @@ def test_the_process_forked_at_start_ignores_ctrl_c_and_ends_when_the_supervisor
         pid = int(proc.stdout.readline())
         proc.kill()
         proc.wait(10)
-
-        def gone() -> bool:
-            try:
-                return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-            except psutil.NoSuchProcess:
-                return True
-
-        wait_until(gone, 30, "the process forked at start to end with its supervisor")
+        wait_until(lambda: gone(pid), 30, "the process forked at start to end with its supervisor")
     finally:
         proc.kill()
         proc.wait(10)

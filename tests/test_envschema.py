@@ -230,3 +230,15 @@ def test_settings_report_config_dotenv_and_environment_problems_together(tmp_pat
         resolve_settings(project, {})
     text = str(info.value)
     assert "[server] prot" in text and ".env:2: cannot be parsed" in text
+
+
+def test_settings_from_pyproject_name_it_in_environment_problems_and_sources(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\n[tool.webapp-supervisor.env.LEVEL]\ntype = "integer"\ndefault = "three"\n'
+        '[tool.webapp-supervisor.env.GREETING]\ndefault = "hi"\n')
+    with pytest.raises(ConfigError) as info:
+        resolve_settings(tmp_path, {})
+    assert str(info.value).startswith("pyproject.toml [tool.webapp-supervisor.env] default LEVEL: 'three' is not")
+    settings = resolve_settings(tmp_path, {"LEVEL": "3"})
+    assert settings.config.path == str(tmp_path / "pyproject.toml")
+    assert settings.env_sources["GREETING"] == "pyproject.toml [tool.webapp-supervisor.env] default"

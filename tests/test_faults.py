@@ -23,7 +23,6 @@ from typing import Any
 import psutil
 import pytest
 
-from supervisor.listen.ports import bind_listener
 from tests.dbsupport import SECRET, auth, webapp_project
 from tests.loadgen import Load, LoadResult
 from tests.pgserver import APP_PASSWORD, PgServer
@@ -32,8 +31,10 @@ from tests.support import (
     app_project,
     base_env,
     free_port,
+    gone,
     http_get,
     http_json,
+    port_is_free,
     scaled,
     supervisor,
     wait_until,
@@ -73,19 +74,6 @@ def zombies(run: Running) -> list[int]:
         return [c.pid for c in psutil.Process(run.pid).children() if c.status() == psutil.STATUS_ZOMBIE]
     except psutil.NoSuchProcess:
         return []
-
-
-def gone(pid: int) -> bool:
-    """Exited (a zombie left to an init that does not reap counts: it holds nothing)."""
-    try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return True
-
-
-def port_is_free(port: int) -> bool:
-    with bind_listener("127.0.0.1", port):
-        return True
 
 
 def slot(api: str, index: int = 0) -> dict[str, Any]:
@@ -217,9 +205,9 @@ def test_twenty_supervisor_kills_leave_no_worker_and_the_port_free_each_time(tmp
             assert run.wait_exit() == -signal.SIGKILL
             # PR_SET_PDEATHSIG: at once, not at some later poll; the deadline is the bound.
             wait_until(lambda: all(gone(p) for p in family), 2.0,  # noqa: B023
-                       f"every worker to die with the supervisor (kill {kill})", lambda: run.output)  # noqa: B023
+                       f"every worker to die with the supervisor (kill {kill})", lambda: run.output)
             assert wait_until(lambda: port_is_free(port), 2.0, f"the port to be free (kill {kill})",
-                              lambda: run.output)  # noqa: B023
+                              lambda: run.output)
         assert_clean(run.output)
 
 

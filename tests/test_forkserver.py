@@ -15,13 +15,13 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
+from supervisor.child.osutil import parent_of
 from supervisor.listen.ports import bind_listener
 from supervisor.spawn.process import WorkerSpec
-from supervisor.warm.template import Built, NotOurChild, Plan, TemplateProcess, dependency_files, parent_of
-from tests.support import APPS, base_env, wait_until
+from supervisor.warm.template import Built, NotOurChild, Plan, TemplateProcess, dependency_files
+from tests.support import APPS, base_env, gone, wait_until
 
 MODULES = {
     "plainmod.py": "VALUE = 1\n",
@@ -104,14 +104,7 @@ async def test_a_worker_that_is_not_our_child_is_killed_and_never_serves() -> No
             with pytest.raises(NotOurChild, match=r"forked worker pid (\d+) is not the supervisor's child") as caught:
                 template.fork(spec, lambda pid, line: lines.append(line))
             orphan = int(str(caught.value).split("pid ")[1].split()[0])
-
-            def gone() -> bool:
-                try:
-                    return psutil.Process(orphan).status() == psutil.STATUS_ZOMBIE
-                except psutil.NoSuchProcess:
-                    return True
-
-            await asyncio.to_thread(wait_until, gone, 10, "the unwatched worker to be killed")
+            await asyncio.to_thread(wait_until, lambda: gone(orphan), 10, "the unwatched worker to be killed")
         finally:
             await template.close()
         assert template.proc.popen.returncode is not None

@@ -129,3 +129,40 @@ def test_new_limits_are_drawn_again_after_a_reload() -> None:
 def test_the_request_jitter_stays_within_its_bound(draw: float) -> None:
     j = judge(draw, max_requests=10, max_requests_jitter=3)
     assert 10 <= (j.quota(1).requests or 0) <= 13
+
+
+# ----- a quota the worker keeps itself -----------------------------------------------------------
+
+def own_quota(pid: int = 10, *, requests: int, quota: int = 20, nearing: bool = False,
+              reached: bool = False) -> Sample:
+    sample = serving(pid, requests=requests)
+    sample.vitals.quota, sample.vitals.nearing_quota, sample.vitals.quota_reached = quota, nearing, reached
+    return sample
+
+
+def test_a_worker_keeping_its_own_quota_is_judged_when_it_says_it_nears_it_not_by_the_count() -> None:
+    j = judge(0.0, max_requests=20)
+    # Its count is past the judge's own limit, but the worker keeps its quota (it drew 20 + jitter).
+    assert j.judge([own_quota(requests=25, quota=30)], now=5.0) == []
+    [verdict] = j.nearing_quota([own_quota(requests=27, quota=30, nearing=True)], now=5.0)
+    assert (verdict.pid, verdict.reason) == (10, ExitReason.REQUESTS)
+    assert verdict.detail == "began 27 of its 30 requests (max_requests = 20 + jitter up to 0)"
+
+
+def test_one_quota_gets_one_verdict_however_often_it_is_told_and_judged() -> None:
+    j = judge(0.0, max_requests=20)
+    assert len(j.nearing_quota([own_quota(requests=18, nearing=True)], now=5.0)) == 1
+    # Under load: more beats say it nears, then that it reached it; the rounds judge it too.
+    for now in (5.1, 5.2, 6.0, 7.0):
+        reached = own_quota(requests=40, nearing=True, reached=True)
+        assert j.nearing_quota([reached], now) == [] and j.judge([reached], now) == []
+    # Only a worker still there long after (its replacement refused or failed) is judged again.
+    assert len(j.judge([own_quota(requests=40, nearing=True, reached=True)], now=5.0 + 15.0)) == 1
+
+
+def test_the_quota_rounds_catch_a_nearing_worker_the_change_missed() -> None:
+    j = judge(0.0, max_requests=20)
+    [verdict] = j.judge([own_quota(requests=20, nearing=True, reached=True)], now=5.0)
+    assert verdict.reason == ExitReason.REQUESTS
+    assert j.quota_reached(own_quota(requests=20, nearing=True, reached=True)) == \
+        "served 20 requests (its limit: 20, max_requests = 20 + jitter up to 0)"

@@ -3,6 +3,9 @@ explained, and replaced blue/green without failing other clients."""
 
 from __future__ import annotations
 
+import collections
+import http.client
+import json
 import re
 import signal
 import socket
@@ -14,7 +17,17 @@ import psutil
 import pytest
 
 from tests.loadgen import Load
-from tests.support import APPS, Running, free_port, http_get, http_json, make_project, supervisor, wait_until
+from tests.support import (
+    APPS,
+    Running,
+    free_port,
+    gone,
+    http_get,
+    http_json,
+    make_project,
+    supervisor,
+    wait_until,
+)
 
 UP = ["up", "--no-reload"]
 
@@ -26,13 +39,6 @@ def serving(run: Running) -> dict[int, int]:
 
 def status_url(run: Running) -> str:
     return run.wait_for_output(r"status: API and dashboard on (http://\S+)").group(1)
-
-
-def gone(pid: int) -> bool:
-    try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return True
 
 
 def project(tmp_path: Path, workers: int, app_extra: str, dotenv: str | None = None) -> Path:
@@ -62,7 +68,7 @@ def block_in_background(url: str, outcome: list[object]) -> threading.Thread:
     def go() -> None:
         try:
             outcome.append(http_get(url + "/block?seconds=120", timeout=60)[0])
-        except Exception as exc:  # noqa: BLE001 - the expected outcome: the hung worker is killed
+        except Exception as exc:  # the expected outcome: the hung worker is killed
             outcome.append(exc)
 
     thread = threading.Thread(target=go, daemon=True)
@@ -204,6 +210,88 @@ def test_max_requests_recycles_under_load_one_slot_at_a_time_with_zero_failed_re
         at_most_one_replacement_at_a_time(run.output)
         doc = http_json(status_url(run) + "/status")[1]
         assert doc["health"]["recycled"]["requests"] >= 4
+        assert run.stop() == 0
+
+
+def fast_client(port: int, requests: int) -> tuple[list[tuple[int, str]], list[str]]:
+    """``requests`` GET /pid one after the other on a keep-alive connection, reconnecting when the
+    server says ``Connection: close``; no retries. (pid, Connection header) of each, and failures."""
+    answers: list[tuple[int, str]] = []
+    failures: list[str] = []
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    for _ in range(requests):
+        try:
+            conn.request("GET", "/pid")
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status != 200:
+                failures.append(f"HTTP {resp.status}")
+                continue
+            answers.append((int(json.loads(body)["pid"]), (resp.getheader("connection") or "").lower()))
+            if resp.will_close:
+                conn.close()
+        except (OSError, http.client.HTTPException) as exc:
+            failures.append(f"{type(exc).__name__}: {exc}")
+            conn.close()
+    conn.close()
+    return answers, failures
+
+
+@pytest.mark.timeout(120)
+def test_max_requests_is_exact_for_a_fast_client_the_last_answer_closing_the_connection(tmp_path: Path) -> None:
+    """One worker, so each quota runs out before the replacement serves: the connection opened
+    after the last answer waits in the backlog for the replacement, and is not refused."""
+    with supervisor(UP, project(tmp_path, 1, "max_requests = 20")) as run:
+        url = run.wait_url()
+        answers, failures = fast_client(int(url.rsplit(":", 1)[1]), 120)
+        assert failures == [], f"{failures[:5]}\n{run.output}"
+        served = collections.Counter(pid for pid, _ in answers)
+        workers = list(served)
+        assert len(workers) >= 4, f"{served}\n{run.output}"
+        assert all(served[pid] == 20 for pid in workers[:-1]) and served[workers[-1]] <= 20, served
+        closing = [i for i, (_, connection) in enumerate(answers) if connection == "close"]
+        assert closing[:len(workers) - 1] == [19 + 20 * n for n in range(len(workers) - 1)], (closing, served)
+        wait_until(lambda: len(recycles(run, "requests")) >= len(workers) - 1, 10, "every quota logged",
+                   lambda: run.output)
+        assert all(count == limit == 20 for count, limit in recycles(run, "requests")), recycles(run, "requests")
+        replaced = re.findall(r"replacing worker pid (\d+) \(requests\)", run.output)
+        assert len(replaced) == len(set(replaced)), f"a worker recycled twice for one quota:\n{run.output}"
+        assert run.stop() == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_quota_under_concurrent_load_recycles_each_worker_once_with_zero_failed_requests(tmp_path: Path) -> None:
+    with supervisor(UP, project(tmp_path, 2, "max_requests = 20")) as run:
+        url = run.wait_url()
+        wait_until(lambda: len(serving(run)) == 2, 30, "both workers serving", lambda: run.output)
+        load = Load("127.0.0.1", int(url.rsplit(":", 1)[1]), path="/pid", clients=6).start()
+        wait_until(lambda: len(re.findall(r"stopped: drained and exited on SIGTERM \(requests\)", run.output)) >= 6,
+                   60, "six workers recycled for their requests", lambda: run.output)
+        result = load.stop()
+        assert result.failures == [], f"{len(result.failures)} failed: {result.failures[:5]}\n{run.output}"
+        replaced = re.findall(r"replacing worker pid (\d+) \(requests\)", run.output)
+        assert len(replaced) == len(set(replaced)), f"a worker recycled twice for one quota:\n{run.output}"
+        # Each served its quota, and past it only what its other 5 keep-alive connections had sent.
+        assert all(20 <= served <= 20 + 5 for served, _ in recycles(run, "requests")), recycles(run, "requests")
+        at_most_one_replacement_at_a_time(run.output)
+        assert run.stop() == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_stopped_at_its_quota_takes_connections_again_when_its_successor_fails(tmp_path: Path) -> None:
+    failing = tmp_path / "successors-fail"
+    root = project(tmp_path / "p", 1, "max_requests = 5", dotenv=f"HANGAPP_FAIL_IF_EXISTS={failing}\n")
+    with supervisor(UP, root) as run:
+        url = run.wait_url()
+        first = serving(run)[0]
+        failing.write_text("")
+        answers, failures = fast_client(int(url.rsplit(":", 1)[1]), 5)
+        assert failures == [] and answers[-1] == (first, "close"), (answers, failures)
+        # A new connection waits in the backlog while the successor fails, then the old worker takes it.
+        status, _, body = http_get(url + "/pid", timeout=60)
+        assert (status, json.loads(body)["pid"]) == (200, first), run.output
+        run.wait_for_output(rf"worker pid {first} stopped at its request quota; its successor failed, so it takes "
+                            r"connections again", 10)
         assert run.stop() == 0
 
 

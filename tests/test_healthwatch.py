@@ -15,20 +15,9 @@ from supervisor.health.watch import HealthWatch
 from supervisor.secrets import Redactor
 from supervisor.state import ExitReason, SlotState, SlotStatus, WorkerVitals
 from tests.scripted import ScriptedSupervisor
-from tests.support import make_project
+from tests.support import Clock, make_project
 
 SECRET = "healthwatch-secret-8e1f2a6b"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def scripted(tmp_path: Path, app: str) -> ScriptedSupervisor:
@@ -135,3 +124,29 @@ async def test_dump_files_of_workers_that_are_gone_are_removed(tmp_path: Path) -
         (watch.directory / f"{pid}.txt").write_text("")
     watch.check()
     assert sorted(p.name for p in watch.directory.iterdir()) == ["100.txt"]
+
+
+@pytest.mark.asyncio
+async def test_a_worker_nearing_its_quota_is_recycled_on_the_change_once(tmp_path: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    sup = scripted(tmp_path, "max_requests = 20\n")
+    sup.vitals = {100: beating(clock, last_beat=clock.now, requests=18), 101: beating(clock, last_beat=clock.now)}
+    for vitals in sup.vitals.values():
+        vitals.quota = 20
+    watch = HealthWatch(sup, clock=clock, sleep=clock.sleep)
+    await watch.prepare()
+    sup.changed()
+    assert sup.posted == []
+    sup.vitals[100].nearing_quota = True
+    sup.changed()  # what the runner does when a worker's beat says it nears its quota
+    assert sup.posted == [RecycleWorker(100, ExitReason.REQUESTS)]
+    sup.vitals[100].requests, sup.vitals[100].quota_reached = 20, True
+    with caplog.at_level("WARNING", logger="supervisor"):
+        sup.changed()
+        sup.changed()
+        watch.check()
+    assert sup.posted == [RecycleWorker(100, ExitReason.REQUESTS)]  # one recycle for one quota
+    told = [r.getMessage() for r in caplog.records if "takes no more" in r.getMessage()]
+    assert told == ["web.0: worker pid 100 served 20 requests (its limit: 20, max_requests = 20 + jitter up to 0); "
+                    "it takes no more requests, recycling it (requests)"]

@@ -12,18 +12,30 @@ from typing import Any
 
 import pytest
 
-from supervisor.child.heartbeat import BEAT, END_MARK, STACKS_SIGNAL, BeatReader, Heartbeat, RequestCounter
+from supervisor.child.heartbeat import (
+    BEAT,
+    COUNTING,
+    END_MARK,
+    NEARING,
+    REACHED,
+    STACKS_SIGNAL,
+    Beat,
+    BeatReader,
+    Heartbeat,
+    RequestCounter,
+    RequestQuota,
+)
 from supervisor.listen.ports import bind_listener
 from supervisor.spawn.process import WorkerProcess, WorkerSpec, spawn_worker
 from tests.support import APPS, base_env, http_get
 
 
 def test_beats_are_read_whole_however_the_bytes_arrive() -> None:
-    data = BEAT.pack(0.25, 7) + BEAT.pack(0.0, 9)
+    data = BEAT.pack(*Beat(0.25, 7)) + BEAT.pack(*Beat(0.0, 9))
     reader = BeatReader()
     assert reader.feed(data[:5]) == []
-    assert reader.feed(data[5:BEAT.size + 3]) == [(0.25, 7)]
-    assert reader.feed(data[BEAT.size + 3:]) == [(0.0, 9)]
+    assert reader.feed(data[5:BEAT.size + 3]) == [Beat(0.25, 7)]
+    assert reader.feed(data[BEAT.size + 3:]) == [Beat(0.0, 9)]
 
 
 @pytest.mark.asyncio
@@ -44,7 +56,7 @@ async def test_the_request_counter_counts_http_requests_and_websocket_sessions_o
 async def test_the_heartbeat_runs_on_the_loop_and_measures_how_late_a_blocked_loop_let_it_run() -> None:
     r, w = os.pipe()
     loop = asyncio.get_running_loop()
-    beats: list[tuple[float, int]] = []
+    beats: list[Beat] = []
     reader = BeatReader()
     arrived = asyncio.Event()
 
@@ -111,3 +123,29 @@ async def _until(check: Any, what: str, timeout: float = 15.0) -> None:
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.02)  # poll interval
+
+
+def test_the_request_quota_nears_at_nine_tenths_and_is_reached_at_its_last_request() -> None:
+    quota = RequestQuota(20)
+    assert [quota.stage(n) for n in (1, 17, 18, 19, 20, 21)] == [COUNTING, COUNTING, NEARING, NEARING, REACHED,
+                                                                 REACHED]
+    assert [RequestQuota(1).stage(n) for n in (0, 1)] == [COUNTING, REACHED]
+    assert RequestQuota(0).stage(10**9) == COUNTING  # no quota
+    assert RequestQuota.draw(0, 50).limit == 0
+    draws = iter((0.0, 0.5, 0.9999))
+    assert [RequestQuota.draw(100, 10, lambda: next(draws)).limit for _ in range(3)] == [100, 105, 110]
+
+
+@pytest.mark.asyncio
+async def test_the_counter_tells_each_stage_of_the_quota_once_before_the_app_sees_the_request() -> None:
+    told: list[tuple[int, int]] = []
+    seen: list[int] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(counter.count)
+
+    counter = RequestCounter(app, RequestQuota(4), on_stage=lambda stage: told.append((stage, len(seen))))
+    for _ in range(6):
+        await counter({"type": "http"}, None, None)
+    # NEARING as the 3rd request begins (none of it seen by the app yet), REACHED as the 4th does.
+    assert told == [(NEARING, 2), (REACHED, 3)] and seen == [1, 2, 3, 4, 5, 6]

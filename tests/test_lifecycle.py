@@ -36,20 +36,15 @@ from supervisor.slots.lifecycle import (
     TimerFired,
 )
 from supervisor.state import ExitReason, SlotState
+from tests.support import Clock
 
 SIGKILL = -9
 WALL = 1_700_000_000.0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return WALL + self.now
+def fresh_clock() -> Clock:
+    """The monotonic clock at 100 s, its wall clock at WALL + 100 s."""
+    return Clock(100.0, wall_offset=WALL)
 
 
 def machine(clock: Clock, **restart: Any) -> SlotMachine:
@@ -76,7 +71,7 @@ def serving(clock: Clock, pid: int = 10, **restart: Any) -> SlotMachine:
 
 
 def test_a_slot_starts_its_worker_and_serves() -> None:
-    clock = Clock()
+    clock = fresh_clock()
     m = machine(clock)
     assert m.status.state == SlotState.WAITING
     assert m.handle(Begin()) == [Spawn()]
@@ -89,7 +84,7 @@ def test_a_slot_starts_its_worker_and_serves() -> None:
 
 
 def test_failed_starts_back_off_exponentially_then_the_crash_loop_gives_up_with_its_reason() -> None:
-    clock = Clock()
+    clock = fresh_clock()
     m = machine(clock)
     m.handle(Begin())
     delays = []
@@ -112,7 +107,7 @@ def test_failed_starts_back_off_exponentially_then_the_crash_loop_gives_up_with_
 
 
 def test_a_worker_that_had_served_is_restarted_at_once_every_time() -> None:
-    clock = Clock()
+    clock = fresh_clock()
     m = serving(clock, crash_loop_failures=2)
     for pid in range(11, 21):  # killed every 3 s, ten times: never a crash loop, never a delay
         clock.now += 3.0
@@ -125,14 +120,14 @@ def test_a_worker_that_had_served_is_restarted_at_once_every_time() -> None:
 
 
 def test_dying_within_min_uptime_of_readiness_is_a_failed_start() -> None:
-    clock = Clock()
+    clock = fresh_clock()
     m = serving(clock)
     clock.now += 0.5
     assert [type(a) for a in without_logs(m.handle(Exited(10, 1)))] == [Sleep]
 
 
 def test_a_late_timer_and_reports_about_other_pids_are_ignored() -> None:
-    clock = Clock()
+    clock = fresh_clock()
     m = serving(clock)
     clock.now += 0.1
     sleep = [a for a in m.handle(Exited(10, 1)) if isinstance(a, Sleep)][0]
@@ -144,7 +139,7 @@ def test_a_late_timer_and_reports_about_other_pids_are_ignored() -> None:
 
 
 def test_a_change_wakes_a_slot_that_gave_up_and_forgets_its_crash_history() -> None:
-    clock = Clock()
+    clock = fresh_clock()
     m = machine(clock, crash_loop_failures=1)
     m.handle(Begin())
     spawn(m, 10)
@@ -157,7 +152,7 @@ def test_a_change_wakes_a_slot_that_gave_up_and_forgets_its_crash_history() -> N
 
 
 def test_a_rolling_replacement_starts_the_successor_before_stopping_the_old_worker() -> None:
-    clock = Clock()
+    clock = fresh_clock()
     m = serving(clock)
     assert m.handle(Replace(ExitReason.RELOAD)) == [Spawn()]
     assert without_logs(spawn(m, 11)) == [AwaitReady(11, 5.0)]
@@ -171,7 +166,7 @@ def test_a_rolling_replacement_starts_the_successor_before_stopping_the_old_work
 
 
 def test_a_successor_that_fails_to_start_keeps_the_old_worker() -> None:
-    clock = Clock()
+    clock = fresh_clock()
     m = serving(clock)
     m.handle(Replace(ExitReason.RELOAD))
     spawn(m, 11)
@@ -182,7 +177,7 @@ def test_a_successor_that_fails_to_start_keeps_the_old_worker() -> None:
 
 
 def test_a_successor_that_never_reports_ready_is_killed_and_the_old_worker_kept() -> None:
-    clock = Clock()
+    clock = fresh_clock()
     m = serving(clock)
     m.handle(Replace(ExitReason.MANUAL))
     spawn(m, 11)
@@ -194,14 +189,14 @@ def test_a_successor_that_never_reports_ready_is_killed_and_the_old_worker_kept(
 
 
 def test_a_successor_that_cannot_be_spawned_keeps_the_old_worker() -> None:
-    m = serving(Clock())
+    m = serving(fresh_clock())
     m.handle(Replace(ExitReason.RELOAD))
     assert without_logs(m.handle(SpawnFailed("Too many open files"))) == [Replaced(False)]
     assert (m.status.state, m.status.pid) == (SlotState.RUNNING, 10)
 
 
 def test_a_current_worker_that_cannot_be_spawned_backs_off() -> None:
-    m = machine(Clock())
+    m = machine(fresh_clock())
     m.handle(Begin())
     actions = m.handle(SpawnFailed("Resource temporarily unavailable"))
     assert [type(a) for a in without_logs(actions)] == [Sleep]
@@ -210,7 +205,7 @@ def test_a_current_worker_that_cannot_be_spawned_backs_off() -> None:
 
 
 def test_when_the_old_worker_crashes_during_a_replacement_the_successor_takes_over() -> None:
-    clock = Clock()
+    clock = fresh_clock()
     m = serving(clock)
     m.handle(Replace(ExitReason.RELOAD))
     spawn(m, 11)
@@ -222,7 +217,7 @@ def test_when_the_old_worker_crashes_during_a_replacement_the_successor_takes_ov
 
 
 def test_shutdown_during_backoff_stops_nothing_and_cancels_the_restart() -> None:
-    clock = Clock()
+    clock = fresh_clock()
     m = serving(clock)
     clock.now += 0.1
     sleep = [a for a in m.handle(Exited(10, 1)) if isinstance(a, Sleep)][0]
@@ -233,7 +228,7 @@ def test_shutdown_during_backoff_stops_nothing_and_cancels_the_restart() -> None
 
 
 def test_shutdown_during_a_replacement_stops_both_and_reports_the_replacement_failed() -> None:
-    clock = Clock()
+    clock = fresh_clock()
     m = serving(clock)
     m.handle(Replace(ExitReason.RELOAD))
     spawn(m, 11)
@@ -249,7 +244,7 @@ def test_shutdown_during_a_replacement_stops_both_and_reports_the_replacement_fa
 
 
 def test_shutdown_waits_for_draining_workers_too() -> None:
-    clock = Clock()
+    clock = fresh_clock()
     m = serving(clock)
     m.handle(Replace(ExitReason.RELOAD))
     spawn(m, 11)
@@ -262,15 +257,15 @@ def test_shutdown_waits_for_draining_workers_too() -> None:
 
 
 def test_a_replacement_is_refused_before_start_and_during_another() -> None:
-    m = machine(Clock())
+    m = machine(fresh_clock())
     assert m.handle(Replace(ExitReason.RELOAD)) == [Replaced(False)]
-    m = serving(Clock())
+    m = serving(fresh_clock())
     m.handle(Replace(ExitReason.RELOAD))
     assert m.handle(Replace(ExitReason.RELOAD)) == [Replaced(False)]
 
 
 def test_a_lost_dependency_before_start_is_shown_and_the_slot_waits() -> None:
-    m = machine(Clock())
+    m = machine(fresh_clock())
     assert m.handle(DependencyLost("waiting for the database")) == []
     assert (m.status.state, m.status.waiting_for) == (SlotState.WAITING, "waiting for the database")
     assert m.handle(Begin()) == [Spawn()]
@@ -287,7 +282,7 @@ def policy_machine(clock: Clock, policy: ExitPolicy) -> SlotMachine:
 
 
 def test_a_one_shot_job_that_succeeds_completes_and_is_not_restarted() -> None:
-    m = policy_machine(Clock(), ExitPolicy(restart="never", once=True))
+    m = policy_machine(fresh_clock(), ExitPolicy(restart="never", once=True))
     actions = m.handle(Exited(10, 0))
     assert without_logs(actions) == [] and "completed" in str(actions[0])
     assert (m.status.state, m.status.pid) == (SlotState.COMPLETED, None)
@@ -295,14 +290,14 @@ def test_a_one_shot_job_that_succeeds_completes_and_is_not_restarted() -> None:
 
 
 def test_a_one_shot_job_that_fails_gives_up_with_its_exit_as_the_reason() -> None:
-    m = policy_machine(Clock(), ExitPolicy(restart="never", once=True))
+    m = policy_machine(fresh_clock(), ExitPolicy(restart="never", once=True))
     actions = m.handle(Exited(10, 3))
     assert actions[-1] == GaveUp("exit code 3 (crash) (restart = never)")
     assert (m.status.state, m.status.fatal_reason) == (SlotState.FATAL, "exit code 3 (crash) (restart = never)")
 
 
 def test_a_one_shot_job_with_restart_on_failure_is_retried_with_backoff_until_it_succeeds() -> None:
-    clock = Clock()
+    clock = fresh_clock()
     m = policy_machine(clock, ExitPolicy(restart="on-failure", once=True))
     assert [type(a) for a in without_logs(m.handle(Exited(10, 1)))] == [Sleep]
     m.handle(TimerFired(m.timer))
@@ -314,19 +309,19 @@ def test_a_one_shot_job_with_restart_on_failure_is_retried_with_backoff_until_it
 
 @pytest.mark.parametrize("code, state", [(0, SlotState.STOPPED), (4, SlotState.STOPPED), (1, SlotState.BACKOFF)])
 def test_restart_on_failure_ends_a_service_on_a_success_code(code: int, state: SlotState) -> None:
-    m = policy_machine(Clock(), ExitPolicy(restart="on-failure", success_codes=(0, 4)))
+    m = policy_machine(fresh_clock(), ExitPolicy(restart="on-failure", success_codes=(0, 4)))
     m.handle(Exited(10, code))
     assert m.status.state == state
 
 
 def test_restart_never_leaves_a_service_that_exited_stopped() -> None:
-    m = policy_machine(Clock(), ExitPolicy(restart="never"))
+    m = policy_machine(fresh_clock(), ExitPolicy(restart="never"))
     assert without_logs(m.handle(Exited(10, 0))) == []
     assert m.status.state == SlotState.STOPPED and m.idle
 
 
 def test_a_halted_instance_stops_without_a_restart_and_starts_again_on_resume() -> None:
-    clock = Clock()
+    clock = fresh_clock()
     m = serving(clock)
     assert without_logs(m.handle(Halt())) == [Stop(10, ExitReason.MANUAL)]
     assert m.status.state == SlotState.STOPPING
@@ -339,13 +334,13 @@ def test_a_halted_instance_stops_without_a_restart_and_starts_again_on_resume() 
 
 
 def test_restart_of_a_program_is_stop_then_start() -> None:
-    m = serving(Clock())
+    m = serving(fresh_clock())
     assert without_logs(m.handle(Halt(resume=True))) == [Stop(10, ExitReason.MANUAL)]
     assert without_logs(m.handle(Exited(10, -15))) == [Spawn()]
 
 
 def test_halting_during_backoff_cancels_the_restart() -> None:
-    clock = Clock()
+    clock = fresh_clock()
     m = serving(clock)
     clock.now += 0.1
     sleep = [a for a in m.handle(Exited(10, 1)) if isinstance(a, Sleep)][0]
@@ -358,7 +353,7 @@ def test_halting_during_backoff_cancels_the_restart() -> None:
 
 
 def test_a_recycled_worker_is_drained_only_once_its_successor_serves() -> None:
-    clock = Clock()
+    clock = fresh_clock()
     m = serving(clock)
     actions = m.handle(Recycle(10, ExitReason.REQUESTS))
     assert without_logs(actions) == [Spawn()]
@@ -373,7 +368,7 @@ def test_a_recycled_worker_is_drained_only_once_its_successor_serves() -> None:
 
 
 def test_a_hung_worker_is_killed_not_drained_once_its_successor_serves() -> None:
-    clock = Clock()
+    clock = fresh_clock()
     m = serving(clock)
     assert without_logs(m.handle(Recycle(10, ExitReason.HUNG, kill_old=True))) == [Spawn()]
     spawn(m, 11)
@@ -388,7 +383,7 @@ def test_a_hung_worker_is_killed_not_drained_once_its_successor_serves() -> None
 
 @pytest.mark.parametrize("failure", ["exit", "spawn", "timeout"])
 def test_a_hung_worker_whose_successor_fails_is_killed_anyway_and_restarted_by_the_policy(failure: str) -> None:
-    clock = Clock()
+    clock = fresh_clock()
     m = serving(clock)
     m.handle(Recycle(10, ExitReason.HUNG, kill_old=True))
     clock.now += 40
@@ -408,7 +403,7 @@ def test_a_hung_worker_whose_successor_fails_is_killed_anyway_and_restarted_by_t
 
 
 def test_a_recycled_worker_that_fails_to_be_replaced_is_kept_when_it_was_not_hung() -> None:
-    m = serving(Clock())
+    m = serving(fresh_clock())
     m.handle(Recycle(10, ExitReason.RSS))
     spawn(m, 11)
     assert without_logs(m.handle(Exited(11, 1))) == [Replaced(False)]
@@ -416,7 +411,7 @@ def test_a_recycled_worker_that_fails_to_be_replaced_is_kept_when_it_was_not_hun
 
 
 def test_when_the_hung_worker_dies_first_its_successor_takes_over_without_a_kill() -> None:
-    clock = Clock()
+    clock = fresh_clock()
     m = serving(clock)
     m.handle(Recycle(10, ExitReason.HUNG, kill_old=True))
     spawn(m, 11)
@@ -427,7 +422,7 @@ def test_when_the_hung_worker_dies_first_its_successor_takes_over_without_a_kill
 
 
 def test_a_stale_recycle_is_refused() -> None:
-    clock = Clock()
+    clock = fresh_clock()
     m = serving(clock)
     assert m.handle(Recycle(99, ExitReason.HUNG, kill_old=True)) == [Replaced(False)]  # not this slot's worker
     m.handle(Replace(ExitReason.RELOAD))
@@ -445,7 +440,7 @@ def test_a_stale_recycle_is_refused() -> None:
 
 
 def test_shutdown_during_a_hung_recycle_stops_both_and_kills_nothing_early() -> None:
-    m = serving(Clock())
+    m = serving(fresh_clock())
     m.handle(Recycle(10, ExitReason.HUNG, kill_old=True))
     spawn(m, 11)
     assert m.handle(Shutdown()) == [Replaced(False), Stop(10, ExitReason.SHUTDOWN), Stop(11, ExitReason.SHUTDOWN)]
@@ -456,7 +451,7 @@ def test_shutdown_during_a_hung_recycle_stops_both_and_kills_nothing_early() -> 
 
 
 def test_a_halt_during_a_hung_recycle_stops_both_and_forgets_the_kill() -> None:
-    m = serving(Clock())
+    m = serving(fresh_clock())
     m.handle(Recycle(10, ExitReason.HUNG, kill_old=True))
     spawn(m, 11)
     assert without_logs(m.handle(Halt(resume=True))) == [Replaced(False), Stop(11, ExitReason.MANUAL),
@@ -471,8 +466,95 @@ def test_a_halt_during_a_hung_recycle_stops_both_and_forgets_the_kill() -> None:
 
 
 def test_a_removed_slot_drains_its_worker_for_the_scale_down() -> None:
-    m = serving(Clock())
+    m = serving(fresh_clock())
     assert m.handle(Shutdown(ExitReason.SCALE_DOWN)) == [Stop(10, ExitReason.SCALE_DOWN)]
     assert m.handle(Exited(10, -15)) == [Log(logging.INFO, "worker pid 10 stopped: drained and exited on SIGTERM "
                                                          "(scale down)")]
     assert m.idle and m.status.state == SlotState.STOPPED
+
+
+# ----- transitions the histories above do not reach ------------------------------------------------
+
+
+def test_begin_counts_once_and_not_after_a_shutdown() -> None:
+    m = serving(Clock())
+    assert m.handle(Begin()) == []
+    assert m.handle(DependencyLost("waiting for the database")) == []
+    assert m.status.waiting_for is None  # shown only before the start
+    never_begun = machine(Clock())
+    assert never_begun.handle(Shutdown()) == []
+    assert never_begun.status.state == SlotState.STOPPED and never_begun.idle
+    assert never_begun.handle(Begin()) == [] and never_begun.handle(Resume()) == []
+
+
+def test_a_current_worker_that_never_reports_ready_is_killed_and_backs_off() -> None:
+    clock = Clock()
+    m = machine(clock)
+    m.handle(Begin())
+    spawn(m, 10)
+    actions = m.handle(ReadyTimedOut(10))
+    assert without_logs(actions) == [Kill(10)] and "did not report ready within 5s" in str(actions[0])
+    assert [type(a) for a in without_logs(m.handle(Exited(10, SIGKILL)))] == [Sleep]
+    assert m.status.state == SlotState.BACKOFF
+    assert m.status.last_exit is not None and m.status.last_exit.reason == ExitReason.START_TIMEOUT
+
+
+def test_a_successor_that_took_over_and_then_fails_ends_the_replacement_and_goes_through_the_policy() -> None:
+    clock = Clock()
+    m = serving(clock)
+    m.handle(Replace(ExitReason.RELOAD))
+    spawn(m, 11)
+    m.handle(Exited(10, SIGKILL))  # 11 takes over the slot
+    actions = without_logs(m.handle(Exited(11, 1)))
+    assert actions[0] == Replaced(False) and [type(a) for a in actions[1:]] == [Sleep]
+    assert m.status.state == SlotState.BACKOFF and m.status.pid is None
+    assert m.handle(Replace(ExitReason.RELOAD)) == [Spawn()]  # the next replacement is taken again
+
+
+def test_a_spawn_reported_after_a_shutdown_is_stopped_at_once() -> None:
+    # Cannot happen with a synchronous spawner; the machine must still leave no process behind.
+    m = machine(Clock())
+    m.handle(Begin())
+    m.handle(Shutdown())
+    assert without_logs(spawn(m, 10)) == [Stop(10, ExitReason.SHUTDOWN)]
+    assert not m.idle
+    m.handle(Exited(10, -15))
+    assert m.idle
+
+
+def test_user_commands_that_do_not_apply_are_ignored() -> None:
+    assert machine(Clock()).handle(Halt()) == []  # not started yet
+    m = serving(Clock())
+    assert m.handle(Resume()) == []  # already running
+    m.handle(Halt())
+    assert m.handle(Halt(resume=True)) == [] and m.handle(Resume()) == []  # a stop is under way
+    m.handle(Exited(10, -15))
+    assert m.status.state == SlotState.STOPPED  # the stop asked first is the one that counts
+
+
+def test_a_restart_during_backoff_starts_at_once() -> None:
+    clock = Clock()
+    m = serving(clock)
+    clock.now += 0.1
+    sleep = [a for a in m.handle(Exited(10, 1)) if isinstance(a, Sleep)][0]
+    assert m.handle(Halt(resume=True)) == [Spawn()]
+    assert m.handle(TimerFired(sleep.timer)) == []
+    spawn(m, 11)
+    assert m.status.state == SlotState.STARTING and m.status.pid == 11
+
+
+def test_no_replacement_starts_while_a_user_stop_is_under_way() -> None:
+    m = serving(Clock())
+    m.handle(Halt(resume=True))
+    assert m.handle(Replace(ExitReason.RELOAD)) == [Replaced(False)]
+    assert m.handle(Recycle(10, ExitReason.RSS)) == [Replaced(False)]
+    assert without_logs(m.handle(Exited(10, -15))) == [Spawn()]  # the restart goes on alone
+
+
+def test_a_shutdown_during_a_user_restart_stops_for_good() -> None:
+    m = serving(Clock())
+    m.handle(Halt(resume=True))
+    assert m.handle(Shutdown()) == [Stop(10, ExitReason.SHUTDOWN)]
+    assert without_logs(m.handle(Exited(10, -15))) == []  # not started again
+    assert m.idle and m.status.state == SlotState.STOPPED
+    assert m.status.last_exit is not None and m.status.last_exit.reason == ExitReason.SHUTDOWN

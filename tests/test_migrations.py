@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -29,7 +28,7 @@ from supervisor.database.migrate import failure_message, resolve_argv
 from supervisor.errors import ConfigError
 from tests.dbsupport import SECRET, alembic, client, webapp_project
 from tests.pgserver import APP_PASSWORD, PgServer
-from tests.support import REPO, base_env, supervisor
+from tests.support import REPO, base_env, gone, supervisor
 from webapp.models import Base
 from webapp.schema import load_revisions
 
@@ -187,13 +186,6 @@ def child_pid(out: str) -> int:
     match = re.search(r"migrate: child (\d+)", out)
     assert match, out
     return int(match.group(1))
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 HANGS = [sys.executable, "-c", "import os, time; print('child', os.getpid(), flush=True); time.sleep(120)"]

@@ -7,7 +7,7 @@ import types
 from pathlib import Path
 
 from supervisor.child.report import decode_report, encode_report, module_file
-from supervisor.warm.preload import Learned, excluded, learn, missing, preload_list, within
+from supervisor.warm.preload import Learned, Learner, excluded, learn, missing, preload_list, within
 
 ROOT = Path("/srv/project")
 SITE = "/usr/lib/python3/site-packages"
@@ -82,3 +82,22 @@ def test_module_file_is_absolute_and_none_without_a_location() -> None:
     module.__file__ = "rel.py"
     assert module_file(module) is not None and Path(str(module_file(module))).is_absolute()
     assert module_file(types.ModuleType("nothing")) is None
+
+
+def test_the_learner_keeps_first_import_order_across_reports_and_says_what_is_new() -> None:
+    asked: list[int] = []
+
+    def entry() -> dict[str, str | None]:
+        asked.append(1)
+        return {"supervisor.child.worker": f"{SITE}/supervisor/child/worker.py"}
+
+    learner = Learner(entry)
+    learned, fresh = learner.take({"os": None, "app": f"{ROOT}/app.py", "starlette": f"{SITE}/starlette.py"}, [ROOT])
+    assert fresh == ["supervisor.child.worker", "os", "starlette"] and learned.project == {"app"}
+    learned, fresh = learner.take({"json": None, "os": None, "models": f"{ROOT}/models.py"}, [ROOT])
+    assert fresh == ["json"] and learned.outside == ("supervisor.child.worker", "json", "os")
+    assert learner.order == ["supervisor.child.worker", "os", "starlette", "json"]
+    assert learner.project == {"app", "models"} and asked == [1]  # the entry is asked once
+    learner.unsafe["starlette"] = "a thread was still running after importing it"
+    assert learner.preload() == ["supervisor.child.worker", "os", "json"]
+    assert learner.missing(learned, loaded={"os"}, failed={"json"}) == ["supervisor.child.worker"]

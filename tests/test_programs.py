@@ -8,13 +8,12 @@ import signal
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 
 from supervisor.config.toml import parse_config
 from supervisor.errors import ConfigError
 from tests.loadgen import Load
-from tests.support import APPS, Running, app_project, http_json, run_cli, supervisor, wait_until
+from tests.support import APPS, Running, app_project, gone, http_json, run_cli, supervisor, wait_until
 
 UP = ["up", "--no-reload"]
 PROG = f"{sys.executable} {APPS / 'prog.py'}"
@@ -36,13 +35,6 @@ def line_index(run: Running, pattern: str) -> int:
         if re.search(pattern, line):
             return number
     raise AssertionError(f"no line matches {pattern!r}\n--- output ---\n{run.output}")
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 @pytest.mark.timeout(90)
@@ -351,4 +343,23 @@ command = "{PROG} serve worker"
         assert not gone(pids[0])
         bad = run_cli(["scale", "worker", "many", "--project-dir", str(root)], root)
         assert bad.returncode == 2 and "not a whole number" in bad.stderr
+        assert run.stop() == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_procfile_beside_a_programs_table_is_ignored_with_one_warning(tmp_path: Path) -> None:
+    """Regression: the Procfile was ignored without a word when [programs] was defined."""
+    root = project(tmp_path, f"""
+[programs.worker]
+command = "{PROG} serve worker"
+""")
+    (root / "Procfile").write_text(f"clock: {PROG} serve clock\n")
+    checked = run_cli(["check", "--project-dir", str(root)], root)
+    assert checked.returncode == 0, checked.stderr
+    assert re.search(r"warning: .*Procfile is ignored because \[programs\] is defined", checked.stdout)
+    with supervisor(UP, root) as run:
+        run.wait_for_output(r"worker\.0\s+\d+ \| worker: started pid")
+        warnings = [line for line in run.lines if re.search(r"Procfile.* ignored because \[programs\]", line)]
+        assert len(warnings) == 1, run.output
+        assert "clock" not in run.output
         assert run.stop() == 0

@@ -87,6 +87,8 @@ SECRETS = st.text(st.one_of(st.characters(min_codepoint=0x21, max_codepoint=0x7e
 @contextlib.contextmanager
 def project_dir() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="prop-") as name:
+        # An app for `check` to find (parsed, never imported), so that a valid project passes.
+        (Path(name) / "main.py").write_text("app = object()\n")
         yield Path(name)
 
 

@@ -19,6 +19,7 @@ from tests.support import (
     Running,
     base_env,
     free_port,
+    gone,
     http_get,
     make_project,
     scaled,
@@ -119,9 +120,7 @@ def test_streaming_response_does_not_block_reload_past_stop_deadline(tmp_path: P
         set_version(root / "app.py", 2)
         wait_until(lambda: body(url).startswith("2 "), 30, "the new version", lambda: sup.output)
         # The old worker holds the stream open; it must be killed at the 2 s stop deadline.
-        wait_until(lambda: not psutil.pid_exists(old_pid) or
-                   psutil.Process(old_pid).status() == psutil.STATUS_ZOMBIE,
-                   2.0 + 5.0, "the draining worker to be gone", lambda: sup.output)
+        wait_until(lambda: gone(old_pid), 2.0 + 5.0, "the draining worker to be gone", lambda: sup.output)
         sup.wait_for_output(rf"worker pid {old_pid} stopped", timeout=5)
         stream.close()
         set_version(root / "app.py", 3)

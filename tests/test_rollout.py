@@ -22,14 +22,14 @@ class ScriptedSlots:
         self.applied: list[Settings] = []
         self.replaced: list[int] = []
 
-    def slot_count(self) -> int:
+    def count(self) -> int:
         return 2
 
     async def _outcome(self, index: int) -> bool:
         self.replaced.append(index)
         return self.outcomes.pop(0)
 
-    def replace_slot(self, index: int, reason: ExitReason) -> Awaitable[bool]:
+    def replace(self, index: int, reason: ExitReason) -> Awaitable[bool]:
         return self._outcome(index)
 
     def apply_settings(self, new: Settings) -> None:
@@ -62,8 +62,8 @@ async def test_settings_that_fail_to_start_a_worker_are_taken_back(tmp_path: Pat
     old, new = settings(tmp_path / "a", "old"), settings(tmp_path / "b", "new")
     slots = ScriptedSlots(old, outcomes=[False])
     status = ReloadStatus()
-    assert await Rollout(slots, lambda: new, status).reload({str(tmp_path / "b" / ".env")}, "test",
-                                                            reread=True) is False
+    assert await Rollout(slots, slots, lambda: new, status).reload({str(tmp_path / "b" / ".env")}, "test",
+                                                                   reread=True) is False
     assert slots.applied == [new, old] and slots.settings is old
     assert status.failures == 1 and status.count == 0
 
@@ -71,5 +71,5 @@ async def test_settings_that_fail_to_start_a_worker_are_taken_back(tmp_path: Pat
 @pytest.mark.asyncio
 async def test_a_rolling_restart_stops_at_the_first_slot_that_fails(tmp_path: Path) -> None:
     slots = ScriptedSlots(settings(tmp_path, "x"), outcomes=[False, True])
-    assert await Rollout(slots, None, ReloadStatus()).rolling_restart(ExitReason.MANUAL) is False
+    assert await Rollout(slots, slots, None, ReloadStatus()).rolling_restart(ExitReason.MANUAL) is False
     assert slots.replaced == [0]

@@ -7,11 +7,21 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from tests.loadgen import Load
-from tests.support import APPS, Running, base_env, free_port, http_json, make_project, run_cli, supervisor, wait_until
+from tests.support import (
+    APPS,
+    Running,
+    base_env,
+    free_port,
+    gone,
+    http_json,
+    make_project,
+    run_cli,
+    supervisor,
+    wait_until,
+)
 
 
 def project(tmp_path: Path) -> Path:
@@ -80,8 +90,7 @@ def test_ttin_ttou_and_scale_follow_the_count_and_removal_drops_no_request(tmp_p
         assert result.failures == [], f"{len(result.failures)} failed: {result.failures[:5]}\n{run.output}"
         assert result.ok > 100
         assert run.stop() == 0
-        assert all(not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-                   for pid in three)
+        assert all(gone(pid) for pid in three)
 
 
 @pytest.mark.timeout(30)

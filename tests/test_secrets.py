@@ -8,6 +8,8 @@ import time
 import pytest
 
 from supervisor.secrets import MASK, Redactor, mask_url, mask_url_value, url_passwords
+from supervisor.status.api import redact_tree
+from supervisor.status.display import summary_line
 
 PEM = ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n"
        "q2Zl9Kx0VbN4m3yT8hJw5sD1pRfL6cE2aU7iO0\n-----END PRIVATE KEY-----\n")
@@ -72,3 +74,23 @@ def test_redaction_stays_fast_with_a_pem_key_among_the_secrets() -> None:
     for _ in range(20000):
         redact(line)
     assert time.perf_counter() - started < 5.0
+
+
+DEV_SECRET = "development-only-secret-change-me-0123456789"  # the repository's default, as declared
+
+
+def test_a_word_of_a_secret_on_its_own_is_not_masked_but_the_secret_and_its_pieces_are() -> None:
+    """Regression: `status` showed ``"mode": "***"`` and ``running (***)``, because the split-line
+    rule took the mode ``development`` for the first half of the default secret."""
+    redact = Redactor([DEV_SECRET])
+    doc = {"supervisor": {"pid": 1, "state": "running", "mode": "development", "uptime": 3.0,
+                          "ready": True, "ready_reason": ""}, "url": "http://127.0.0.1:8000"}
+    shown = redact_tree(doc, redact)
+    assert shown["supervisor"]["mode"] == "development"
+    assert "running (development)" in summary_line(shown)
+    assert redact("mode: development\n") == "mode: development\n"
+    # The secret itself, and pieces of it cut anywhere but between its words, are still masked.
+    assert redact(f"key={DEV_SECRET}") == f"key={MASK}"
+    for cut in (7, 12, 24, 30):
+        out = redact(f"key={DEV_SECRET[:cut]}\n{DEV_SECRET[cut:]} and more\n")
+        assert DEV_SECRET[:cut] not in out and DEV_SECRET[cut:] not in out, (cut, out)

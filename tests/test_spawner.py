@@ -193,7 +193,7 @@ async def test_an_unsafe_module_is_left_out_by_name_and_the_next_template_is_bui
     caplog.set_level(logging.INFO, "supervisor")
     harness.plain_report = {**APP_REPORT, "threadmod": f"{SITE}/threadmod/__init__.py",
                             "threadmod.sub": f"{SITE}/threadmod/sub.py"}
-    harness.outcomes = [Unsafe("threadmod", "a thread was still running after importing it", ("threadmod",))]
+    harness.outcomes = [Unsafe("threadmod", "a thread was still running after importing it")]
     harness.spawn()
     template = await harness.ready_template(2)
     assert "kept threadmod out of the template: a thread was still running after importing it" in caplog.text
@@ -283,7 +283,7 @@ async def test_a_stop_in_the_middle_of_a_build_ends_the_template_being_built() -
         cast(FakeTemplate, template).release.clear()  # still importing when the stop comes
         return template
 
-    h.spawner._start = held
+    h.spawner.builder.start = held
     h.spawn()
     await h.until(lambda: h.templates, "a build started")
     service.cancel()

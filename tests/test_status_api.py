@@ -34,21 +34,13 @@ from supervisor.state import (
 )
 from supervisor.status.api import StatusAPI
 from tests.scripted import ScriptedSupervisor
-from tests.support import make_project
+from tests.support import Clock, make_project
 
 SECRET = "status-test-secret-5c1e9b7a-unique"
 DB_PASSWORD = "pw-7d2f0c91-unique"
 TOKEN = "test-token-0123456789abcdef"
 LOOPBACK = "http://127.0.0.1:8787"
 NOW = 1_700_000_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -73,7 +65,7 @@ def sup(tmp_path: Path) -> Iterator[ScriptedSupervisor]:
         UNDECLARED=from-dotenv
     """)
     settings = resolve_settings(project, {"GREETING": "hi-from-env", "PATH": "/usr/bin"})
-    yield ScriptedSupervisor(settings, port=8123, clock=Clock(), redactor=Redactor(settings.secrets))
+    yield ScriptedSupervisor(settings, port=8123, clock=Clock(NOW), redactor=Redactor(settings.secrets))
 
 
 @contextlib.contextmanager

@@ -262,7 +262,7 @@ def test_status_text_is_a_table_with_the_why() -> None:
     }
     assert display.render_text(doc) == "\n".join([
         "supervisor pid 10 running (production), up 1m05s, not ready (database is waiting); "
-        "webapp http://127.0.0.1:8000",
+        "app http://127.0.0.1:8000",
         "",
         "SLOT   PID  STATE                    UPTIME  RESTARTS  MEMORY   CPU   LOOP LAG  LAST EXIT",
         "web.0  11   running                  1m01s   1         2.0 KiB  1.2%  4 ms      killed by SIGKILL (hung)",

@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ from supervisor.systemd.environ import scrub_systemd_env
 from supervisor.systemd.notify import (
     Facts,
     NotifyPlan,
+    SdNotifier,
     install_sd_notify,
     notify_address,
     send_datagram,
@@ -24,6 +26,7 @@ from supervisor.systemd.notify import (
     watchdog_interval,
     watchdog_pings,
 )
+from supervisor.systemd.outbox import Outbox
 from tests.scripted import ScriptedSupervisor
 from tests.support import base_env, free_port, http_get, http_json, make_project, supervisor
 from tests.systemd_support import Notification, NotifyListener, sd_project
@@ -86,6 +89,113 @@ def test_plan_repeats_nothing_when_nothing_changed() -> None:
     plan = NotifyPlan()
     plan.update(facts(SupervisorState.RUNNING))
     assert plan.update(facts(SupervisorState.RUNNING)) == []
+
+
+# ----- the retry plan -----------------------------------------------------------------------
+
+
+def test_outbox_retries_a_state_datagram_with_a_bounded_backoff_until_it_is_delivered() -> None:
+    box = Outbox(first_delay=0.01, max_delay=0.05)
+    box.put("READY=1\nSTATUS=running")
+    delays = []
+    for _ in range(6):
+        assert box.next() == "READY=1\nSTATUS=running"
+        delays.append(box.sent(False))
+    assert delays == [0.01, 0.02, 0.04, 0.05, 0.05, 0.05]
+    assert box.attempts() == 6
+    assert box.sent(True) is None and box.next() is None
+
+
+@pytest.mark.parametrize("message", ["RELOADING=1\nMONOTONIC_USEC=5", "STOPPING=1"])
+def test_outbox_keeps_every_state_datagram_until_delivered(message: str) -> None:
+    box = Outbox()
+    box.put(message)
+    assert all(box.sent(False) is not None for _ in range(50))
+    assert box.pending() == [message]
+
+
+def test_outbox_tries_status_and_watchdog_once_and_drops_them() -> None:
+    box = Outbox()
+    box.put("STATUS=starting")
+    box.put("WATCHDOG=1")
+    assert box.sent(False) is None and box.next() == "WATCHDOG=1"
+    assert box.sent(False) is None and box.next() is None
+
+
+def test_outbox_collapses_what_a_later_datagram_makes_moot() -> None:
+    box = Outbox()
+    box.put("READY=1\nSTATUS=a")
+    box.put("WATCHDOG=1")
+    box.put("STATUS=b")
+    box.put("RELOADING=1\nMONOTONIC_USEC=1")
+    box.put("WATCHDOG=1")
+    box.put("STATUS=c")
+    # Order kept; one WATCHDOG and one STATUS: the newest of each.
+    assert box.pending() == ["READY=1\nSTATUS=a", "RELOADING=1\nMONOTONIC_USEC=1", "WATCHDOG=1", "STATUS=c"]
+    box.put("READY=1\nSTATUS=d")  # the reload is over: neither the old READY nor RELOADING is owed
+    assert box.pending() == ["WATCHDOG=1", "STATUS=c", "READY=1\nSTATUS=d"]
+    box.put("STOPPING=1\nSTATUS=e")
+    assert box.pending() == ["STOPPING=1\nSTATUS=e"]
+
+
+class FullQueue:
+    """A notify socket whose queue takes nothing for the first ``refusals`` sends."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+        self.delivered: list[str] = []
+
+    def __call__(self, address: str, message: str) -> bool:
+        if self.refusals > 0:
+            self.refusals -= 1
+            return False
+        self.delivered.append(message)
+        return True
+
+
+def test_the_notifier_retries_ready_on_a_timer_and_sends_what_came_meanwhile_after_it() -> None:
+    queue = FullQueue(refusals=4)
+    scheduled: list[tuple[float, Any]] = []
+    notifier = SdNotifier("/x", send=queue, later=lambda delay, callback: scheduled.append((delay, callback)),
+                          outbox=Outbox(first_delay=0.01, max_delay=0.02))
+    notifier.notify("READY=1")
+    notifier.notify("WATCHDOG=1")  # behind READY, in order
+    assert len(scheduled) == 1  # one retry scheduled, none sent behind it
+    while scheduled:
+        _, callback = scheduled.pop(0)
+        callback()
+    assert queue.delivered == ["READY=1", "WATCHDOG=1"]
+
+
+def test_the_notifier_backs_off_between_attempts() -> None:
+    queue = FullQueue(refusals=4)
+    delays: list[float] = []
+    pending: list[Any] = []
+
+    def later(delay: float, callback: Any) -> None:
+        delays.append(delay)
+        pending.append(callback)
+
+    notifier = SdNotifier("/x", send=queue, later=later, outbox=Outbox(first_delay=0.01, max_delay=0.02))
+    notifier.notify("STOPPING=1")
+    while pending:
+        pending.pop()()
+    assert delays == [0.01, 0.02, 0.02, 0.02] and queue.delivered == ["STOPPING=1"]
+
+
+def test_the_final_flush_blocks_only_within_its_timeout(tmp_path: Path) -> None:
+    path = str(tmp_path / "n.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        notifier = SdNotifier(path, send=lambda a, m: False, later=lambda d, c: None)
+        notifier.notify("STOPPING=1")
+        notifier.flush(timeout=1.0)
+        assert server.recv(4096) == b"STOPPING=1"
+    notifier = SdNotifier(str(tmp_path / "gone.sock"), send=lambda a, m: False, later=lambda d, c: None)
+    notifier.notify("STOPPING=1")
+    started = time.monotonic()
+    notifier.flush(timeout=0.2)
+    assert time.monotonic() - started < 5 and notifier.outbox.pending() == ["STOPPING=1"]
 
 
 def test_notify_address_accepts_paths_and_abstract_names_only() -> None:
@@ -234,3 +344,21 @@ def test_workers_do_not_inherit_notify_socket_or_watchdog(tmp_path: Path, listen
         status, body = http_json(run.wait_url() + "/env")
         assert status == 200 and body["names"] == []
         assert run.stop() == 0
+
+
+@pytest.mark.timeout(90)
+def test_ready_reaches_a_systemd_that_stalls_while_watchdog_pings_fill_its_queue(tmp_path: Path) -> None:
+    listener = NotifyListener(str(tmp_path / "notify.sock"), paused=True)
+    # A ping every 50 ms fills the 10-datagram queue long before the worker (1 s start-up) serves.
+    env = base_env(NOTIFY_SOCKET=listener.address, WATCHDOG_USEC="100000", SDAPP_STARTUP_DELAY="1")
+    try:
+        with supervisor(UP, sd_project(tmp_path / "p"), env) as run:
+            run.wait_for_output(r"sd_notify: READY=1 not delivered .*retrying", 30)
+            time.sleep(2.0)  # the stall under test: systemd reads nothing for 2 s more
+            listener.resume()
+            listener.wait_for("READY", "1", context=lambda: run.output)
+            run.wait_for_output(r"sd_notify: READY=1 delivered at attempt \d+", 10)
+            assert run.stop() == 0
+            listener.wait_for("STOPPING", "1", context=lambda: run.output)
+    finally:
+        listener.close()

@@ -21,7 +21,7 @@ import pytest
 
 from tests.loadgen import Load
 from tests.pgserver import PgServer
-from tests.support import REPO, Running, base_env, free_port, http_get, make_project, supervisor, wait_until
+from tests.support import REPO, Running, base_env, free_port, gone, http_get, make_project, supervisor, wait_until
 
 APP = """
     import json, os, random
@@ -188,7 +188,7 @@ def test_a_sigkilled_template_costs_no_request_and_the_log_says_what_happens_nex
                    lambda: sup.output)
         result = load.stop()
         assert result.failures == [], f"{len(result.failures)} failed: {result.failures[:3]}\n{sup.output}"
-        assert not psutil.pid_exists(killed) or psutil.Process(killed).status() == psutil.STATUS_ZOMBIE
+        assert gone(killed)
         assert sup.stop() == 0
 
 
@@ -257,13 +257,6 @@ def test_a_sigkilled_supervisor_takes_its_template_and_forked_workers_with_it(tm
         assert forked(worker)
         os.kill(sup.pid, signal.SIGKILL)
         sup.wait_exit()
-
-        def gone(pid: int) -> bool:
-            try:
-                return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-            except psutil.NoSuchProcess:
-                return True
-
         wait_until(lambda: gone(template) and gone(worker), 10, "the template and the worker gone",
                    lambda: sup.output)
 

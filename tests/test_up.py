@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -23,8 +24,8 @@ import psutil
 import pytest
 
 from supervisor.config.settings import resolve_settings
-from supervisor.contract import Command, Plugin
-from supervisor.listen.ports import bind_listener, bind_port
+from supervisor.contract import Command, Plugin, Scale, Signalled
+from supervisor.listen.ports import bind_port
 from supervisor.runner import Runner
 from supervisor.spawn.process import LineSink, WorkerProcess, WorkerSpec, spawn_worker
 from tests.dbsupport import alembic
@@ -33,8 +34,10 @@ from tests.support import (
     app_project,
     base_env,
     free_port,
+    gone,
     http_get,
     http_json,
+    port_is_free,
     supervisor,
     wait_until,
 )
@@ -54,14 +57,6 @@ def kill_and_await_successor(run: Running, old: int) -> int:
     run.wait_for_output(rf"worker pid {old} killed by SIGKILL \(crash\) .*; restarting", 10)
     return wait_until(lambda: slot_pids(run).get(0) != old and slot_pids(run).get(0), 20,
                       "a new worker serving", lambda: run.output)
-
-
-def gone(pid: int) -> bool:
-    """True once ``pid`` no longer runs (a zombie left for init to reap counts as gone)."""
-    try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return True
 
 
 def zombie_children(run: Running) -> list[int]:
@@ -87,11 +82,6 @@ def listening_sockets(pid: int) -> list[str]:
     """The listening TCP sockets ``pid`` holds, as ``socket:[inode]``: the same inode is the same socket."""
     return [os.readlink(f"/proc/{pid}/fd/{c.fd}") for c in psutil.Process(pid).net_connections("tcp")
             if c.status == psutil.CONN_LISTEN]
-
-
-def port_is_free(port: int) -> bool:
-    with bind_listener("127.0.0.1", port):
-        return True
 
 
 def served_pids(url: str, want: set[int], run: Running, timeout: float = 20.0) -> set[int]:
@@ -125,7 +115,7 @@ def request_in_background(url: str, results: Outcome) -> threading.Thread:
         try:
             status, _, body = http_get(url, timeout=30)
             results.append((status, body))
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:  # reported by the test
             results.append(exc)
 
     thread = threading.Thread(target=go, daemon=True)
@@ -423,6 +413,30 @@ async def test_a_worker_that_cannot_be_spawned_for_now_is_retried_with_backoff(
     assert re.search(r"could not be started: Resource temporarily unavailable; restarting in", caplog.text)
     assert re.search(r"could not be started: Too many open files; restarting in", caplog.text)
     assert "internal error" not in caplog.text
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.asyncio
+async def test_once_stopping_only_another_stop_request_counts(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Reloads, restarts and scaling asked for during a graceful stop are ignored; a second stop
+    request forces the stop (exit 130)."""
+    caplog.set_level(logging.INFO, logger="supervisor")
+    runner = in_process_runner(app_project(tmp_path))
+
+    async def scenario() -> int:
+        running = asyncio.ensure_future(runner.run())
+        while runner.ready_workers == 0 and not running.done():
+            await asyncio.sleep(0.05)  # poll interval: waiting for the worker to serve
+        # Posted together, so the loop reads them in this order with the stop already under way.
+        for message in (Command.STOP, Scale(3), Signalled(signal.SIGTTIN), Command.RESTART, Command.REREAD,
+                        Signalled(signal.SIGHUP), Command.STOP):
+            runner.post(message)
+        return await running
+
+    assert await asyncio.wait_for(scenario(), 45) == 130
+    assert re.search(r"stop request received: stopping gracefully", caplog.text)
+    assert re.search(r"stop request again: stopping at once", caplog.text)
+    assert not re.search(r"re-reading configuration|-> \d+ worker|-> reloading", caplog.text), caplog.text
 
 
 @pytest.mark.timeout(60)

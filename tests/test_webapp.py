@@ -4,49 +4,33 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import jwt
 import pytest
 
-from tests.dbsupport import SECRET, auth, client, token, webapp_project
-from tests.pgserver import PgServer
-from tests.support import base_env, supervisor
+from tests.dbsupport import SECRET, Served, auth, serve_webapp, token
 
 
 @pytest.fixture(scope="module", params=["postgresql", "sqlite"])
-def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[tuple[str, str, Path]]:
-    """The webapp under the supervisor, once per backend for this module: (url, backend, project)."""
-    root = webapp_project(tmp_path_factory.mktemp(request.param))
-    env = base_env(BETTER_AUTH_SECRET=SECRET)
-    if request.param == "postgresql":
-        server: PgServer = request.getfixturevalue("pg_server")
-        server.ensure_started()
-        env["DATABASE_URL"] = server.url(database=server.create_database("webapp_notes"))
-    with supervisor(["up", "--no-reload"], root, env) as run:
-        url = run.wait_url(timeout=60)
-        if request.param == "sqlite":
-            run.wait_for_output(r"DATABASE_URL is not set; development mode uses the SQLite file "
-                                + str(root / ".supervisor" / "webapp.sqlite3"))
-        yield url, request.param, root
-
-
-@pytest.fixture
-def http(served: tuple[str, str, Path]) -> Iterator[httpx.Client]:
-    with client(served[0]) as c:
-        yield c
+def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The webapp under the supervisor, once per backend for this module."""
+    with serve_webapp(request, tmp_path_factory.mktemp(request.param), request.param,
+                      database="webapp_notes") as served:
+        if served.backend == "sqlite":
+            served.run.wait_for_output(r"DATABASE_URL is not set; development mode uses the SQLite file "
+                                       + str(served.root / ".supervisor" / "webapp.sqlite3"))
+        yield served
 
 
 @pytest.mark.timeout(60)
-def test_health_reports_the_database_ok(http: httpx.Client, served: tuple[str, str, Path]) -> None:
+def test_health_reports_the_database_ok(http: httpx.Client, served: Served) -> None:
     response = http.get("/health")
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "ok" and body["database"]["status"] == "ok"
     assert body["database"]["latency_ms"] >= 0 and body["database"]["error"] is None
-    _, backend, root = served
+    backend, root = served.backend, served.root
     assert body["database"]["backend"] == backend
     # The development default is a file in the runtime directory (ignored by git).
     assert (root / ".supervisor" / "webapp.sqlite3").exists() == (backend == "sqlite")
@@ -99,7 +83,7 @@ def test_list_is_paged_newest_first_by_cursor(http: httpx.Client) -> None:
 
 @pytest.mark.timeout(60)
 def test_notes_created_in_the_same_instant_are_paged_by_id(http: httpx.Client,
-                                                           served: tuple[str, str, Path]) -> None:
+                                                           served: Served) -> None:
     # Equal created_at values are ordered by id, so a page boundary between them loses nothing.
     user = auth("same-instant")
     for i in range(3):

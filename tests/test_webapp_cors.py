@@ -23,12 +23,6 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         yield served
 
 
-@pytest.fixture
-def http(served: Served) -> Iterator[httpx.Client]:
-    with served.client() as c:
-        yield c
-
-
 def preflight(http: httpx.Client, origin: str, method: str = "POST") -> httpx.Response:
     return http.options("/notes", headers={"Origin": origin, "Access-Control-Request-Method": method,
                                            "Access-Control-Request-Headers": "authorization, content-type"})

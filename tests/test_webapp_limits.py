@@ -21,12 +21,6 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         yield served
 
 
-@pytest.fixture
-def http(served: Served) -> Iterator[httpx.Client]:
-    with served.client() as c:
-        yield c
-
-
 def two_mib_note() -> bytes:
     return json.dumps({"title": "big", "body": "x" * (2 * MIB)}).encode()
 

@@ -31,12 +31,6 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         yield served
 
 
-@pytest.fixture
-def http(served: Served) -> Iterator[httpx.Client]:
-    with served.client() as c:
-        yield c
-
-
 def good(sub: str = "tokens-user", **claims: Any) -> str:
     merged: dict[str, Any] = {"aud": AUD, "iss": ISS, **claims}
     return token(sub, **merged)

@@ -1,4 +1,4 @@
-"""Application factory. ``webapp.app:app`` is what the supervisor serves by default.
+"""Application factory. ``webapp.app:app`` is what this repository's ``supervisor.toml`` serves.
 
 Settings are read and the engine created in the lifespan, not at import: a bad variable fails the
 worker's startup with one clear line, and importing the module does nothing but build routes.

@@ -1,9 +1,15 @@
-"""Stop accepting on a listening socket shared with other processes, without losing a connection."""
+"""Stop accepting on a listening socket shared with other processes, without losing a connection;
+and take connections again."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Iterable
+
+# Sent by the supervisor to a worker that stopped at its request quota when its successor failed:
+# take connections again rather than leave the slot serving no one (see ReportingServer).
+RESUME_SIGNAL = signal.SIGUSR1
 
 
 async def stop_accepting(servers: Iterable[asyncio.Server]) -> None:
@@ -20,3 +26,12 @@ async def stop_accepting(servers: Iterable[asyncio.Server]) -> None:
             loop.remove_reader(sock.fileno())
     for _ in range(3):
         await asyncio.sleep(0)
+
+
+def resume_accepting(servers: Iterable[asyncio.Server]) -> None:
+    """Take connections again on servers whose sockets' readers were removed (above, or by
+    ``ReportingServer._stop_accepting``). asyncio has no public call for it: ``_start_serving``
+    re-registers the accept reader of each socket once ``_serving`` is cleared."""
+    for server in servers:
+        server._serving = False  # type: ignore[attr-defined]
+        server._start_serving()  # type: ignore[attr-defined]

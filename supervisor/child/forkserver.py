@@ -26,7 +26,8 @@ forkserver with ``set_forkserver_preload``:
 The protocol, on one ``SOCK_SEQPACKET`` socket, one JSON object per message: the supervisor sends
 the plan (``{"plan": {...}}``); the template answers ``{"built": {...}}`` and writes ``ready`` on its
 ready pipe, or ``{"unsafe": {...}}`` and exits with :data:`EXIT_UNSAFE`. Then each
-``{"fork": {...}}`` request, carrying the descriptors :data:`FDS`, is answered ``{"pid": N}`` or
+``{"fork": {...}}`` request, a :meth:`~supervisor.child.args.WorkerArgs.to_message` and the worker's
+environment carrying the descriptors it names (:data:`FORK_FDS` at least), is answered ``{"pid": N}`` or
 ``{"error": "..."}``. The supervisor closing the socket ends the template.
 
 The forked worker starts a session of its own and waits, before anything else, until the
@@ -34,20 +35,18 @@ supervisor has confirmed it is its child and watches it (``go`` on its go pipe).
 to its own stdio, environment and ``sys.path``, reseeds ``random``, and runs
 :func:`supervisor.child.worker.run`, which sets ``PR_SET_PDEATHSIG`` against the supervisor and
 starts a new event loop. The template itself never runs an event loop or a thread, and only
-standard-library modules are imported here before the plan's.
+standard-library modules (and our light ``args`` and ``osutil``) are imported here before the plan's.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import gc
 import hashlib
 import importlib
 import json
 import os
-import signal
 import socket
 import sys
 import threading
@@ -57,11 +56,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from supervisor.child import projectstage
+from supervisor.child.args import Fd, WorkerArgs
+from supervisor.child.osutil import die_with, thread_count
 
-PR_SET_PDEATHSIG = 1
 EXIT_UNSAFE = 3
-# The descriptors a fork request carries, in this order.
-FDS = ("listen", "ready", "stdout", "stderr", "go", "report", "heartbeat")
+# The descriptors a fork request carries: the worker's (WorkerArgs.to_message), its stdio and go pipes.
+FORK_FDS = frozenset({Fd.LISTEN, Fd.READY, Fd.STDOUT, Fd.STDERR, Fd.GO})
 # One datagram of a message: well under the socket buffer's default size.
 CHUNK = 1 << 16
 MORE, LAST = b"+", b"."
@@ -69,15 +69,6 @@ GO = b"go"
 # Open descriptors a module must not leave behind at import: a connection, an event loop.
 _UNSAFE_FD_KINDS = (("socket:", "an open socket (a connection?)"),
                     ("anon_inode:[eventpoll]", "an event loop (epoll)"))
-
-
-def die_with_parent(parent_pid: int) -> bool:
-    """SIGKILL when the supervisor dies (the template holds nothing worth a graceful end)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-    return os.getppid() == parent_pid
 
 
 def send(control: socket.socket, message: Mapping[str, Any]) -> None:
@@ -133,18 +124,10 @@ def _fds() -> dict[int, str]:
     return found
 
 
-def _threads() -> int:
-    """Threads of this process, C threads included (a library's native pool counts too)."""
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return threading.active_count()
-
-
 def unsafe_leftovers(new_modules: Iterable[str], new_fds: Iterable[str], project_names: set[str],
                      roots: Sequence[str]) -> str | None:
     """Why what an import left behind makes it unsafe to fork from, or None."""
-    if _threads() > 1:
+    if thread_count() > 1:
         names = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
         return f"a thread was still running after importing it ({', '.join(names) or 'a native thread'})"
     for target in new_fds:
@@ -176,7 +159,7 @@ def preload(names: Sequence[str], project_names: set[str], roots: Sequence[str])
         modules_before, fds_before = set(sys.modules), _fds()
         try:
             importlib.import_module(name)
-        except BaseException as exc:  # noqa: BLE001 - the worker imports it itself, and sees the error there
+        except BaseException as exc:  # the worker imports it itself, and sees the error there
             failed[name] = (f"{type(exc).__name__}: {exc}".splitlines() or [""])[0][:200]
         new = [m for m in sys.modules if m not in modules_before]
         opened = [target for fd, target in _fds().items() if fds_before.get(fd) != target]
@@ -192,41 +175,45 @@ def preload(names: Sequence[str], project_names: set[str], roots: Sequence[str])
 class WorkerJob:
     """What the forked worker runs, once it is out of the template's loop."""
 
-    request: dict[str, Any]
-    fds: dict[str, int]
+    args: WorkerArgs
+    pipes: dict[Fd, int]  # its stdio and go pipes
+    environ: dict[str, str]
     control: socket.socket
     sys_path: list[str]
+    drop: list[str] | None = None  # a project-stage fork's stale modules (supervisor.child.projectstage)
 
     def run(self) -> int:
         os.setsid()  # its own session and process group, as a spawned worker's
-        go = os.read(self.fds["go"], len(GO))
+        go = os.read(self.pipes[Fd.GO], len(GO))
         if go != GO:  # the supervisor gave up on it (or died): it must not serve
             os._exit(1)
-        os.close(self.fds["go"])
+        os.close(self.pipes[Fd.GO])
         self.control.close()
-        for fd, name in ((1, "stdout"), (2, "stderr")):
-            os.dup2(self.fds[name], fd)
-            os.close(self.fds[name])
-        request = self.request
+        for fd, role in ((1, Fd.STDOUT), (2, Fd.STDERR)):
+            os.dup2(self.pipes[role], fd)
+            os.close(self.pipes[role])
         os.environ.clear()
-        os.environ.update(request["environ"])
+        os.environ.update(self.environ)
         sys.path[:] = self.sys_path
         importlib.invalidate_caches()  # directory listings cached in the template may be stale
         # The random module reseeds itself at fork (os.register_at_fork); say it here too, as
         # the fresh interpreter it replaces would have a seed of its own.
         if "random" in sys.modules:
             sys.modules["random"].seed()
-        projectstage.enter(request, self.fds["report"])  # a project-stage fork: the stale modules run fresh
+        projectstage.enter(self.drop, self.args.app, self.args.parent_pid, self.args.report_fd)
         from supervisor.child import worker
 
-        args = worker.WorkerArgs(
-            app=request["app"], factory=request["factory"], listen_fd=self.fds["listen"],
-            ready_fd=self.fds["ready"], parent_pid=request["parent_pid"], log_level=request["log_level"],
-            graceful_timeout=request["graceful_timeout"], livereload_url=request["livereload_url"],
-            heartbeat_fd=self.fds["heartbeat"], heartbeat_interval=request["heartbeat_interval"],
-            stacks_dir=request["stacks_dir"], report_fd=self.fds["report"])
-        sys.argv[:] = [worker.__file__ or "worker", *args.to_argv()]
-        return worker.run(args)
+        sys.argv[:] = [worker.__file__ or "worker", *self.args.to_argv()]
+        return worker.run(self.args)
+
+
+def fork_request(request: Mapping[str, Any], fds: Sequence[int]) -> tuple[WorkerArgs, dict[Fd, int]]:
+    """The worker's arguments and its other pipes from one fork request; ValueError if it lacks one."""
+    args, pipes = WorkerArgs.from_message(request, fds)
+    lacking = FORK_FDS - set(args.descriptors()) - set(pipes)
+    if lacking:
+        raise ValueError(f"a fork request without its {', '.join(sorted(role.value for role in lacking))} descriptor")
+    return args, pipes
 
 
 def _read_all(fd: int) -> bytes:
@@ -236,13 +223,14 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def fork_worker(request: dict[str, Any], fds: dict[str, int], control: socket.socket,
+def fork_worker(request: Mapping[str, Any], fds: Sequence[int], control: socket.socket,
                 sys_path: list[str]) -> int | WorkerJob:
     """Double-fork a worker; return its pid here, or the job to run in the worker itself.
 
     The intermediate process exits at once, so the worker is re-parented to the supervisor (a
     child subreaper) before the supervisor even learns its pid.
     """
+    args, pipes = fork_request(request, fds)
     pid_r, pid_w = os.pipe()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
@@ -253,9 +241,9 @@ def fork_worker(request: dict[str, Any], fds: dict[str, int], control: socket.so
             pid = os.fork()
             if pid == 0:
                 os.close(pid_w)
-                return WorkerJob(request, fds, control, sys_path)
+                return WorkerJob(args, pipes, dict(request["environ"]), control, sys_path, request.get("drop"))
             os.write(pid_w, str(pid).encode())
-        except BaseException:  # noqa: BLE001 - never return into the template's loop from here
+        except BaseException:  # never return into the template's loop from here
             os._exit(1)
         os._exit(0)
     os.close(pid_w)
@@ -274,14 +262,12 @@ def serve(control: socket.socket, sys_path: list[str]) -> WorkerJob | None:
     worker, return its job."""
     while True:
         # A fork request is one datagram: the descriptors ride on it.
-        message, fds, _, _ = socket.recv_fds(control, CHUNK + 1, len(FDS), socket.MSG_CMSG_CLOEXEC)
+        message, fds, _, _ = socket.recv_fds(control, CHUNK + 1, len(Fd), socket.MSG_CMSG_CLOEXEC)
         if not message:
             return None
         try:
             request = json.loads(message[1:])["fork"]
-            if len(fds) != len(FDS):
-                raise ValueError(f"expected {len(FDS)} descriptors, got {len(fds)}")
-            result = fork_worker(request, dict(zip(FDS, fds, strict=True)), control, sys_path)
+            result = fork_worker(request, fds, control, sys_path)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             send(control, {"error": f"{type(exc).__name__}: {exc}"})
             result = -1
@@ -351,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-fd", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
     args = parser.parse_args(argv)
-    if not die_with_parent(args.parent_pid):
+    if not die_with(args.parent_pid):  # the template holds nothing worth a graceful end
         return 1
     control = socket.socket(fileno=args.control_fd)
     control.set_inheritable(False)

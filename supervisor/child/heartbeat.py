@@ -4,8 +4,14 @@ count, and a stack dump on demand. Runs inside ``python -m supervisor.child.work
 The heartbeat is a callback scheduled on the event loop that serves the app, not a thread: a
 thread would keep answering while a blocking call holds the loop, and the worker would look alive
 while it serves no one (uvicorn's multiprocess health check has that flaw). Each beat writes one
-fixed-size record (how late this beat ran, requests begun so far) to a pipe the supervisor reads;
-writes never block, so a supervisor that stops reading costs beats, never the app.
+fixed-size record (how late this beat ran, requests begun so far, the worker's request quota and
+how far it is through it) to a pipe the supervisor reads; writes never block, so a supervisor that
+stops reading costs beats, never the app.
+
+With ``max_requests`` the worker keeps its own quota (:class:`RequestQuota`), since a count read
+once a heartbeat is far too late for a worker serving thousands of requests a second: it beats
+out of turn as it nears the quota, so that the supervisor starts its replacement then, and again
+once the quota is begun, when it stops taking requests (see ``ReportingServer.quota_reached``).
 
 The stack dump answers :data:`STACKS_SIGNAL` with every thread's stack (:mod:`faulthandler`,
 written from the signal handler itself, so it works whatever the loop is doing), then, once the
@@ -20,13 +26,19 @@ import contextlib
 import faulthandler
 import io
 import os
+import random
 import signal
 import struct
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
-BEAT = struct.Struct("<dQ")  # loop lag in seconds, requests begun; < PIPE_BUF, so written whole
+# Loop lag in seconds, requests begun, the request quota (0: none), its stage; < PIPE_BUF, so
+# written whole.
+BEAT = struct.Struct("<dQIB")
+# Stages of the request quota, as a beat carries them.
+COUNTING, NEARING, REACHED = 0, 1, 2
+NEAR_FRACTION = 0.9  # of the quota, when the replacement is asked for
 STACKS_SIGNAL = signal.SIGUSR2
 END_MARK = "--- end of stacks ---"
 
@@ -34,28 +46,76 @@ Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Any]
 
 
-class RequestCounter:
-    """ASGI middleware: counts the HTTP requests and WebSocket sessions the worker begins."""
+class Beat(NamedTuple):
+    loop_lag: float
+    requests: int
+    quota: int = 0
+    stage: int = COUNTING
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class RequestQuota:
+    """How far a worker is through its request quota: pure.
+
+    ``limit`` is ``max_requests`` plus a jitter drawn once (so that workers started together are
+    not all replaced together); 0 is no quota. The stage moves to :data:`NEARING` at
+    :data:`NEAR_FRACTION` of it and to :data:`REACHED` when the last request of it begins.
+
+    >>> quota = RequestQuota(10)
+    >>> [quota.stage(n) for n in (1, 8, 9, 10, 11)]
+    [0, 0, 1, 2, 2]
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.near_at = max(1, min(limit, int(limit * NEAR_FRACTION)))
+
+    @classmethod
+    def draw(cls, max_requests: int, jitter: int, rand: Callable[[], float] = random.random) -> RequestQuota:
+        if max_requests <= 0:
+            return cls(0)
+        return cls(max_requests + min(jitter, int(rand() * (jitter + 1))))
+
+    def stage(self, requests: int) -> int:
+        if not self.limit or requests < self.near_at:
+            return COUNTING
+        return REACHED if requests >= self.limit else NEARING
+
+
+class RequestCounter:
+    """ASGI middleware: counts the HTTP requests and WebSocket sessions the worker begins, and
+    calls ``on_stage`` as the count moves into a new stage of ``quota`` (from the request that
+    moves it, before the app sees that request)."""
+
+    def __init__(self, app: ASGIApp, quota: RequestQuota | None = None,
+                 on_stage: Callable[[int], None] = lambda stage: None) -> None:
         self.app = app
         self.count = 0
+        self.quota = quota or RequestQuota(0)
+        self.stage = COUNTING
+        self.on_stage = on_stage
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] in ("http", "websocket"):
             self.count += 1
+            stage = self.quota.stage(self.count)
+            if stage != self.stage:
+                self.stage = stage
+                self.on_stage(stage)
         await self.app(scope, receive, send)
 
 
 class Heartbeat:
     """Writes a beat to ``fd`` every ``interval`` seconds from the loop it is started on."""
 
-    def __init__(self, fd: int, interval: float, requests: Callable[[], int]) -> None:
+    def __init__(self, fd: int, interval: float, requests: Callable[[], int],
+                 quota: Callable[[], tuple[int, int]] = lambda: (0, COUNTING)) -> None:
         self.fd = fd
         self.interval = interval
         self.requests = requests
+        self.quota = quota  # (the request quota, its stage)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._due = 0.0
+        self._gone = False
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         os.set_blocking(self.fd, False)
@@ -66,14 +126,28 @@ class Heartbeat:
     def _beat(self) -> None:
         assert self._loop is not None
         now = self._loop.time()
+        self._write(max(0.0, now - self._due))
+        if self._gone:
+            return
+        self._due = now + self.interval
+        self._loop.call_at(self._due, self._beat)
+
+    def beat_now(self) -> None:
+        """A beat out of turn (the quota's stage changed); the regular ones go on as scheduled.
+        It ran on time: it is not late for any beat."""
+        if self._loop is not None:
+            self._write(0.0)
+
+    def _write(self, lag: float) -> None:
+        if self._gone:
+            return
+        quota, stage = self.quota()
         try:
-            os.write(self.fd, BEAT.pack(max(0.0, now - self._due), self.requests()))
+            os.write(self.fd, BEAT.pack(lag, self.requests(), quota, stage))
         except BlockingIOError:
             pass  # the pipe is full (a stopped supervisor): this beat is lost, the next may pass
         except OSError:
-            return  # the supervisor is gone (EPIPE): nobody listens any more
-        self._due = now + self.interval
-        self._loop.call_at(self._due, self._beat)
+            self._gone = True  # the supervisor is gone (EPIPE): nobody listens any more
 
 
 class BeatReader:
@@ -82,11 +156,11 @@ class BeatReader:
     def __init__(self) -> None:
         self._rest = b""
 
-    def feed(self, data: bytes) -> list[tuple[float, int]]:
+    def feed(self, data: bytes) -> list[Beat]:
         data = self._rest + data
         whole = len(data) - len(data) % BEAT.size
         self._rest = data[whole:]
-        return [BEAT.unpack_from(data, offset) for offset in range(0, whole, BEAT.size)]
+        return [Beat(*BEAT.unpack_from(data, offset)) for offset in range(0, whole, BEAT.size)]
 
 
 class StackDump:

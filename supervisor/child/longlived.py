@@ -52,7 +52,7 @@ class _Open:
         self.ended = True
         try:
             await self._final_message()
-        except Exception:  # noqa: BLE001 - the client may be gone already; nothing to tell it
+        except Exception:  # the client may be gone already; nothing to tell it
             pass
         asyncio.get_running_loop().call_later(grace, self._cancel)
 

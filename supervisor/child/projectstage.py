@@ -276,20 +276,20 @@ def culprits(exc: BaseException, kept: Mapping[str, ModuleType]) -> list[str]:
     return list(found)
 
 
-def enter(request: Mapping[str, Any], report_fd: int) -> None:
+def enter(names: Sequence[str] | None, app: str, parent_pid: int, report_fd: int) -> None:
     """In a fork of a project-stage template, before it becomes a worker: drop the stale modules
-    and import the app module fresh. On failure, report and exit (see the module's docstring)."""
-    names = request.get("drop")
+    ``names`` and import the module of ``app`` fresh. On failure, report and exit (see the
+    module's docstring). ``names`` None: not a project-stage fork, nothing to do."""
     if names is None:
         return
     # The app's code runs from here: die with the supervisor already (worker.run says it again).
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != request.get("parent_pid", os.getppid()):
+    if os.getppid() != parent_pid:
         os._exit(1)
     drop(names)
     kept = {name: module for name in _PROJECT if (module := sys.modules.get(name)) is not None}
-    module_name = str(request["app"]).partition(":")[0]
+    module_name = app.partition(":")[0]
     cwd = os.getcwd()
     sys.path.insert(0, cwd)  # as worker.run does; taken out again, since it does
     try:

@@ -6,10 +6,8 @@ the supervisor it is serving by writing one line to a pipe the supervisor owns.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -23,51 +21,17 @@ import uvicorn
 from uvicorn.importer import import_from_string
 
 from supervisor.child.accept_errors import AcceptErrorLog
-from supervisor.child.accepting import stop_accepting
+from supervisor.child.accepting import RESUME_SIGNAL, resume_accepting, stop_accepting
 from supervisor.child.args import READY_MESSAGE, WorkerArgs
-from supervisor.child.heartbeat import Heartbeat, RequestCounter, StackDump
+from supervisor.child.heartbeat import REACHED, Heartbeat, RequestCounter, RequestQuota, StackDump
 from supervisor.child.longlived import LongLived
+from supervisor.child.osutil import die_with
 from supervisor.child.protocol import CleanH11Protocol
 from supervisor.child.report import encode_report
 
-PR_SET_PDEATHSIG = 1
 # Paths of frames that are ours or the import system's, not the user's, in a load traceback.
 _MACHINERY = (os.sep + "importlib" + os.sep, os.sep + "uvicorn" + os.sep,
-              os.sep + "supervisor" + os.sep + "workers" + os.sep + "worker.py")
-def parse_args(argv: list[str]) -> WorkerArgs:
-    p = argparse.ArgumentParser(prog="python -m supervisor.child.worker")
-    p.add_argument("--app", required=True)
-    p.add_argument("--factory", action="store_true")
-    p.add_argument("--listen-fd", type=int, required=True)
-    p.add_argument("--ready-fd", type=int, required=True)
-    p.add_argument("--parent-pid", type=int, required=True)
-    p.add_argument("--log-level", default="info")
-    p.add_argument("--graceful-timeout", type=float, default=10.0)
-    p.add_argument("--livereload-url", default="")
-    p.add_argument("--heartbeat-fd", type=int, default=-1)
-    p.add_argument("--heartbeat-interval", type=float, default=1.0)
-    p.add_argument("--stacks-dir", default="")
-    p.add_argument("--report-fd", type=int, default=-1)
-    ns = p.parse_args(argv)
-    return WorkerArgs(ns.app, ns.factory, ns.listen_fd, ns.ready_fd, ns.parent_pid, ns.log_level,
-                      ns.graceful_timeout, ns.livereload_url, ns.heartbeat_fd, ns.heartbeat_interval, ns.stacks_dir,
-                      ns.report_fd)
-
-
-def die_with_parent(parent_pid: int) -> bool:
-    """Ask the kernel to SIGKILL us when the supervisor dies; False if it already has.
-
-    SIGKILL rather than SIGTERM: a supervisor that was SIGKILLed cannot drain anyone, and the
-    point is that nothing keeps holding the port. The check after prctl closes the window where
-    the parent died before the request was made.
-    """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # not Linux: the supervisor's own stop path still applies
-    return os.getppid() == parent_pid
-
+              os.sep + "supervisor" + os.sep + "child" + os.sep + "worker.py")
 
 CONNECTION_CLOSE = (b"connection", b"close")
 
@@ -90,6 +54,12 @@ class ReportingServer(uvicorn.Server):
        :mod:`supervisor.child.longlived`), so their clients reconnect to the successor at once;
     4. once no connection is left (or after ``timeout_graceful_shutdown``), runs the app's
        lifespan shutdown.
+
+    A worker that has begun its request quota does steps 1 and 2 at once (:meth:`quota_reached`)
+    and keeps running until the supervisor signals it, once its replacement serves: connections
+    waiting in the backlog meanwhile are the replacement's (or another worker's), none is refused.
+    Should the replacement fail, :data:`~supervisor.child.accepting.RESUME_SIGNAL` has it take
+    connections again (:meth:`resume`) until another replacement can be made.
     """
 
     def __init__(self, config: uvicorn.Config, ready_fd: int, on_drain: Callable[[], None] = lambda: None,
@@ -100,6 +70,7 @@ class ReportingServer(uvicorn.Server):
         self.on_drain = on_drain
         self.on_loop = on_loop  # the heartbeat starts on the loop that serves the app
         self.report_fd = report_fd
+        self._quota_stopped = False
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
@@ -131,24 +102,47 @@ class ReportingServer(uvicorn.Server):
             for sock in server.sockets:
                 self._loop.remove_reader(sock.fileno())
 
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        # After this, each accepted connection has its protocol registered in the connection set.
-        await stop_accepting(self.servers)
+    def quota_reached(self) -> None:
+        """The request that begins the quota is under way: take no new connection from now on,
+        and close each connection after its current or next response (``Connection: close``,
+        never a reset), so that no further request comes but on a connection already open."""
+        if self.should_exit or not self.started:
+            return
+        self._quota_stopped = True
+        self._stop_accepting()
+        self._close_after_response()
 
+    def resume(self) -> None:
+        """Take connections again, and keep them open, after :meth:`quota_reached` (its
+        replacement failed); a drain under way is not undone."""
+        if self.should_exit or not self._quota_stopped:
+            return
+        self._quota_stopped = False
         state = self.server_state
-        state.default_headers = [*state.default_headers, CONNECTION_CLOSE]
+        state.default_headers = [header for header in state.default_headers if header != CONNECTION_CLOSE]
+        resume_accepting(self.servers)
+
+    def _close_after_response(self) -> None:
+        state = self.server_state
+        if CONNECTION_CLOSE not in state.default_headers:
+            state.default_headers = [*state.default_headers, CONNECTION_CLOSE]
         for connection in list(state.connections):
             cycle = getattr(connection, "cycle", None)
             if cycle is not None and not cycle.response_complete:
                 cycle.keep_alive = False
-                if not cycle.response_started:
+                if not cycle.response_started and CONNECTION_CLOSE not in cycle.default_headers:
                     cycle.default_headers = [*cycle.default_headers, CONNECTION_CLOSE]
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # After this, each accepted connection has its protocol registered in the connection set.
+        await stop_accepting(self.servers)
+        self._close_after_response()
         self.on_drain()
 
         try:
             await asyncio.wait_for(self._drained(), timeout=self.config.timeout_graceful_shutdown)
         except TimeoutError:
-            for task in state.tasks:
+            for task in self.server_state.tasks:
                 task.cancel(msg="graceful shutdown deadline passed")
         for server in self.servers:
             server.close()
@@ -187,7 +181,7 @@ def print_user_traceback(exc: BaseException, app: str) -> None:
 
 
 def run(args: WorkerArgs) -> int:
-    if not die_with_parent(args.parent_pid):
+    if not die_with(args.parent_pid):  # SIGKILLed with the supervisor: nothing keeps the port
         return 1
     # A real TCP socket object: asyncio then sets TCP_NODELAY on each connection, which
     # uvicorn's --fd (it assumes AF_UNIX) never does.
@@ -230,13 +224,22 @@ def run(args: WorkerArgs) -> int:
         return 1
     longlived = LongLived(config.loaded_app)
     config.loaded_app = longlived
-    counter = RequestCounter(longlived)
-    heartbeat = Heartbeat(args.heartbeat_fd, args.heartbeat_interval, lambda: counter.count) \
-        if args.heartbeat_fd >= 0 else None
+    quota = RequestQuota.draw(args.max_requests, args.max_requests_jitter)
+    counter = RequestCounter(longlived, quota, on_stage=lambda stage: quota_stage(stage))
+    heartbeat = Heartbeat(args.heartbeat_fd, args.heartbeat_interval, lambda: counter.count,
+                          quota=lambda: (quota.limit, counter.stage)) if args.heartbeat_fd >= 0 else None
+
+    def quota_stage(stage: int) -> None:
+        if heartbeat is not None:
+            heartbeat.beat_now()  # at once: the supervisor starts the replacement as the quota nears
+        if stage == REACHED:
+            server.quota_reached()
 
     def on_loop(loop: asyncio.AbstractEventLoop) -> None:
         if heartbeat is not None:
             heartbeat.start(loop)
+        # The handler only hands the work to the loop (it may run between any two bytecodes).
+        signal.signal(RESUME_SIGNAL, lambda signum, frame: loop.call_soon_threadsafe(server.resume))
         if stacks is not None:
             stacks.loop = loop
 
@@ -253,7 +256,7 @@ def run(args: WorkerArgs) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(parse_args(sys.argv[1:] if argv is None else argv))
+    return run(WorkerArgs.from_argv(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -21,10 +21,10 @@ import sys
 import traceback
 from typing import IO, NoReturn
 
-from supervisor.child.args import WorkerArgs
+from supervisor.child.args import Fd, WorkerArgs
 
-# The descriptors an order carries, in this order.
-FDS = ("listen", "ready", "stdout", "stderr", "report", "heartbeat")
+# The descriptors an order carries: the worker's (WorkerArgs.to_message) and its stdio pipes.
+ORDER_FDS = frozenset({Fd.LISTEN, Fd.READY, Fd.STDOUT, Fd.STDERR})
 # One order: the worker's arguments and environment (an environment of a few hundred kB fits).
 MAX_ORDER = 1 << 20
 # What every worker imports before the app (uvicorn's protocols load as its Config does).
@@ -40,21 +40,21 @@ def wait_for_orders(sock: socket.socket) -> NoReturn:
     try:
         for name in WORKER_MODULES:
             importlib.import_module(name)
-        message, fds, _, _ = socket.recv_fds(sock, MAX_ORDER, len(FDS), socket.MSG_CMSG_CLOEXEC)
-        if not message or len(fds) != len(FDS):
+        message, fds, _, _ = socket.recv_fds(sock, MAX_ORDER, len(Fd), socket.MSG_CMSG_CLOEXEC)
+        if not message:
             os._exit(0)
         order = json.loads(message)
+        args, pipes = WorkerArgs.from_message(order, fds)
+        if ORDER_FDS - set(args.descriptors()) - set(pipes):
+            os._exit(0)
         sock.close()
-    except BaseException:  # noqa: BLE001 - the supervisor sees us gone and forks the worker itself
+    except BaseException:  # the supervisor sees us gone and forks the worker itself
         os._exit(0)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as in any interpreter
-    received = dict(zip(FDS, fds, strict=True))
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     with contextlib.suppress(ValueError, OSError):  # the supervisor raised its limit after forking us
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(order["nofile"], hard), hard))
-    args = WorkerArgs.from_dict(order["args"], listen_fd=received["listen"], ready_fd=received["ready"],
-                                report_fd=received["report"], heartbeat_fd=received["heartbeat"])
-    become_worker(args, received["stdout"], received["stderr"], order["environ"], order["cwd"], closing=[])
+    become_worker(args, pipes[Fd.STDOUT], pipes[Fd.STDERR], order["environ"], order["cwd"], closing=[])
 
 
 # ----- becoming the worker (here, or in a process the supervisor forked from itself) ---------------
@@ -80,7 +80,7 @@ def become_worker(args: WorkerArgs, out_fd: int, err_fd: int, environ: dict[str,
         code = worker.run(args)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:  # noqa: BLE001 - a worker's error is shown on its stderr, like a spawned one's
+    except BaseException:  # a worker's error is shown on its stderr, like a spawned one's
         traceback.print_exc()
         code = 1
     finally:

@@ -131,7 +131,7 @@ def normalize_database_url(raw: str) -> DatabaseURL:
         return _sqlite(parts, scheme, masked)
     if scheme.startswith(("postgres+", "postgresql+")):
         raise DatabaseURLError(
-            f"{masked} uses the synchronous driver {scheme.split('+', 1)[1]!r}, but the webapp runs on "
+            f"{masked} uses the synchronous driver {scheme.split('+', 1)[1]!r}, but the app runs on "
             f"asyncio; use postgresql:// (or {ASYNCPG_SCHEME}://) and the asyncpg driver is chosen")
     if scheme.startswith("sqlite+"):
         raise DatabaseURLError(f"{masked} uses a synchronous SQLite driver; use {AIOSQLITE_SCHEME}:///"

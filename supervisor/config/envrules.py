@@ -23,6 +23,12 @@ from supervisor.config.toml import Config
 from supervisor.errors import Problem
 
 SCHEMA_DEFAULT = "supervisor.toml [env] default"
+
+
+def schema_default(config: Config) -> str:
+    """Where a declared default comes from: ``supervisor.toml [env] default``, or in
+    ``pyproject.toml``, ``pyproject.toml [tool.webapp-supervisor.env] default``."""
+    return f"{Path(config.path).name} [{config.locator.name('env')}] default"
 SQLITE_DEFAULT = "development default (SQLite)"
 
 
@@ -36,7 +42,7 @@ def apply_environment_rules(config: Config, mode: str, environ: dict[str, str], 
     for name, spec in config.env.items():
         if name not in environ and spec.default is not None:
             environ[name] = spec.default
-            sources[name] = SCHEMA_DEFAULT
+            sources[name] = schema_default(config)
     problems = _database_problems(config, mode, environ, sources, checked, runtime_dir)
     if mode == "production":
         problems += _development_secrets(config, environ, sources)

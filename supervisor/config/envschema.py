@@ -137,11 +137,12 @@ def _check_value(spec: VarSpec, value: str) -> tuple[str | None, Any]:
 
 
 def validate_environ(specs: Mapping[str, VarSpec], environ: Mapping[str, str],
-                     where: Mapping[str, str] | None = None) -> tuple[dict[str, Any], list[Problem]]:
+                     where: Mapping[str, str] | None = None,
+                     default_place: str = "supervisor.toml [env] default") -> tuple[dict[str, Any], list[Problem]]:
     """Check ``environ`` against ``specs``; return typed values and every problem found.
 
     ``where`` maps a variable name to the place its value came from (``.env:4``), so messages
-    point at the line to fix.
+    point at the line to fix; ``default_place`` names where a declared default comes from.
     """
     where = where or {}
     values: dict[str, Any] = {}
@@ -152,7 +153,7 @@ def validate_environ(specs: Mapping[str, VarSpec], environ: Mapping[str, str],
         if value is None:
             if spec.default is not None:
                 value = spec.default
-                place = "supervisor.toml [env] default"
+                place = default_place
             elif spec.required:
                 hint = f" ({spec.description})" if spec.description else ""
                 problems.append(Problem(f"{place} {name}",

@@ -15,17 +15,30 @@ developer's file without editing it.
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from supervisor.config.discover import AppTarget, discover, from_argument
 from supervisor.config.dotenv import DotEnv, load_dotenv_file
-from supervisor.config.envrules import apply_environment_rules
+from supervisor.config.envrules import apply_environment_rules, schema_default
 from supervisor.config.envschema import VarSpec, validate_environ
 from supervisor.config.runtimedir import runtime_dir_problem
-from supervisor.config.toml import AppSection, Config, ServerSection, field_bounds, load_config, missing_config
-from supervisor.errors import ConfigError, Problem
+from supervisor.config.toml import (
+    PYPROJECT,
+    PYPROJECT_TABLE,
+    AppSection,
+    Config,
+    ServerSection,
+    config_file,
+    field_bounds,
+    load_config,
+    missing_config,
+    pyproject_has_table,
+)
+from supervisor.errors import ConfigError, Notice, Problem
 from supervisor.programs.procfile import read_procfile
 from supervisor.secrets import Redactor, secret_values
 
@@ -47,6 +60,8 @@ class Overrides:
     mode: str | None = None
     workers: int | None = None
     reload: bool | None = None
+    app: str | None = None  # APP: module:attribute, a file or a module (supervisor.config.discover)
+    factory: bool | None = None  # --factory
 
 
 @dataclass(frozen=True)
@@ -66,8 +81,16 @@ class Settings:
     environ: dict[str, str] = field(repr=False)
     # name -> ".env:LINE" or "environment", for every variable .env set or the schema declares.
     env_sources: dict[str, str] = field(default_factory=dict)
-    env_values: dict[str, Any] = field(default_factory=dict, repr=False)
     secrets: frozenset[str] = field(default_factory=frozenset, repr=False)
+    # How the input was read, for the log at start and for `check`: the app found, files ignored.
+    notices: tuple[Notice, ...] = ()
+    # Neither APP, [app] app nor a Procfile names the app and none was found: `up` and `check` fail
+    # with this (other commands do not need the app).
+    app_problem: Problem | None = None
+
+    def app_dir(self) -> Path:
+        """``[app] app_dir``, absolute: where workers and the migration run, and a root of the project's modules."""
+        return (self.project_dir / self.config.app.app_dir).resolve()
 
     @property
     def production(self) -> bool:
@@ -85,18 +108,24 @@ def _merge_environ(process: Mapping[str, str], dotenv: DotEnv) -> tuple[dict[str
 
 
 def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: Overrides = Overrides(),
-                     config_path: Path | None = None) -> Settings:
+                     config_path: Path | None = None, executable: str | None = None) -> Settings:
     """Load ``supervisor.toml`` and ``.env`` from ``project_dir`` and validate everything.
 
     Raises :class:`ConfigError` carrying every problem found in the file, ``.env`` and the
-    environment together, so one run of ``check`` shows all there is to fix.
+    environment together, so one run of ``check`` shows all there is to fix. ``executable``: the
+    interpreter the workers run (default :data:`sys.executable`), whose directory leads their ``PATH``.
     """
     project_dir = project_dir.resolve()
     problems: list[Problem] = []
     if config_path is not None and not config_path.exists():
         # Named on purpose: running on silent defaults instead would hide a typo.
         problems.append(missing_config(config_path))
-    config_path = config_path or project_dir / "supervisor.toml"
+    notices: list[Notice] = []
+    if config_path is None and (project_dir / "supervisor.toml").exists() and pyproject_has_table(project_dir):
+        notices.append(Notice(f"{project_dir / PYPROJECT} [{PYPROJECT_TABLE}] is ignored: "
+                              f"{project_dir / 'supervisor.toml'} is read instead (it wins when both exist)",
+                              warning=True))
+    config_path = config_file(project_dir, config_path)
     if not project_dir.is_dir():
         problems.append(Problem("--project-dir", f"{str(project_dir)!r} is not a directory; expected "
                                                  "the directory holding supervisor.toml"))
@@ -106,7 +135,8 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
         # Keep going with defaults so .env and environment problems are reported in the same run.
         problems.extend(exc.problems)
         config = Config(path=str(config_path))
-    config = with_procfile(config, project_dir, problems)
+    config = with_procfile(config, project_dir, problems, notices)
+    config, app_problem = choose_app(config, project_dir, overrides, problems, notices)
 
     env_file = Path(config.supervisor.env_file)
     dotenv = load_dotenv_file(env_file if env_file.is_absolute() else project_dir / env_file, environ)
@@ -114,7 +144,7 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
     merged, sources = _merge_environ(environ, dotenv)
 
     specs = {**BUILTIN_SPECS, **config.env}
-    values, env_problems = validate_environ(specs, merged, sources)
+    values, env_problems = validate_environ(specs, merged, sources, schema_default(config))
     problems.extend(env_problems)
 
     mode = overrides.mode or merged.get("SUPERVISOR_MODE") or config.supervisor.mode
@@ -146,12 +176,13 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
     problems.extend(apply_environment_rules(config, mode, merged, sources, values, runtime_dir))
     app_dir = project_dir / config.app.app_dir
     if project_dir.is_dir() and not app_dir.is_dir():
-        problems.append(Problem(f"{config.path} [app] app_dir", f"{config.app.app_dir!r} is not a "
+        problems.append(Problem(config.where("app", "app_dir"), f"{config.app.app_dir!r} is not a "
                                 f"directory ({app_dir}); expected a directory relative to {project_dir}"))
     # The webapp reads these instead of assuming the defaults.
     merged["SUPERVISOR_MODE"] = mode
     merged["SUPERVISOR_RUNTIME_DIR"] = str(runtime_dir)
     merged["SUPERVISOR_DATABASE_URL_ENV"] = config.database.url_env
+    merged["PATH"] = interpreter_path(merged.get("PATH"), executable or sys.executable)
 
     if problems:
         raise ConfigError(problems)
@@ -170,10 +201,28 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
         dotenv=dotenv,
         environ=merged,
         env_sources={name: sources.get(name, "environment") for name in set(dotenv.values) | declared},
-        env_values=values,
         secrets=frozenset(secret_values(merged, {n for n, s in config.env.items() if s.is_secret},
                                         named=set(config.env) | set(dotenv.values))),
+        notices=tuple(notices),
+        app_problem=app_problem,
     )
+
+
+def interpreter_path(path: str | None, executable: str) -> str:
+    """``PATH`` for the children, with the interpreter's directory first unless it is on it already.
+
+    The workers and programs run this interpreter, so an app installed in a virtual environment
+    finds the environment's console scripts (``alembic``, ``celery``) as it would if the
+    environment were activated; an unset ``PATH`` keeps the system's default after it.
+
+    >>> interpreter_path("/usr/bin:/bin", "/srv/app/.venv/bin/python")
+    '/srv/app/.venv/bin:/usr/bin:/bin'
+    """
+    bin_dir = os.path.dirname(executable)
+    base = path if path is not None else os.defpath
+    if not bin_dir or bin_dir in base.split(os.pathsep):
+        return base
+    return os.pathsep.join([bin_dir, base]) if base else bin_dir
 
 
 def problem_redactor(project_dir: Path, environ: Mapping[str, str],
@@ -186,7 +235,7 @@ def problem_redactor(project_dir: Path, environ: Mapping[str, str],
     """
     project_dir = project_dir.resolve()
     try:
-        config = load_config(config_path or project_dir / "supervisor.toml")
+        config = load_config(config_file(project_dir, config_path))
     except ConfigError:
         config = Config()
     env_file = Path(config.supervisor.env_file)
@@ -196,7 +245,7 @@ def problem_redactor(project_dir: Path, environ: Mapping[str, str],
 
 
 def runtime_dir_where(config: Config) -> str:
-    return f"{config.path} [supervisor] runtime_dir"
+    return config.where("supervisor", "runtime_dir")
 
 
 def needs_restart(old: Settings, new: Settings) -> list[str]:
@@ -215,10 +264,57 @@ def needs_restart(old: Settings, new: Settings) -> list[str]:
     return [name for name, before, after in pairs if before != after]
 
 
-def with_procfile(config: Config, project_dir: Path, problems: list[Problem]) -> Config:
+def choose_app(config: Config, project_dir: Path, overrides: Overrides, problems: list[Problem],
+               notices: list[Notice]) -> tuple[Config, Problem | None]:
+    """The app to serve, in this order: APP on the command line, ``[app] app`` (or a Procfile's
+    uvicorn ``web`` line), else the one found in the project, said in a notice with how to pin it.
+    Returns the config with ``[app]`` set, and the problem to report if there is no app at all."""
+    app = config.app
+    if overrides.app is not None:
+        target = from_argument(overrides.app, project_dir, app.app_dir)
+        if isinstance(target, str):
+            problems.append(Problem("APP", target))
+            return config, None
+    elif app.app:
+        factory = app.factory or bool(overrides.factory)
+        return dataclasses.replace(config, app=dataclasses.replace(app, factory=factory)), None
+    else:
+        found = discover(project_dir, app.app_dir)
+        if found.target is None:
+            return config, Problem("APP", "no app given and none found; tried " + "; ".join(found.tried) +
+                                   ". Expected python -m supervisor up main:app (or main.py), or "
+                                   f"[app] app = \"module:attribute\" in {config.path}")
+        target = found.target
+        notices.append(Notice(_found_line(target, config)))
+    factory = target.factory or bool(overrides.factory)
+    return dataclasses.replace(config, app=dataclasses.replace(
+        app, app=target.app, factory=factory, app_dir=target.app_dir)), None
+
+
+def _found_line(target: AppTarget, config: Config) -> str:
+    """``app main:app found in main.py; pin it with [app] app = "main:app" in supervisor.toml, or
+    python -m supervisor up main:app``: what was chosen, and how to choose it on purpose."""
+    keys = [f'app = "{target.app}"']
+    if target.app_dir != ".":
+        keys.append(f'app_dir = "{target.app_dir}"')
+    if target.factory:
+        keys.append("factory = true")
+    what = f"app {target.app}{' (a factory)' if target.factory else ''} found in {target.file}"
+    if target.app_dir != ".":
+        what += f", imported from {target.app_dir}"
+    command = target.file if target.app_dir != "." else target.app
+    return (f"{what}; pin it with [{config.locator.name('app')}] {', '.join(keys)} in {Path(config.path).name}, or run "
+            f"python -m supervisor up {command}")
+
+
+def with_procfile(config: Config, project_dir: Path, problems: list[Problem],
+                  notices: list[Notice] | None = None) -> Config:
     """Without ``[programs]``, the project's ``Procfile`` names the programs (and a uvicorn ``web``
-    line the app, unless ``[app] app`` is set)."""
+    line the app, unless ``[app] app`` is set). With them, a Procfile is ignored, and a notice says so."""
     if config.programs:
+        if notices is not None and (project_dir / "Procfile").is_file():
+            notices.append(Notice(f"{project_dir / 'Procfile'} is ignored because [programs] is defined in "
+                                  f"{config.path}", warning=True))
         return config
     found = read_procfile(project_dir)
     if found is None:

@@ -20,14 +20,13 @@ import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from supervisor.config.envschema import VarSpec, parse_var_spec
+from supervisor.config.locator import Locator
 from supervisor.errors import ConfigError, Problem
 from supervisor.programs.spec import CONDITIONS, ProgramSpec, check_dependencies, parse_program
 from supervisor.secrets import is_secret_name
-
-Mode = Literal["development", "production"]
 
 
 def _opt(default: Any = MISSING, *, lo: float | None = None, hi: float | None = None,
@@ -66,7 +65,9 @@ class ServerSection:
 
 @dataclass(frozen=True)
 class AppSection:
-    app: str = _opt("webapp.app:app")
+    # "": the app named on the command line, a Procfile's web line, or the one found in the
+    # project (supervisor.config.discover); this repository's supervisor.toml names its example.
+    app: str = _opt("")
     factory: bool = _opt(False)
     workers: int = _opt(1, lo=1, hi=64)
     app_dir: str = _opt(".")
@@ -162,6 +163,13 @@ class Config:
     programs: dict[str, ProgramSpec] = field(default_factory=dict)
     procfile: bool = False  # the programs come from the project's Procfile
     path: str = "supervisor.toml"
+    # Where each key is in the file read, for messages made after parsing (see Config.where).
+    locator: Locator = field(default_factory=lambda: Locator(""), compare=False, repr=False)
+
+    def where(self, table: str, key: str | None = None) -> str:
+        """The place of ``[table] key`` in the file this came from, for a message:
+        ``pyproject.toml:31 [tool.webapp-supervisor.app] app_dir``."""
+        return self.locator.where(table, key, self.path)
 
 
 _SECTIONS: dict[str, type] = {
@@ -175,38 +183,8 @@ _SECTIONS: dict[str, type] = {
 }
 
 
-class _Locator:
-    """Finds the line a key sits on, so errors can say ``supervisor.toml:12``.
-
-    tomllib keeps no positions; a key's line is found by scanning the text for its table header
-    and then the ``key =`` assignment. Good enough for the flat tables this file uses.
-    """
-
-    def __init__(self, text: str) -> None:
-        self.lines = text.splitlines()
-
-    def line_of(self, table: str, key: str | None = None) -> int | None:
-        header = re.compile(r"^\s*\[\s*" + re.escape(table) + r"\s*\]\s*(#.*)?$")
-        any_header = re.compile(r"^\s*\[")
-        assign = re.compile(r"^\s*\"?" + re.escape(key or "") + r"\"?\s*=") if key else None
-        inside = False
-        for number, line in enumerate(self.lines, start=1):
-            if header.match(line):
-                if assign is None:
-                    return number
-                inside = True
-                continue
-            if inside and any_header.match(line):
-                inside = False
-            if inside and assign is not None and assign.match(line):
-                return number
-        return None
-
-
-def _where(path: str, locator: _Locator, table: str, key: str | None = None) -> str:
-    line = locator.line_of(table, key)
-    place = f"{path}:{line}" if line else path
-    return f"{place} [{table}]" + (f" {key}" if key else "")
+def _where(path: str, locator: Locator, table: str, key: str | None = None) -> str:
+    return locator.where(table, key, path)
 
 
 def _type_name(tp: Any) -> str:
@@ -295,7 +273,7 @@ def _bound(value: float | None) -> str:
 TOKEN_FORM = re.compile(r"[\x21-\x7e]{16,256}")
 
 
-def _read_section(cls: type, data: Any, table: str, path: str, locator: _Locator,
+def _read_section(cls: type, data: Any, table: str, path: str, locator: Locator,
                   problems: list[Problem]) -> Any:
     if not isinstance(data, dict):
         problems.append(Problem(_where(path, locator, table), f"expected a table, got {_kind(data)}"))
@@ -346,14 +324,14 @@ def _read_section(cls: type, data: Any, table: str, path: str, locator: _Locator
     return cls(**values)
 
 
-def _cross_checks(cfg: Config, path: str, locator: _Locator, problems: list[Problem]) -> None:
+def _cross_checks(cfg: Config, path: str, locator: Locator, problems: list[Problem]) -> None:
     r = cfg.restart
     if r.max_delay < r.initial_delay:
         problems.append(Problem(
             _where(path, locator, "restart", "max_delay"),
             f"{r.max_delay:g} is smaller than initial_delay ({r.initial_delay:g}); "
             "expected max_delay >= initial_delay"))
-    if ":" not in cfg.app.app:
+    if cfg.app.app and ":" not in cfg.app.app:
         problems.append(Problem(
             _where(path, locator, "app", "app"),
             f"{cfg.app.app!r} is not an import string; expected 'module:attribute', "
@@ -373,13 +351,22 @@ def _cross_checks(cfg: Config, path: str, locator: _Locator, problems: list[Prob
             "expected max_delay >= initial_delay"))
 
 
-def parse_config(text: str, path: str = "supervisor.toml") -> Config:
-    """Parse and validate the text of a ``supervisor.toml``; raise :class:`ConfigError` with all problems."""
+def parse_config(text: str, path: str = "supervisor.toml", table: str = "") -> Config:
+    """Parse and validate the text of a ``supervisor.toml``; raise :class:`ConfigError` with all problems.
+
+    ``table``: the dotted table of the document that holds the settings, for ``pyproject.toml``
+    (``tool.webapp-supervisor``, :data:`PYPROJECT_TABLE`); its sections are the same, under it.
+    """
     try:
-        data = tomllib.loads(text)
+        document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([Problem(path, f"not valid TOML: {exc}")]) from None
-    locator = _Locator(text)
+    locator = Locator(text, path, table)
+    data: Any = document
+    for part in filter(None, table.split(".")):
+        data = data.get(part, {}) if isinstance(data, dict) else data
+    if not isinstance(data, dict):
+        raise ConfigError([Problem(locator.where(""), f"expected a table, got {_kind(data)}")])
     problems: list[Problem] = []
     sections: dict[str, Any] = {}
     env_specs: dict[str, VarSpec] = {}
@@ -420,19 +407,19 @@ def parse_config(text: str, path: str = "supervisor.toml") -> Config:
                 if parsed is not None:
                     env_specs[name] = parsed
         elif not isinstance(raw, dict):
-            problems.append(Problem(path, f"top-level key {table!r} belongs in a section; "
-                                          f"expected it under a table such as [server] or [app]"))
+            problems.append(Problem(path, f"top-level key {table!r} belongs in a section; expected it under "
+                                          f"a table such as [{locator.name('server')}] or [{locator.name('app')}]"))
         else:
             expected = ", ".join(sorted([*_SECTIONS, "env", "programs"]))
             hint = difflib.get_close_matches(table, [*_SECTIONS, "env", "programs"], n=1)
-            suggestion = f"; did you mean [{hint[0]}]?" if hint else ""
+            suggestion = f"; did you mean [{locator.name(hint[0])}]?" if hint else ""
             problems.append(Problem(_where(path, locator, table),
-                                    f"unknown section [{table}]; expected one of {expected}{suggestion}"))
+                                    f"unknown section [{locator.name(table)}]; expected one of {expected}{suggestion}"))
     if app_deps:
         sections["app"] = dataclasses.replace(sections.get("app", AppSection()), depends_on=app_deps)
     check_dependencies(programs, app_deps, lambda name: _where(path, locator, "app" if name == "web" else
                                                                 f"programs.{name}", "depends_on"), problems)
-    cfg = Config(**sections, env=env_specs, programs=programs, path=path)
+    cfg = Config(**sections, env=env_specs, programs=programs, path=path, locator=locator)
     _cross_checks(cfg, path, locator, problems)
     if problems:
         raise ConfigError(problems)
@@ -441,7 +428,8 @@ def parse_config(text: str, path: str = "supervisor.toml") -> Config:
 
 def load_config(path: Path, required: bool = False) -> Config:
     """Read ``path``; a missing file means all defaults (the embedded default needs no file),
-    unless ``required``: a file named with ``--config`` must exist."""
+    unless ``required``: a file named with ``--config`` must exist. A ``pyproject.toml`` is read
+    for its ``[tool.webapp-supervisor]`` table."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -450,7 +438,42 @@ def load_config(path: Path, required: bool = False) -> Config:
         return Config(path=str(path))
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(str(path), f"cannot be read: {exc}")]) from None
+    if path.name == PYPROJECT:
+        if not has_tool_table(text):
+            raise ConfigError([Problem(str(path), f"has no [{PYPROJECT_TABLE}] table; expected the "
+                                                  "settings there, or a supervisor.toml")])
+        return parse_config(text, str(path), PYPROJECT_TABLE)
     return parse_config(text, str(path))
+
+
+PYPROJECT = "pyproject.toml"
+PYPROJECT_TABLE = "tool.webapp-supervisor"
+_TOOL_HEADER = re.compile(r'^\s*\[\s*tool\s*\.\s*"?webapp-supervisor"?\s*[.\]]', re.M)
+
+
+def has_tool_table(text: str) -> bool:
+    """Whether a ``pyproject.toml``'s text has a ``[tool.webapp-supervisor...]`` header (read
+    without parsing: another tool's broken table is not ours to report)."""
+    return bool(_TOOL_HEADER.search(text))
+
+
+def config_file(project_dir: Path, explicit: Path | None = None) -> Path:
+    """The file the settings are read from: ``explicit`` (``--config``), else the project's
+    ``supervisor.toml`` when it exists, else its ``pyproject.toml`` when that has a
+    ``[tool.webapp-supervisor]`` table, else ``supervisor.toml`` (missing: the defaults)."""
+    if explicit is not None:
+        return explicit
+    own = project_dir / "supervisor.toml"
+    if own.exists():
+        return own
+    return project_dir / PYPROJECT if pyproject_has_table(project_dir) else own
+
+
+def pyproject_has_table(project_dir: Path) -> bool:
+    try:
+        return has_tool_table((project_dir / PYPROJECT).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def missing_config(path: Path) -> Problem:

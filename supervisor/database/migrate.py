@@ -13,8 +13,6 @@ wrote to stderr; a program that does not exist is a configuration error (exit 2)
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import logging
 import shlex
 import signal
@@ -24,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from supervisor.child.osutil import die_with_parent
 from supervisor.config.settings import Settings
 from supervisor.contract import Plugin, SupervisorView
 from supervisor.errors import EXIT_DATABASE, ConfigError, Problem, SupervisorError
@@ -35,7 +34,6 @@ logger = logging.getLogger("supervisor")
 
 TAIL_LINES = 15
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL when the command must be stopped
-_PR_SET_PDEATHSIG = 1
 _PYTHON_NAMES = ("python", "python3")
 
 
@@ -63,12 +61,7 @@ def failure_message(shown: str, outcome: str, tail: list[str]) -> str:
 
 def migration_cwd(settings: Settings) -> Path:
     """Where the command runs: ``[app] app_dir``, as the workers do."""
-    return (settings.project_dir / settings.config.app.app_dir).resolve()
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    return settings.app_dir()
 
 
 async def _relay(stream: asyncio.StreamReader | None, clean: Callable[[str], str],
@@ -114,7 +107,7 @@ async def run_migrations(settings: Settings, environ: Mapping[str, str]) -> None
         proc = await asyncio.create_subprocess_exec(
             *resolve_argv(cfg.migrate), cwd=cwd, env=scrub_systemd_env(dict(environ)),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=_die_with_parent,
+            stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent,
             limit=1024 * 1024)
     except FileNotFoundError:
         raise ConfigError([Problem(f"{settings.config.path} [database] migrate",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ HOST_UNKNOWN = "host not found"
 MALFORMED = "malformed URL"
 OTHER = "error"
 SQLITE_UNUSABLE = "cannot open the SQLite file"
+DRIVER_MISSING = "driver missing"  # the URL's driver is not installed (aiosqlite is optional)
 
 # SQLSTATE -> (reason, retryable). https://www.postgresql.org/docs/current/errcodes-appendix.html
 _SQLSTATES = {
@@ -66,14 +68,17 @@ _HINTS = {
 class ProbeFailure(Exception):
     """One failed probe: a plain reason, the driver's message, and whether retrying can help."""
 
-    def __init__(self, reason: str, detail: str, retryable: bool) -> None:
+    def __init__(self, reason: str, detail: str, retryable: bool, hint: str | None = None) -> None:
         super().__init__(f"{reason}: {detail}" if detail and detail != reason else reason)
         self.reason = reason
         self.detail = detail
         self.retryable = retryable
+        self._hint = hint
 
     @property
     def hint(self) -> str:
+        if self._hint is not None:
+            return self._hint
         return _HINTS.get(self.reason, "check the database URL and the server's log")
 
 
@@ -132,6 +137,17 @@ def prepare_sqlite_file(path: Path) -> None:
         raise ProbeFailure(SQLITE_UNUSABLE, f"{path}: {exc.strerror}", False) from None
 
 
+def missing_driver(db: DatabaseURL, exc: ModuleNotFoundError, python: str = sys.executable) -> ProbeFailure:
+    """The URL's driver is not installed: the package to install, not a traceback. Not retryable.
+
+    The supervisor requires asyncpg but not aiosqlite, which only ``sqlite+aiosqlite`` URLs need.
+    """
+    package = (exc.name or "").partition(".")[0] or "the driver's package"
+    scheme = db.url.partition(":")[0]
+    return ProbeFailure(DRIVER_MISSING, f"{scheme} URLs need the {package} package, which {python} "
+                        "cannot import", False, hint=f"install it: pip install {package}")
+
+
 Probe = Callable[[float], Awaitable[float]]  # timeout -> latency in ms; raises ProbeFailure
 
 
@@ -155,9 +171,12 @@ class EngineProbe:
 
             if self.db.sqlite_path is not None:
                 prepare_sqlite_file(self.db.sqlite_path)
-            self._engine = create_async_engine(
-                self.db.url, poolclass=NullPool,
-                connect_args=connect_args(self.db, self.connect_timeout))
+            try:
+                self._engine = create_async_engine(
+                    self.db.url, poolclass=NullPool,
+                    connect_args=connect_args(self.db, self.connect_timeout))
+            except ModuleNotFoundError as exc:  # SQLAlchemy imports the URL's driver here
+                raise missing_driver(self.db, exc) from None
         return self._engine
 
     async def __call__(self, timeout: float) -> float:

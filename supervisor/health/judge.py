@@ -8,8 +8,11 @@ app that takes long to start is never taken for hung.
 
 Recycling limits (``max_requests``, ``max_rss``, ``max_age``) replace a worker before it grows too
 big or too old; each worker draws its own request and age limits once, within the jitter, so
-workers started together are not all replaced together. The service that feeds this judge and
-acts on its verdicts is :mod:`supervisor.health.watch`.
+workers started together are not all replaced together. A worker handed ``max_requests`` keeps
+its own quota and says when it nears it (see :mod:`supervisor.child.heartbeat`): its verdict is
+given then, once, so that the replacement starts before the quota runs out; the count the
+heartbeat carries is judged only for a worker that keeps no quota itself. The service that feeds
+this judge and acts on its verdicts is :mod:`supervisor.health.watch`.
 """
 
 from __future__ import annotations
@@ -118,6 +121,16 @@ class Judge:
             del self._quotas[pid]
         for pid in set(self._judged) - present:
             del self._judged[pid]
+        return self._verdicts(samples, now, lambda s: self._hung(s, now) or self._past_limit(s, now))
+
+    def nearing_quota(self, samples: Sequence[Sample], now: float) -> list[Verdict]:
+        """Verdicts on the workers in ``samples`` that say they near their own request quota, as
+        soon as they say it rather than at the next round; one per worker, as with :meth:`judge`
+        (whose rounds give no second one for the same quota)."""
+        return self._verdicts([s for s in samples if s.vitals.nearing_quota], now, self._own_quota)
+
+    def _verdicts(self, samples: Sequence[Sample], now: float,
+                  rule: Callable[[Sample], Verdict | None]) -> list[Verdict]:
         verdicts = []
         for sample in samples:
             if sample.vitals.ready_at is None:
@@ -125,7 +138,7 @@ class Judge:
             judged = self._judged.get(sample.pid)
             if judged is not None and now - judged < self.limits.retry_after:
                 continue
-            verdict = self._hung(sample, now) or self._past_limit(sample, now)
+            verdict = rule(sample)
             if verdict is not None:
                 self._judged[sample.pid] = now
                 verdicts.append(verdict)
@@ -151,7 +164,11 @@ class Judge:
         if lim.max_rss is not None and s.rss is not None and s.rss > lim.max_rss:
             return Verdict(s.slot, s.pid, ExitReason.RSS, f"resident memory {s.rss / MIB:.1f} MiB is over "
                                                           f"max_rss = {lim.max_rss / MIB:g} MiB")
-        if quota.requests is not None and s.vitals.requests >= quota.requests:
+        if s.vitals.quota:
+            verdict = self._own_quota(s)
+            if verdict is not None:
+                return verdict
+        elif quota.requests is not None and s.vitals.requests >= quota.requests:
             return Verdict(s.slot, s.pid, ExitReason.REQUESTS,
                            f"served {s.vitals.requests} requests (its limit: {quota.requests}, max_requests = "
                            f"{lim.max_requests} + jitter up to {lim.max_requests_jitter})")
@@ -161,3 +178,17 @@ class Judge:
                            f"running for {age:.1f}s (its limit: {quota.age:.1f}s, max_age = {lim.max_age:g}s + "
                            f"jitter up to {lim.max_age_jitter:g}s)")
         return None
+
+    def _own_quota(self, s: Sample) -> Verdict | None:
+        if not (s.vitals.quota and s.vitals.nearing_quota):
+            return None
+        lim = self.limits
+        return Verdict(s.slot, s.pid, ExitReason.REQUESTS,
+                       f"began {s.vitals.requests} of its {s.vitals.quota} requests (max_requests = "
+                       f"{lim.max_requests} + jitter up to {lim.max_requests_jitter})")
+
+    def quota_reached(self, s: Sample) -> str:
+        """What to log when worker ``s`` has begun its whole request quota and takes no more."""
+        lim = self.limits
+        return (f"served {s.vitals.requests} requests (its limit: {s.vitals.quota}, max_requests = "
+                f"{lim.max_requests} + jitter up to {lim.max_requests_jitter})")

@@ -4,7 +4,9 @@ A plugin (see :mod:`supervisor.contract`): every ``heartbeat_interval`` it sampl
 worker (its heartbeat from ``sup.vitals``, its resident memory from psutil when ``max_rss`` is
 set), keeps the loop-lag figures of ``sup.health`` for the status API and metrics, and posts a
 :class:`~supervisor.contract.RecycleWorker` for each verdict of :class:`~supervisor.health.judge.Judge`.
-The runner replaces the worker blue/green, one slot at a time.
+The runner replaces the worker blue/green, one slot at a time. A worker that keeps its own
+request quota says when it nears it; that is a change (see ``Runner``), and on it the watch has
+the replacement started at once rather than at its next round.
 
 Before a hung worker is replaced, the watch captures where it is stuck: it sends the worker
 :data:`~supervisor.child.heartbeat.STACKS_SIGNAL`, reads the dump the worker writes to
@@ -70,6 +72,7 @@ class HealthWatch:
         self.send = send
         self.judge = Judge(self._limits(), rand)
         self._swept_for: set[int] | None = None  # the workers at the last sweep of the dumps
+        self._told_reached: set[int] = set()  # workers whose reached quota was logged
 
     def plugin(self) -> Plugin:
         return Plugin("health", service=self.serve, startup=self.prepare)
@@ -84,6 +87,7 @@ class HealthWatch:
 
     async def prepare(self) -> None:
         """Startup step: an empty directory for the workers' stack dumps (before any worker starts)."""
+        self.sup.subscribe(self.quotas)
         try:
             self.directory.mkdir(mode=0o700, exist_ok=True)
             self._sweep(set())
@@ -112,16 +116,37 @@ class HealthWatch:
                    if slot.state == SlotState.RUNNING and slot.pid is not None and slot.pid in vitals]
         lags = {pid: self.judge.lag(v, now) for pid, v in vitals.items()}
         sup.health.loop_lag = {pid: lag for pid, lag in lags.items() if lag is not None}
-        for verdict in self.judge.judge(samples, now):
-            if verdict.hung:
-                sup.run_task(self.hung(verdict))
-            else:
-                logger.warning("web.%d: worker pid %d %s; recycling it (%s)", verdict.slot, verdict.pid,
-                               verdict.detail, verdict.reason)
-                sup.post(RecycleWorker(verdict.pid, verdict.reason))
+        self._act(self.judge.judge(samples, now))
         workers = sup.worker_pids
         if workers != self._swept_for:  # dumps are left only by workers that are gone since
             self._sweep(workers)
+
+    def quotas(self) -> None:
+        """On a change: act at once on serving workers that say they near or have reached their own
+        request quota (one verdict per quota, see :meth:`Judge.nearing_quota`)."""
+        sup = self.sup
+        vitals = sup.vitals
+        samples = [Sample(slot.index, slot.pid, vitals[slot.pid], None) for slot in sup.slots
+                   if slot.state == SlotState.RUNNING and slot.pid is not None and slot.pid in vitals
+                   and vitals[slot.pid].nearing_quota]
+        self._told_reached &= set(vitals)
+        if not samples:
+            return
+        self._act(self.judge.nearing_quota(samples, self.clock()))
+        for sample in samples:
+            if sample.vitals.quota_reached and sample.pid not in self._told_reached:
+                self._told_reached.add(sample.pid)
+                logger.warning("web.%d: worker pid %d %s; it takes no more requests, recycling it (%s)", sample.slot,
+                               sample.pid, self.judge.quota_reached(sample), ExitReason.REQUESTS)
+
+    def _act(self, verdicts: list[Verdict]) -> None:
+        for verdict in verdicts:
+            if verdict.hung:
+                self.sup.run_task(self.hung(verdict))
+            else:
+                logger.warning("web.%d: worker pid %d %s; recycling it (%s)", verdict.slot, verdict.pid,
+                               verdict.detail, verdict.reason)
+                self.sup.post(RecycleWorker(verdict.pid, verdict.reason))
 
     async def hung(self, verdict: Verdict) -> None:
         """Capture, log and keep where the hung worker is stuck; then have it replaced and killed."""

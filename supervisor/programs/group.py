@@ -46,6 +46,8 @@ class Programs:
                 prefix=prefix_for(settings, name))
         self._begun: set[str] = set()
         self._gating = False
+        self._open = False  # programs start as their dependencies allow: after the startup steps, until the stop
+        self._changed = asyncio.Event()  # a slot handled an event: a stop waiting for a group looks again
 
     @staticmethod
     def _starter(spec: ProgramSpec, project_dir: Path,
@@ -117,11 +119,22 @@ class Programs:
                 self.control("restart" if not spec.once else "start", name)
         return restarted
 
+    def begin(self) -> None:
+        """The startup steps are done: start what may start, and from now on what becomes possible."""
+        self._open = True
+        self.gate()
+
+    def slot_changed(self) -> None:
+        """After every event a slot handled: start what became possible; wake :meth:`shutdown`."""
+        if self._open:
+            self.gate()
+        self._changed.set()
+
     def gate(self) -> None:
         """Start every program whose dependencies hold; tell the others what they wait for.
 
-        Starting one changes states, which calls this again from ``changed``: the guard makes
-        that a no-op, and the loop here picks up whatever became possible meanwhile.
+        Starting one changes states, which calls this again from :meth:`slot_changed`: the guard
+        makes that a no-op, and the loop here picks up whatever became possible meanwhile.
         """
         if self._gating:
             return
@@ -145,14 +158,20 @@ class Programs:
         finally:
             self._gating = False
 
-    async def shutdown(self, idle_changed: asyncio.Event) -> None:
-        """Stop dependents before what they depend on; each group once the one before is gone."""
+    def stop_starting(self) -> None:
+        """The supervisor stops: no program starts for its dependencies any more."""
+        self._open = False
+
+    async def shutdown(self) -> None:
+        """Stop dependents before what they depend on, each group once the one before is gone;
+        return when every process is."""
+        self.stop_starting()
         for group in stop_order(self.deps):
             for name in group:
                 self.nodes[name].broadcast(L.Shutdown())
             while not all(self.nodes[name].idle for name in group):
-                idle_changed.clear()
-                await idle_changed.wait()
+                self._changed.clear()
+                await self._changed.wait()
 
 
 def prefix_for(settings: Settings, name: str) -> Callable[[int], str]:

@@ -9,8 +9,6 @@ having started; a ``live`` probe that keeps failing kills it, and the restart po
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import logging
 import signal
 import subprocess
@@ -20,15 +18,15 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from supervisor.child.osutil import die_with_parent
 from supervisor.listen.ports import bind_listener
 from supervisor.programs.probes import LogWatch, one_check, wait_ready, watch_liveness
 from supervisor.programs.spec import ProgramSpec
-from supervisor.spawn.descendants import MARK_VAR, new_mark, track
-from supervisor.spawn.process import LineSink, WorkerProcess, kill_group
+from supervisor.spawn.descendants import new_mark, track
+from supervisor.spawn.process import LineSink, WorkerProcess, child_environ, kill_group
 from supervisor.systemd.environ import scrub_systemd_env
 
 logger = logging.getLogger("supervisor")
-PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -38,9 +36,9 @@ def free_port() -> int:
 
 
 def program_environ(spec: ProgramSpec, environ: Mapping[str, str], project_dir: Path,
-                    port: int | None) -> dict[str, str]:
+                    port: int | None, mark: str | None = None) -> dict[str, str]:
     """The project's environment (``.env`` and the schema applied), the program's ``env_file``
-    and ``env`` on top, ``PORT`` when it has one."""
+    and ``env`` on top, ``PORT`` when it has one; as every child's (see ``child_environ``)."""
     env = dict(scrub_systemd_env(environ))
     if spec.env_file:
         values = dotenv_values(project_dir / spec.env_file)
@@ -48,28 +46,22 @@ def program_environ(spec: ProgramSpec, environ: Mapping[str, str], project_dir: 
     env.update(dict(spec.env))
     if port is not None:
         env["PORT"] = str(port)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # Not scrubbed again: systemd's names set in the program's own env or env_file are its choice.
+    return {**env, **child_environ({}, mark)}
 
 
 def spawn_program(spec: ProgramSpec, environ: Mapping[str, str], project_dir: Path, port: int | None,
                   on_line: LineSink) -> WorkerProcess:
     """Start one instance of ``spec``; its readiness is the ``ready`` probe (or having started)."""
-    env = program_environ(spec, environ, project_dir, port)
     mark = new_mark()
-    env[MARK_VAR] = mark
+    env = program_environ(spec, environ, project_dir, port, mark)
     argv = ["/bin/sh", "-c", spec.command[0]] if spec.shell else list(spec.command)
     if argv[0] == "python":  # the supervisor's own interpreter, as for [database] migrate
         argv[0] = sys.executable
     popen = subprocess.Popen(
         argv, cwd=project_dir / spec.cwd if spec.cwd else project_dir, env=env, start_new_session=True,
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        preexec_fn=_die_with_parent,  # noqa: PLW1509 - the supervisor starts programs from its loop thread
+        preexec_fn=die_with_parent,  # the supervisor starts programs from its loop thread
     )
     log = LogWatch(str(spec.ready.target)) if spec.ready is not None and spec.ready.kind == "log" else None
 

@@ -172,12 +172,14 @@ def parse_program(name: str, data: Any, where: Any, problems: list[Problem]) -> 
             hint = difflib.get_close_matches(key, _KEYS, n=1)
             suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
             r.fail(key, f"unknown key {key!r}; expected one of {', '.join(sorted(_KEYS))}{suggestion}")
-    shell = r.flag("shell", data.get("shell", False)) or False
+    if "shell" in data:
+        values["shell"] = r.flag("shell", data["shell"])
+    shell = bool(values.get("shell"))
     if "command" not in data:
         r.fail(None, "has no command; expected command = \"...\" (a command line or a list of strings)")
     else:
         values["command"] = r.command(data["command"], shell)
-    for key in ("shell", "once", "reload"):
+    for key in ("once", "reload"):
         if key in data:
             values[key] = r.flag(key, data[key])
     for key in ("cwd", "env_file"):
@@ -237,7 +239,8 @@ def parse_program(name: str, data: Any, where: Any, problems: list[Problem]) -> 
 
 def check_dependencies(specs: dict[str, ProgramSpec], app_deps: tuple[tuple[str, str], ...],
                        where: Any, problems: list[Problem]) -> None:
-    """Unknown names (with "did you mean") and cycles, which are configuration errors."""
+    """Unknown names (with "did you mean"), cycles and waits for a completion that cannot come,
+    which are configuration errors."""
     known = [*specs, WEB]
     graph = {name: [dep for dep, _ in spec.depends_on] for name, spec in specs.items()}
     graph[WEB] = [dep for dep, _ in app_deps]
@@ -252,9 +255,16 @@ def check_dependencies(specs: dict[str, ProgramSpec], app_deps: tuple[tuple[str,
     if cycle:
         problems.append(Problem(where(cycle[0]), "depends_on makes a cycle: " + " -> ".join(cycle)
                                 + "; expected each program to start after the ones it depends on"))
-    for name, spec in specs.items():
-        for dep, condition in spec.depends_on:
-            if condition == "completed" and dep in specs and not specs[dep].once:
+    # Waiting for a program that never completes would wait for ever: the app's own dependencies
+    # and a wait for the app itself included.
+    for name, waits in [*((n, spec.depends_on) for n, spec in specs.items()), (WEB, app_deps)]:
+        for dep, condition in waits:
+            if condition != "completed" or dep == name:  # waiting for itself: the cycle says it
+                continue
+            if dep == WEB:
+                problems.append(Problem(where(name), "waits for 'web' to complete, but web is the app, which serves "
+                                                     "until the supervisor stops; expected \"started\" or \"ready\""))
+            elif dep in specs and not specs[dep].once:
                 problems.append(Problem(where(name), f"waits for {dep!r} to complete, but {dep!r} is not a "
                                                      "one-shot job; expected once = true there, or \"ready\""))
 

@@ -2,7 +2,9 @@
 
 A broken edit never takes a serving app down: new settings are validated before they are
 applied, and in each slot a fresh worker must report ready before the old one drains (the slot's
-lifecycle machine does that part). Slots are replaced one at a time, so capacity never drops.
+lifecycle machine does that part). The web slots are replaced one at a time, in turn with recycles
+and scaling (:class:`~supervisor.slots.capacity.Capacity`); a change to stylesheets alone starts no
+worker, and the programs a change concerns are restarted (stop, then start) beside the rollout.
 """
 
 from __future__ import annotations
@@ -24,20 +26,25 @@ from supervisor.state import ExitReason, ReloadStatus
 logger = logging.getLogger("supervisor")
 
 
-class Slots(Protocol):
-    """What a rollout needs from the runner."""
+class RolloutHost(Protocol):
+    """What a rollout needs from the runner: the settings, to swap them; the state it shows."""
 
     @property
     def settings(self) -> Settings: ...
 
-    def slot_count(self) -> int: ...
-    def replace_slot(self, index: int, reason: ExitReason) -> Awaitable[bool]: ...
     def apply_settings(self, new: Settings) -> None: ...
     def set_rolling(self, rolling: bool) -> None: ...
     def stopping(self) -> bool: ...
     def restart_programs(self, files: set[str]) -> list[str]: ...
     def changed(self) -> None: ...
     def wall(self) -> float: ...
+
+
+class Replacer(Protocol):
+    """The web slots, replaced one at a time (:class:`~supervisor.slots.capacity.Capacity`)."""
+
+    def count(self) -> int: ...
+    def replace(self, index: int, reason: ExitReason) -> Awaitable[bool]: ...
 
 
 async def coalesce(batches: AsyncIterator[set[str]],
@@ -93,7 +100,9 @@ def shown(files: set[str], root: Path) -> list[str]:
 class Rollout:
     """Serialises rolling restarts and merges file changes that arrive during one."""
 
-    def __init__(self, slots: Slots, resolve: Callable[[], Settings] | None, status: ReloadStatus) -> None:
+    def __init__(self, host: RolloutHost, slots: Replacer, resolve: Callable[[], Settings] | None,
+                 status: ReloadStatus) -> None:
+        self.host = host
         self.slots = slots
         self.resolve = resolve  # re-reads supervisor.toml, .env and the environment; None: cannot
         self.status = status
@@ -111,7 +120,7 @@ class Rollout:
                 yield await self._changes.get()
 
         async def apply(files: set[str]) -> None:
-            if browser_follows(self.slots.settings) and only_stylesheets(files):
+            if browser_follows(self.host.settings) and only_stylesheets(files):
                 self.swap_stylesheets(files)
                 return
             try:
@@ -124,11 +133,11 @@ class Rollout:
 
     def swap_stylesheets(self, files: set[str]) -> None:
         """Only stylesheets changed: no new workers, the pages swap them in place (live reload)."""
-        names = shown(files, self.slots.settings.project_dir)
+        names = shown(files, self.host.settings.project_dir)
         logger.info("reload: stylesheets changed, swapped in the browser: %s", ", ".join(names))
         self.status.stylesheets += 1
         self.status.last_stylesheets = names
-        self.slots.changed()
+        self.host.changed()
 
     async def reload(self, files: set[str], trigger: str, reread: bool = False) -> bool:
         """Re-read settings if they (may have) changed, then replace the workers one by one.
@@ -137,11 +146,11 @@ class Rollout:
         or a new worker fails to start.
         """
         started = time.monotonic()
-        settings = self.slots.settings
+        settings = self.host.settings
         names = shown(files, settings.project_dir)
         logger.info("reload: %s%s", trigger, ": " + ", ".join(names) if names else "")
         self.status.last_files = names
-        self.status.last_at = self.slots.wall()
+        self.status.last_at = self.host.wall()
         self.status.last_output = []
         if (reread or touches_settings(files, *settings_files(settings))) and self.resolve is not None:
             try:
@@ -152,22 +161,22 @@ class Rollout:
                              problems)
                 self.status.last_error = "invalid configuration: " + "; ".join(str(p) for p in exc.problems)
                 self.status.failures += 1
-                self.slots.changed()
+                self.host.changed()
                 return False
             kept = needs_restart(settings, new)
             if kept:
                 logger.warning("reload: changed %s take effect only when the supervisor restarts",
                                ", ".join(kept))
-            self.slots.apply_settings(new)
+            self.host.apply_settings(new)
         if files:
-            restarted = self.slots.restart_programs(files)
+            restarted = self.host.restart_programs(files)
             if restarted:
                 logger.info("reload: restarting %s (stop, then start)", ", ".join(restarted))
         ok = await self.rolling_restart(ExitReason.RELOAD)
-        if not ok and self.slots.settings is not settings:
+        if not ok and self.host.settings is not settings:
             # The previous version keeps serving, so the next crash restart must start it again,
             # not the settings that just failed.
-            self.slots.apply_settings(settings)
+            self.host.apply_settings(settings)
         if ok:
             self.status.count += 1
             self.status.last_error = None
@@ -177,7 +186,7 @@ class Rollout:
             self.status.last_error = "a new worker failed to start; still serving the previous version"
             self.status.failures += 1
             logger.error("reload failed: %s", self.status.last_error)
-        self.slots.changed()
+        self.host.changed()
         return ok
 
     async def rolling_restart(self, reason: ExitReason) -> bool:
@@ -188,11 +197,11 @@ class Rollout:
         stop deadline), never the next reload.
         """
         async with self._lock:
-            self.slots.set_rolling(True)
+            self.host.set_rolling(True)
             try:
-                for index in range(self.slots.slot_count()):
-                    if self.slots.stopping() or not await self.slots.replace_slot(index, reason):
+                for index in range(self.slots.count()):
+                    if self.host.stopping() or not await self.slots.replace(index, reason):
                         return False
                 return True
             finally:
-                self.slots.set_rolling(False)
+                self.host.set_rolling(False)

@@ -105,7 +105,7 @@ async def watchfiles_changes(roots: list[str], intake: Intake, *, step_ms: int, 
                 poll_delay_ms=int(poll_interval * 1000), recursive=True, ignore_permission_denied=True,
             ):
                 intake.deliver({path for _, path in changes})
-        except Exception as exc:  # noqa: BLE001 - reported to the consumer of the stream
+        except Exception as exc:  # reported to the consumer of the stream
             intake.fail(exc)
 
     task = asyncio.ensure_future(pump())

@@ -29,11 +29,19 @@ class Capacity:
         self._changed = changed
         self._one_at_a_time = asyncio.Lock()
 
+    def count(self) -> int:
+        return len(self.slots.machines)
+
     async def replace(self, index: int, reason: ExitReason) -> bool:
+        """Start a fresh worker in slot ``index``, once no other replacement or removal runs; True
+        once it serves."""
         async with self._one_at_a_time:
             if index >= len(self.slots.machines):
                 return True  # removed since the rollout began: nothing left to replace
-            return await self.slots.replace(index, reason)
+            ok = await self.slots.replace(index, reason)
+            if not ok:
+                self.slots.resume_accepting(index)
+            return ok
 
     async def recycle(self, message: RecycleWorker) -> None:
         async with self._one_at_a_time:
@@ -45,6 +53,8 @@ class Capacity:
                 recycled = self.health.recycled
                 recycled[message.reason] = recycled.get(message.reason, 0) + 1
                 self._changed()
+            else:
+                self.slots.resume_accepting(index)
 
     def want(self, wanted: int, why: str) -> bool:
         """Ask for ``wanted`` workers; False (logged) when out of range. :meth:`apply` does it."""

@@ -2,7 +2,8 @@
 
 :class:`Slots` feeds what happens (a worker spawned, ready, exited; a timer) to the slot's
 :class:`~supervisor.slots.lifecycle.SlotMachine` and executes the actions it returns. It decides
-nothing itself; the runner above it owns the loop, the messages and shutdown.
+nothing itself; the runner above it owns the loop and the messages, and the programs' group
+(:class:`~supervisor.programs.group.Programs`) starts and stops it.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from supervisor.child.accepting import RESUME_SIGNAL
 from supervisor.config.toml import RestartSection
 from supervisor.slots import lifecycle as L
 from supervisor.spawn.process import LineSink, WorkerProcess, WorkerSpec
-from supervisor.state import ExitReason, SlotStatus
+from supervisor.state import ExitReason, SlotState, SlotStatus
 
 logger = logging.getLogger("supervisor")
 # Workers' own lines: already filtered by the worker's log level, so never filtered again here.
@@ -94,12 +96,24 @@ class Slots:
 
     def _replacement(self, machine: L.SlotMachine, event: L.Replace | L.Recycle) -> Awaitable[bool]:
         outcome: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        if machine in self._outcomes:  # one replacement per slot at a time; the runner serialises them
+        if machine in self._outcomes:  # one replacement per slot at a time; Capacity serialises them
             outcome.set_result(False)
             return outcome
         self._outcomes[machine] = outcome
         self._dispatch(machine, event)
         return outcome
+
+    def resume_accepting(self, index: int) -> None:
+        """After a failed replacement: if slot ``index``'s serving worker had stopped at its request
+        quota, have it take connections again, or the slot would serve no one until the next try."""
+        if index >= len(self.machines):
+            return
+        status = self.machines[index].status
+        proc = self.procs.get(status.pid) if status.pid is not None else None
+        if status.state == SlotState.RUNNING and proc is not None and proc.vitals.quota_reached:
+            logger.warning("%s.%d: worker pid %d stopped at its request quota; its successor failed, so it takes "
+                           "connections again until it can be replaced", self.name, status.index, proc.pid)
+            proc.send(RESUME_SIGNAL)
 
     def index_of(self, pid: int) -> int | None:
         """The slot whose current worker is ``pid``, if any."""
@@ -135,11 +149,8 @@ class Slots:
         for timer in self._timers.values():
             timer.cancel()
 
-    def dispatch(self, index: int, event: L.Event) -> None:
-        """Feed ``event`` to slot ``index`` and carry out what it decides, until nothing follows."""
-        self._dispatch(self.machines[index], event)
-
     def _dispatch(self, machine: L.SlotMachine, event: L.Event) -> None:
+        """Feed ``event`` to ``machine`` and carry out what it decides, until nothing follows."""
         pending: deque[L.Event] = deque([event])
         while pending:
             for action in machine.handle(pending.popleft()):

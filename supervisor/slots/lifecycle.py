@@ -1,23 +1,26 @@
 """One worker slot's lifecycle as a pure state machine: events in, actions out.
 
 In the manner of tenacity's engine, :class:`SlotMachine` decides and never acts: no processes, no
-timers, no asyncio. The runner turns each returned action into I/O (spawn a worker, arm a
-timer, send SIGTERM) and feeds what happens back in as events; every event names the pid it is
-about, so a late report about a process the slot has moved past is simply ignored. That makes
-crash, backoff, crash loop, wake-up, rolling replacement and shutdown testable as scripted
-event histories with a fake clock (``tests/test_lifecycle.py``).
+timers, no asyncio. The executor (:class:`~supervisor.slots.executor.Slots`) turns each returned
+action into I/O (spawn a worker, arm a timer, send SIGTERM) and feeds what happens back in as
+events; every event names the pid it is about, so a late report about a process the slot has moved
+past is simply ignored. That makes crash, backoff, crash loop, wake-up, rolling replacement and
+shutdown testable as scripted event histories with a fake clock (``tests/test_lifecycle.py``).
 
 A slot has at most three kinds of process: the *current* worker, the *successor* a rolling
-replacement is starting beside it, and old workers *draining* after being replaced. The read
-model (:class:`~supervisor.state.SlotStatus`) is kept here, in step with the decisions.
+replacement is starting beside it, and old workers *draining* after being replaced. Where the slot
+is in its life is one :class:`Phase`, and a replacement under way one :class:`Replacement`. The
+read model (:class:`~supervisor.state.SlotStatus`) is kept here, in step with the decisions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from supervisor.config.toml import RestartSection
 from supervisor.slots.policy import GiveUp, RestartTracker
@@ -124,7 +127,7 @@ class DependencyLost:
 Event = Begin | Spawned | SpawnFailed | Ready | ReadyTimedOut | Exited | Withdrawn | TimerFired | Replace | \
     Recycle | Shutdown | DependencyLost | Halt | Resume
 
-# ----- actions: what the runner must do -----------------------------------------------------
+# ----- actions: what the executor must do ---------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,27 @@ class ExitPolicy:
     noun: str = "worker"  # what the log calls one instance: a web worker, or a program's process
 
 
+class Phase(StrEnum):
+    """Where a slot is in its life. Which state its current worker is in (starting, serving, backing
+    off, given up) is the read model's :class:`~supervisor.state.SlotState`; the phase says which
+    events the slot still takes."""
+
+    WAITING = "waiting"  # not begun: startup steps or dependencies come first
+    STARTED = "started"  # begun: workers are started, replaced and restarted by the policy
+    HALTING = "halting"  # the user's ``stop NAME``: its process stops and is not restarted
+    RESTARTING = "restarting"  # the user's ``restart NAME``: as halting, then started again
+    STOPPING = "stopping"  # for good: the supervisor stops, or the slot was removed
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """A :class:`Replace` or :class:`Recycle` under way; a :class:`Replaced` outcome is owed."""
+
+    reason: ExitReason  # why the replaced worker will be stopped
+    beside: bool  # the fresh worker starts beside a current one (its successor), not in an empty slot
+    kill_old: bool = False  # the replaced worker is hung: SIGKILL it, do not drain it
+
+
 @dataclass
 class _Proc:
     pid: int
@@ -229,15 +253,9 @@ class SlotMachine:
         self.successor: _Proc | None = None
         self.draining: dict[int, ExitReason] = {}
         self.timer = 0  # the live Sleep's number; a TimerFired with another is stale
-        self.spawning_successor = False  # which role the next Spawned/SpawnFailed is for
-        self.replacing = False  # a Replaced outcome is owed
-        self.pending_reason = ExitReason.RELOAD  # why the replaced worker will be stopped
-        self.kill_old = False  # the replaced worker is hung: SIGKILL it, do not drain it
-        self.stopping = False
-        self.stop_reason = ExitReason.SHUTDOWN
-        self.started = False
-        self.halting = False  # a user's stop is under way
-        self.resume_after_halt = False
+        self.phase = Phase.WAITING
+        self.stop_reason = ExitReason.SHUTDOWN  # once STOPPING: why its workers are stopped
+        self.replacement: Replacement | None = None
 
     @property
     def idle(self) -> bool:
@@ -246,7 +264,7 @@ class SlotMachine:
 
     def stopping_pid(self, pid: int) -> bool:
         """True when ``pid`` was asked to stop (drained or shut down): its exit is no crash."""
-        return pid in self.draining or self.stopping
+        return pid in self.draining or self.phase == Phase.STOPPING
 
     def reconfigure(self, restart: RestartSection, ready_timeout: float) -> None:
         self.tracker.cfg = restart
@@ -281,7 +299,7 @@ class SlotMachine:
             case Resume():
                 return self._resume()
             case DependencyLost(reason):
-                if not self.started:
+                if self.phase == Phase.WAITING:
                     self.status.waiting_for = reason  # shown while waiting, cleared on start
                 return []
         raise TypeError(f"not a lifecycle event: {event!r}")
@@ -289,27 +307,31 @@ class SlotMachine:
     # ----- starting ----------------------------------------------------------------------
 
     def _begin(self) -> list[Action]:
-        if self.started or self.stopping:
+        if self.phase != Phase.WAITING:
             return []
-        self.started = True
+        self.phase = Phase.STARTED
         self.status.waiting_for = None
         return self._spawn_current()
 
     def _backing_off(self) -> bool:
-        return self.current is None and not self.stopping and self.status.state == SlotState.BACKOFF
+        return self.current is None and self.phase == Phase.STARTED and self.status.state == SlotState.BACKOFF
+
+    def _spawning_successor(self) -> bool:
+        """Whom the Spawned or SpawnFailed that follows a Spawn is about: it follows at once, so the
+        replacement under way tells."""
+        return self.replacement is not None and self.replacement.beside and self.successor is None
 
     def _spawn_current(self) -> list[Action]:
         self.timer += 1  # whatever timer was armed is void now
-        self.spawning_successor = False
         self._set(SlotState.STARTING, pid=None)
         return [Spawn()]
 
     def _spawned(self, pid: int, tail: deque[str]) -> list[Action]:
         proc = _Proc(pid, self.clock())
-        if self.stopping:  # cannot happen with a synchronous spawner; never leave one behind
+        if self.phase == Phase.STOPPING:  # cannot happen with a synchronous spawner; never leave one behind
             self.draining[pid] = self.stop_reason
             return [Stop(pid, self.stop_reason)]
-        if self.spawning_successor:
+        if self._spawning_successor():
             self.successor = proc
         else:
             if self.status.started_at is not None:
@@ -323,14 +345,12 @@ class SlotMachine:
         return [Log(logging.INFO, f"started {self.mode.noun} pid {pid}"), AwaitReady(pid, self.ready_timeout)]
 
     def _spawn_failed(self, error: str) -> list[Action]:
-        if self.spawning_successor:
-            self.spawning_successor = False
-            return [Log(logging.ERROR, f"cannot start a new worker: {error}"), *self._replaced(False),
-                    *self._kill_hung()]
+        if self._spawning_successor():
+            return [Log(logging.ERROR, f"cannot start a new worker: {error}"), *self._successor_failed()]
         return self._failed(f"could not be started: {error}", served_for=None)
 
     def _ready(self, pid: int) -> list[Action]:
-        if self.stopping:
+        if self.phase == Phase.STOPPING:
             return []
         if self.successor is not None and self.successor.pid == pid:
             return self._promote()
@@ -353,11 +373,11 @@ class SlotMachine:
         self.status.started_at = self.wall()  # approximately: the successor spawned moments ago
         self.status.ready_at = self.wall()
         actions: list[Action] = [Log(logging.INFO, f"{self.mode.noun} pid {new.pid} is serving")]
+        # A successor is only ever a replacement's; the default is for a machine driven out of order.
+        replacement = self.replacement or Replacement(ExitReason.RELOAD, beside=True)
         if old is not None:
-            reason = self.pending_reason
-            self.draining[old.pid] = reason
-            actions.append(Kill(old.pid) if self.kill_old else Stop(old.pid, reason))
-        self.kill_old = False
+            self.draining[old.pid] = replacement.reason
+            actions.append(Kill(old.pid) if replacement.kill_old else Stop(old.pid, replacement.reason))
         return actions + self._replaced(True)
 
     def _timed_out(self, pid: int) -> list[Action]:
@@ -379,19 +399,19 @@ class SlotMachine:
             self.successor = None
             old = f"; still serving the previous version with pid {self.current.pid}" if self.current else ""
             return [Log(logging.ERROR, f"new {self.mode.noun} pid {pid} failed to start ({info.describe()}){old}"),
-                    *self._replaced(False), *self._kill_hung(), *self._settle_stop()]
+                    *self._successor_failed(), *self._settle_stop()]
         if self.current is None or self.current.pid != pid:
             return []
         proc, self.current = self.current, None
         self.status.pid = None
-        if self.stopping:
+        if self.phase == Phase.STOPPING:
             actions = self._record_exit(pid, code, self.stop_reason, level=logging.INFO, verb="stopped")
             return actions + self._settle_stop()
-        if self.halting:
-            self.halting = False
+        if self.phase in (Phase.HALTING, Phase.RESTARTING):
+            resume, self.phase = self.phase == Phase.RESTARTING, Phase.STARTED
             actions = self._record_exit(pid, code, ExitReason.MANUAL, level=logging.INFO, verb="stopped")
             self._set(SlotState.STOPPED, pid=None)
-            return actions + (self._resume() if self.resume_after_halt else [])
+            return actions + (self._resume() if resume else [])
         served_for = None if proc.ready_at is None else self.clock() - proc.ready_at
         info = ExitInfo.from_returncode(code, proc.exit_reason(), self.wall())
         self.status.last_exit = info
@@ -399,9 +419,11 @@ class SlotMachine:
         if ended is not None:
             return ended
         if self.successor is not None:
-            # Crashed while its replacement starts: the replacement takes over the slot.
+            # Crashed while its replacement starts: the replacement takes over the slot, and is
+            # owed its outcome once it serves; there is no old worker left to stop or kill.
             self.current, self.successor = self.successor, None
-            self.kill_old = False
+            if self.replacement is not None:
+                self.replacement = dataclasses.replace(self.replacement, beside=False, kill_old=False)
             self._set(SlotState.STARTING, pid=self.current.pid)
             self.status.started_at, self.status.ready_at = self.wall(), None
             return [Log(logging.WARNING, f"{self.mode.noun} pid {pid} {info.describe()}; its replacement, pid "
@@ -410,12 +432,11 @@ class SlotMachine:
         return self._failed(f"{info.describe()} after {uptime:.1f}s", served_for=served_for, pid=pid)
 
     def _withdrawn(self, pid: int, code: int, why: str) -> list[Action]:
-        if self.stopping or self.halting:
+        if self.phase != Phase.STARTED:  # stopping, halting: its exit is an exit
             return self._exited(pid, code)
         noun = self.mode.noun
         if self.successor is not None and self.successor.pid == pid and self.successor.ready_at is None:
-            self.successor = None
-            self.spawning_successor = True
+            self.successor = None  # the replacement under way is still beside: the next one is its successor
             return [Log(logging.INFO, f"new {noun} pid {pid} {why}"), Spawn()]
         if self.current is not None and self.current.pid == pid and self.current.ready_at is None:
             self.current = None
@@ -482,23 +503,19 @@ class SlotMachine:
     # ----- replacement and shutdown ------------------------------------------------------
 
     def _replace(self, reason: ExitReason) -> list[Action]:
-        if self.stopping or self.replacing or self.successor is not None or not self.started:
+        if self.phase != Phase.STARTED or self.replacement is not None or self.successor is not None:
             return [Replaced(False)]
-        self.replacing = True
-        self.pending_reason = reason
+        self.replacement = Replacement(reason, beside=self.current is not None)
         if self.current is None:
             # In backoff or given up: the user changed something, so start over now.
             self.tracker.reset()
             return self._spawn_current()
-        self.spawning_successor = True
         return [Spawn()]
 
     def _halt(self, resume: bool) -> list[Action]:
-        if self.stopping or self.halting or not self.started:
+        if self.phase != Phase.STARTED:
             return []
         self.timer += 1  # no restart from a backoff either
-        self.resume_after_halt = resume
-        self.kill_old = False
         actions: list[Action] = self._replaced(False)
         if self.successor is not None:
             self.draining[self.successor.pid] = ExitReason.MANUAL
@@ -507,52 +524,50 @@ class SlotMachine:
         if self.current is None:
             self._set(SlotState.STOPPED, pid=None)
             return actions + (self._resume() if resume else [])
-        self.halting = True
+        self.phase = Phase.RESTARTING if resume else Phase.HALTING
         self._set(SlotState.STOPPING, pid=self.current.pid)
         return [*actions, Stop(self.current.pid, ExitReason.MANUAL)]
 
     def _resume(self) -> list[Action]:
-        if self.stopping or self.halting or self.current is not None or not self.started:
+        if self.phase != Phase.STARTED or self.current is not None:
             return []
-        self.resume_after_halt = False
         self.tracker.reset()
         return self._spawn_current()
 
     def _recycle(self, pid: int, reason: ExitReason, kill_old: bool) -> list[Action]:
         current = self.current
-        if (self.stopping or self.replacing or self.successor is not None or current is None
-                or current.pid != pid or current.ready_at is None):
+        if (self.phase != Phase.STARTED or self.replacement is not None or self.successor is not None
+                or current is None or current.pid != pid or current.ready_at is None):
             return [Replaced(False)]
-        self.replacing, self.pending_reason, self.kill_old = True, reason, kill_old
-        self.spawning_successor = True
+        self.replacement = Replacement(reason, beside=True, kill_old=kill_old)
         then = "killed" if kill_old else "drained"
         return [Log(logging.WARNING, f"replacing {self.mode.noun} pid {pid} ({reason}): its successor starts first, "
                                      f"then it is {then}"), Spawn()]
 
-    def _kill_hung(self) -> list[Action]:
-        """The successor of a hung worker failed: kill the hung one anyway (it serves no one); its
-        exit then goes through the restart policy like any other."""
-        if not self.kill_old or self.current is None:
-            self.kill_old = False
-            return []
-        self.kill_old = False
-        self.current.killed_for = self.pending_reason
+    def _successor_failed(self) -> list[Action]:
+        """The successor died or never came: the replacement failed. When the worker it was to
+        replace is hung, kill that one anyway (it serves no one); its exit then goes through the
+        restart policy like any other."""
+        replacement = self.replacement
+        actions = self._replaced(False)
+        if replacement is None or not replacement.kill_old or self.current is None:
+            return actions
+        self.current.killed_for = replacement.reason
         pid = self.current.pid
-        return [Log(logging.WARNING, f"killing {self.mode.noun} pid {pid} anyway: it is {self.pending_reason} and "
-                                     "serves no one"), Kill(pid)]
+        return [*actions, Log(logging.WARNING, f"killing {self.mode.noun} pid {pid} anyway: it is "
+                                               f"{replacement.reason} and serves no one"), Kill(pid)]
 
     def _replaced(self, ok: bool) -> list[Action]:
-        if not self.replacing:
+        if self.replacement is None:
             return []
-        self.replacing = False
+        self.replacement = None
         return [Replaced(ok)]
 
     def _shutdown(self, reason: ExitReason) -> list[Action]:
-        if self.stopping:
+        if self.phase == Phase.STOPPING:
             return []
-        self.stopping, self.stop_reason = True, reason
+        self.phase, self.stop_reason = Phase.STOPPING, reason
         self.timer += 1
-        self.kill_old = False
         actions: list[Action] = self._replaced(False)
         for proc in (self.current, self.successor):
             if proc is not None:
@@ -562,7 +577,7 @@ class SlotMachine:
         return actions + self._settle_stop()
 
     def _settle_stop(self) -> list[Action]:
-        if self.stopping and self.current is None and self.successor is None:
+        if self.phase == Phase.STOPPING and self.current is None and self.successor is None:
             self._set(SlotState.STOPPED, pid=None)
         return []
 

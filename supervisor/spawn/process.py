@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from supervisor.child.args import READY_MESSAGE, WorkerArgs
-from supervisor.child.heartbeat import BeatReader
+from supervisor.child.args import READY_MESSAGE, WorkerArgs, WorkerOptions
+from supervisor.child.heartbeat import NEARING, REACHED, BeatReader
 from supervisor.config.settings import Settings
 from supervisor.spawn.descendants import MARK_VAR, Descendants, new_mark, track
 from supervisor.state import WorkerVitals
@@ -34,23 +34,34 @@ LineSink = Callable[[int, str], None]  # (pid, line)
 RELAY_GRACE = 1.0
 
 
-@dataclass(frozen=True)
-class WorkerSpec:
-    """What a worker is started with; the same spec can start many workers."""
+@dataclass(frozen=True, kw_only=True)
+class WorkerSpec(WorkerOptions):
+    """What a worker is started with: its options (the app, its log level...: the worker's
+    arguments, see :class:`~supervisor.child.args.WorkerOptions`), and where and how it starts.
+    The same spec can start many workers."""
 
-    app: str
-    factory: bool
     listen_fd: int
     cwd: Path
     environ: Mapping[str, str]
-    log_level: str = "info"
-    graceful_timeout: float = 10.0
-    # The status API's live-reload stream, for the worker's HTML pages; "" for none.
-    livereload_url: str = ""
-    heartbeat_interval: float = 1.0
-    # Where the worker writes its stacks when asked (see supervisor.child.heartbeat); "" for nowhere.
-    stacks_dir: str = ""
     python: str = field(default_factory=lambda: sys.executable)
+
+
+def worker_args(spec: WorkerSpec, *, ready_fd: int, heartbeat_fd: int = -1, report_fd: int = -1) -> WorkerArgs:
+    """The arguments of one worker of ``spec``, with its own pipes: the one place they are made,
+    for a spawned worker, the first one forked at start and one forked from the template."""
+    return WorkerArgs.of(spec, parent_pid=os.getpid(), listen_fd=spec.listen_fd, ready_fd=ready_fd,
+                         heartbeat_fd=heartbeat_fd, report_fd=report_fd)
+
+
+def child_environ(environ: Mapping[str, str], mark: str | None = None) -> dict[str, str]:
+    """The environment of a process we start: ``environ`` without the variables only the supervisor
+    may act on (systemd's), unbuffered output (its lines reach us as they are written), and
+    ``mark``, which whatever it starts inherits (see supervisor.spawn.descendants), when given."""
+    env = scrub_systemd_env(environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    if mark is not None:
+        env[MARK_VAR] = mark
+    return env
 
 
 def stacks_dir(runtime_dir: Path) -> Path:
@@ -92,6 +103,8 @@ class WorkerProcess:
         self.vitals = WorkerVitals(spawned_at=clock())
         self.stderr_tail: deque[str] = deque(maxlen=tail)
         self.line_listeners: list[Callable[[str], None]] = []  # a log-line readiness probe
+        # Told when the worker says it nears or has reached its request quota (each once).
+        self.quota_listeners: list[Callable[[WorkerProcess], None]] = []
         self._exit_callbacks: list[Callable[[WorkerProcess], None]] = []
         self._loop = asyncio.get_running_loop()
         # First: it can fail (EMFILE; ESRCH for a forked worker reaped already), and must then
@@ -129,7 +142,14 @@ class WorkerProcess:
             vitals = self.vitals
             vitals.last_beat_at = self._clock()
             vitals.beats += len(beats)
-            vitals.loop_lag, vitals.requests = beats[-1]
+            last = beats[-1]
+            vitals.loop_lag, vitals.requests, vitals.quota = last.loop_lag, last.requests, last.quota
+            before = (vitals.nearing_quota, vitals.quota_reached)
+            vitals.nearing_quota |= last.stage >= NEARING
+            vitals.quota_reached |= last.stage >= REACHED
+            if (vitals.nearing_quota, vitals.quota_reached) != before:
+                for listener in self.quota_listeners:
+                    listener(self)
 
     def _close_heartbeat(self) -> None:
         if self._heartbeat_fd is not None:
@@ -250,13 +270,14 @@ def worker_spec(settings: Settings, listen_fd: int, livereload_url: str = "") ->
     cfg = settings.config
     return WorkerSpec(
         app=cfg.app.app, factory=cfg.app.factory, listen_fd=listen_fd,
-        cwd=(settings.project_dir / cfg.app.app_dir).resolve(),
+        cwd=settings.app_dir(),
         environ=scrub_systemd_env(settings.environ),
         log_level=cfg.supervisor.log_level,
         graceful_timeout=worker_drain_timeout(cfg.supervisor.stop_timeout),
         livereload_url=livereload_url,
         heartbeat_interval=cfg.app.heartbeat_interval,
         stacks_dir=str(stacks_dir(settings.runtime_dir)),
+        max_requests=cfg.app.max_requests, max_requests_jitter=cfg.app.max_requests_jitter,
     )
 
 
@@ -288,19 +309,12 @@ def spawn_worker(spec: WorkerSpec, on_line: LineSink, report_fd: int = -1) -> Wo
         os.close(ready_w)
         raise
     mark = new_mark()
-    args = WorkerArgs(app=spec.app, factory=spec.factory, listen_fd=spec.listen_fd, ready_fd=ready_w,
-                      parent_pid=os.getpid(), log_level=spec.log_level,
-                      graceful_timeout=spec.graceful_timeout, livereload_url=spec.livereload_url,
-                      heartbeat_fd=beat_w, heartbeat_interval=spec.heartbeat_interval, stacks_dir=spec.stacks_dir,
-                      report_fd=report_fd)
-    env = dict(spec.environ)
-    env["PYTHONUNBUFFERED"] = "1"
-    env[MARK_VAR] = mark  # inherited by whatever the worker starts
+    args = worker_args(spec, ready_fd=ready_w, heartbeat_fd=beat_w, report_fd=report_fd)
     try:
         popen = subprocess.Popen(
             [spec.python, "-m", "supervisor.child.worker", *args.to_argv()],
-            cwd=spec.cwd, env=env, start_new_session=True,
-            pass_fds=(spec.listen_fd, ready_w, beat_w, *([report_fd] if report_fd >= 0 else [])),
+            cwd=spec.cwd, env=child_environ(spec.environ, mark), start_new_session=True,
+            pass_fds=tuple(args.descriptors().values()),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
     except BaseException:

@@ -37,7 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from supervisor.config.runtimedir import owner_problem, runtime_dir_problem
-from supervisor.config.toml import AppSection, Config, field_bounds, load_config, missing_config
+from supervisor.config.toml import AppSection, Config, config_file, field_bounds, load_config, missing_config
 from supervisor.errors import EXIT_CONFIG, ConfigError
 from supervisor.listen.ports import display_url, is_loopback
 from supervisor.options import add_project_options
@@ -89,7 +89,7 @@ def project_config(project_dir: Path, config: str | None) -> Config:
     """The project's configuration; the defaults if supervisor.toml is broken, since a half-edited
     file must not stop ``status`` from finding the running supervisor. A ``--config`` that does not
     exist is an error (exit 2), as for ``up`` and ``check``."""
-    path = Path(config) if config else project_dir / "supervisor.toml"
+    path = config_file(project_dir, Path(config) if config else None)
     if config and not path.exists():
         raise ConfigError([missing_config(path)])
     try:

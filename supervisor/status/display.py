@@ -127,7 +127,7 @@ def summary_line(doc: dict[str, Any]) -> str:
     sup = doc["supervisor"]
     ready = "ready" if sup["ready"] else f"not ready ({sup['ready_reason']})"
     return (f"supervisor pid {sup['pid']} {sup['state']} ({sup['mode']}), up {duration(sup['uptime'])}, "
-            f"{ready}; webapp {doc['url']}")
+            f"{ready}; app {doc['url']}")
 
 
 def table(rows: list[tuple[str, ...]], headers: tuple[str, ...] = COLUMNS) -> str:

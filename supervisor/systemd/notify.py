@@ -8,7 +8,9 @@ start, once the webapp really answers, not when the process was forked.
 
 :class:`NotifyPlan` is the pure core: it turns successive :class:`Facts` into the notifications
 to send. :class:`SdNotifier` is the thin shell that reads the facts off the supervisor after every
-state change and sends the datagrams. Without ``NOTIFY_SOCKET`` nothing here is installed.
+state change and sends the datagrams, retrying ``READY=1``, ``RELOADING=1`` and ``STOPPING=1``
+until systemd has them (see :mod:`supervisor.systemd.outbox`). Without ``NOTIFY_SOCKET`` nothing
+here is installed.
 """
 
 from __future__ import annotations
@@ -23,11 +25,16 @@ from dataclasses import dataclass
 
 from supervisor.contract import Plugin, SupervisorView
 from supervisor.state import DB_FINE, DatabaseState, SlotState, SlotStatus, SupervisorState
+from supervisor.systemd.outbox import Outbox
 
 logger = logging.getLogger("supervisor")
 
 Address = str  # a filesystem path, or "\0name" for the abstract namespace
 Sender = Callable[[Address, str], bool]
+Later = Callable[[float, Callable[[], None]], object]  # (delay, callback): asyncio's call_later
+# Seconds the last datagrams still owed at the end may block the exit (systemd reads its socket
+# far faster than that; a socket nobody reads must not hold the shutdown up).
+FINAL_FLUSH = 1.0
 
 # Phases of the service as systemd sees it (not the supervisor's own states).
 _STARTING, _READY, _RELOADING, _STOPPING = "starting", "ready", "reloading", "stopping"
@@ -46,15 +53,16 @@ def notify_address(value: str | None) -> Address | None:
     return value if value.startswith("/") else None
 
 
-def send_datagram(address: Address, message: str) -> bool:
+def send_datagram(address: Address, message: str, timeout: float | None = None) -> bool:
     """Send ``message`` as one datagram on a fresh socket; False (never an exception) on failure.
 
     Connecting per message follows the socket if systemd re-creates it (daemon-reexec). The send
-    does not block: a full queue must not stall the event loop, and a lost STATUS= is harmless.
+    does not block unless given a ``timeout``: a full queue must not stall the event loop (the
+    caller retries what must arrive, see :class:`SdNotifier`).
     """
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.setblocking(False)
+            sock.settimeout(timeout if timeout is not None else 0.0)
             sock.connect(address)
             sock.send(message.encode("utf-8"))
         return True
@@ -151,20 +159,69 @@ class NotifyPlan:
 
 
 class SdNotifier:
-    """The change observer: sends what :class:`NotifyPlan` decides to ``address``."""
+    """The change observer: sends what :class:`NotifyPlan` decides to ``address``.
+
+    Sends never block the event loop: a datagram the socket's queue cannot take now stays in the
+    :class:`~supervisor.systemd.outbox.Outbox` if it announces a state, and is tried again after a
+    backoff scheduled with ``later`` (the running loop's ``call_later``), as ``sd_notify()``
+    itself would block until it goes. :meth:`flush` gives what is still owed at the end a last,
+    bounded, blocking chance.
+    """
 
     def __init__(self, address: Address, send: Sender = send_datagram,
-                 plan: NotifyPlan | None = None) -> None:
+                 plan: NotifyPlan | None = None, later: Later | None = None,
+                 outbox: Outbox | None = None) -> None:
         self.address = address
         self.send = send
         self.plan = plan or NotifyPlan()
+        self.outbox = outbox or Outbox()
+        self._later = later
+        self._retrying = False
+        self.send_blocking: Callable[[Address, str, float], bool] = send_datagram
 
     def __call__(self, sup: SupervisorView) -> None:
         for message in self.plan.update(Facts.of(sup)):
             self.notify(message)
 
-    def notify(self, message: str) -> bool:
-        return self.send(self.address, message)
+    def notify(self, message: str) -> None:
+        self.outbox.put(message)
+        if not self._retrying:  # else the retry already scheduled sends it, in order
+            self._drain()
+
+    def _drain(self) -> None:
+        self._retrying = False
+        while (message := self.outbox.next()) is not None:
+            tries = self.outbox.attempts()
+            delivered = self.send(self.address, message)
+            delay = self.outbox.sent(delivered)
+            first = message.split("\n", 1)[0]
+            if delay is not None:
+                if tries == 0:
+                    logger.info("sd_notify: %s not delivered (the notify socket's queue is full, or nobody "
+                                "listens); retrying", first)
+                self._schedule(delay)
+                return
+            if delivered and tries:
+                logger.info("sd_notify: %s delivered at attempt %d", first, tries + 1)
+
+    def _schedule(self, delay: float) -> None:
+        later = self._later or asyncio.get_running_loop().call_later
+        self._retrying = True
+        later(delay, self._drain)
+
+    def flush(self, timeout: float = FINAL_FLUSH, clock: Callable[[], float] = time.monotonic,
+              sleep: Callable[[float], None] = time.sleep) -> None:
+        """Send what is still owed, blocking for at most ``timeout`` seconds in all: at the end,
+        when no loop is left to retry on."""
+        deadline = clock() + timeout
+        while (message := self.outbox.next()) is not None:
+            left = deadline - clock()
+            if left <= 0:
+                logger.warning("sd_notify: %s could not be delivered", message.split("\n", 1)[0])
+                return
+            delay = self.outbox.sent(self.send_blocking(self.address, message, left))
+            if delay is not None:  # not a full queue (the send would have waited): nobody listens yet
+                sleep(min(delay, max(0.0, deadline - clock())))
 
 
 def watchdog_interval(environ: Mapping[str, str], pid: int) -> float | None:
@@ -199,18 +256,24 @@ async def watchdog_pings(notify: Callable[[str], object], interval: float,
 
 def install_sd_notify(sup: SupervisorView, environ: Mapping[str, str], pid: int | None = None) -> Plugin | None:
     """Subscribe sd_notify to ``sup``'s changes when systemd asked for it; the returned plugin
-    pings the watchdog (None: ``NOTIFY_SOCKET`` is not set)."""
+    pings the watchdog, and at the end gives what is still owed (``STOPPING=1`` behind a full
+    queue) a last, bounded chance (None: ``NOTIFY_SOCKET`` is not set)."""
     address = notify_address(environ.get("NOTIFY_SOCKET"))
     if address is None:
         return None
     notifier = SdNotifier(address)
     sup.subscribe(lambda: notifier(sup))
     interval = watchdog_interval(environ, os.getpid() if pid is None else pid)
-    if interval is None:
-        return Plugin("sd_notify")
-    logger.info("sd_notify: watchdog ping every %gs", interval)
+    if interval is not None:
+        logger.info("sd_notify: watchdog ping every %gs", interval)
 
-    async def watchdog_service() -> None:
-        await watchdog_pings(notifier.notify, interval)
+    async def service() -> None:
+        try:
+            if interval is None:
+                await asyncio.get_running_loop().create_future()  # until cancelled at the end
+            else:
+                await watchdog_pings(notifier.notify, interval)
+        finally:
+            notifier.flush()
 
-    return Plugin("sd_notify", service=watchdog_service)
+    return Plugin("sd_notify", service=service)

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from supervisor.config.toml import Config, load_config
+from supervisor.config.toml import Config, config_file, load_config
 from supervisor.errors import EXIT_CONFIG, EXIT_OK, ConfigError, Problem
 from supervisor.options import add_project_options
 
@@ -277,12 +277,12 @@ def _absolute(path: str, what: str) -> str:
 def options_from_args(args: argparse.Namespace) -> UnitOptions:
     project_dir = Path(args.project_dir).resolve()
     config_path = Path(args.config).resolve() if args.config else None
-    config = load_config(config_path or project_dir / "supervisor.toml", required=config_path is not None)
+    config = load_config(config_file(project_dir, config_path), required=config_path is not None)
     if not NAME_PATTERN.match(args.name):
         raise ConfigError([Problem("--name", f"{args.name!r} is not a unit name; expected letters, "
                                              "digits and _.@:-")])
     if args.socket and config.server.port == 0:
-        raise ConfigError([Problem(f"{config.path} [server] port",
+        raise ConfigError([Problem(config.where("server", "port"),
                                    "0 (any free port) cannot be socket-activated; expected a fixed port")])
     return UnitOptions.from_config(
         config, project_dir, _absolute(args.python, "--python"), name=args.name, config=config_path,

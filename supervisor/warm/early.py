@@ -22,22 +22,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import socket
 import sys
 import threading
 import time
 from dataclasses import dataclass
 
-from supervisor.child.args import WorkerArgs
+from supervisor.child.osutil import kill_and_reap, parent_of, thread_count
 from supervisor.child.zygote import become_worker
 from supervisor.config.settings import Settings
 from supervisor.listen.ports import Bound, bind_listener, bind_port, display_url
 from supervisor.reload.browser import browser_follows
-from supervisor.spawn.descendants import MARK_VAR, Descendants, new_mark, track
-from supervisor.spawn.process import LineSink, WorkerProcess, WorkerSpec, worker_spec
+from supervisor.spawn.descendants import Descendants, new_mark, track
+from supervisor.spawn.process import LineSink, WorkerProcess, WorkerSpec, child_environ, worker_args, worker_spec
 from supervisor.systemd.activation import activated_listener
-from supervisor.warm.template import ForkedChild, parent_of, roomy_pipe
+from supervisor.warm.template import ForkedChild, roomy_pipe
 from supervisor.warm.zygote import Zygote
 
 logger = logging.getLogger("supervisor")
@@ -106,10 +105,7 @@ class EarlyWorker:
         # Still ours, not reaped by the orphan reaper and its pid taken by another process:
         # then it is ours to kill and reap.
         if parent_of(self.pid) == os.getpid():
-            with contextlib.suppress(OSError):
-                os.kill(self.pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.pid, 0)
+            kill_and_reap(self.pid)
         self.descendants.kill_leftovers()
         self.descendants.release(lambda delay, retry: None)  # what is left, release_base() removes
 
@@ -136,7 +132,7 @@ def may_fork_early(settings: Settings, use_template: bool) -> bool:
     """Forking the first worker at start is allowed here (see the module's docstring)."""
     database = settings.config.database
     waits = database.wait and bool(settings.environ.get(database.url_env))
-    single = threading.active_count() == 1 and _threads() == 1
+    single = threading.active_count() == 1 and thread_count() == 1
     return use_template and not waits and not database.migrate and single and hasattr(os, "fork")
 
 
@@ -180,15 +176,10 @@ def fork_first_worker(spec: WorkerSpec, closing: list[int], zygote: Zygote | Non
     report_r, report_w = roomy_pipe()
     beat_r, beat_w = os.pipe()
     mark = new_mark()
-    environ = {**spec.environ, "PYTHONUNBUFFERED": "1", MARK_VAR: mark}
-    args = WorkerArgs(app=spec.app, factory=spec.factory, listen_fd=spec.listen_fd, ready_fd=ready_w,
-                      parent_pid=os.getpid(), log_level=spec.log_level, graceful_timeout=spec.graceful_timeout,
-                      livereload_url=spec.livereload_url, heartbeat_fd=beat_w,
-                      heartbeat_interval=spec.heartbeat_interval, stacks_dir=spec.stacks_dir, report_fd=report_w)
+    environ = child_environ(spec.environ, mark)
+    args = worker_args(spec, ready_fd=ready_w, heartbeat_fd=beat_w, report_fd=report_w)
     since = time.time()  # the child reads the app's files after this
-    fds = {"listen": spec.listen_fd, "ready": ready_w, "stdout": out_w, "stderr": err_w, "report": report_w,
-           "heartbeat": beat_w}
-    if zygote is not None and zygote.hand(args, environ, str(spec.cwd), fds):
+    if zygote is not None and zygote.hand(args, environ, str(spec.cwd), out_w, err_w):
         pid, inherited = zygote.pid, zygote.inherited
         logger.debug("supervisor: the first worker (pid %d) is the process forked when up started", pid)
     else:
@@ -215,9 +206,3 @@ def changed_since(files: list[str], since: float) -> list[str]:
                 found.append(file)
     return found
 
-
-def _threads() -> int:
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return 1

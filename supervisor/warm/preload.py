@@ -5,14 +5,15 @@ when it starts to drain (by then it has answered requests, and lazily imported m
 database driver have shown up). :func:`learn` splits that report into the modules whose files lie
 inside the project (the watched paths, the project and app directories: never preloaded, or an
 edit could be served stale) and the rest, in import order: the standard library and third-party
-packages the template imports once so that each fork need not. Pure functions, no I/O (the report's
-encoding is :mod:`supervisor.child.report`).
+packages the template imports once so that each fork need not. Pure functions, and the
+:class:`Learner` that keeps what they found; no I/O (the report's encoding is
+:mod:`supervisor.child.report`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,3 +71,39 @@ def missing(learned: Learned, loaded: Collection[str], failed: Collection[str],
     the template is worth rebuilding."""
     return [name for name in learned.outside
             if name not in loaded and name not in failed and not excluded(name, unsafe)]
+
+
+class Learner:
+    """What the workers' reports taught so far: every module from outside the project, in the
+    order the workers first imported it, the project's own modules, and those kept out as unsafe.
+
+    ``entry()``: modules every worker runs that a report may not name (the worker module, which a
+    spawned worker runs as ``__main__``); asked once, at the first report.
+    """
+
+    def __init__(self, entry: Callable[[], Mapping[str, str | None]]) -> None:
+        self._entry_of = entry
+        self._entry: Mapping[str, str | None] | None = None
+        self.order: list[str] = []
+        self._seen: set[str] = set()
+        self.project: set[str] = set()
+        self.unsafe: dict[str, str] = {}  # module -> why it stays out of the template
+
+    def take(self, modules: Mapping[str, str | None], roots: Iterable[Path]) -> tuple[Learned, list[str]]:
+        """One worker's report, split; and the modules from outside the project new to the list."""
+        if self._entry is None:
+            self._entry = self._entry_of()
+        learned = learn({**self._entry, **modules}, roots)
+        self.project |= learned.project
+        fresh = [name for name in learned.outside if name not in self._seen]
+        self._seen.update(fresh)
+        self.order.extend(fresh)
+        return learned, fresh
+
+    def preload(self) -> list[str]:
+        """What the next template imports."""
+        return preload_list(self.order, self.unsafe)
+
+    def missing(self, learned: Learned, loaded: Collection[str], failed: Collection[str]) -> list[str]:
+        """:func:`missing`, leaving out what is kept out as unsafe."""
+        return missing(learned, loaded, failed, self.unsafe)

@@ -56,28 +56,64 @@ class _Fallback:
 
 
 class ProjectStage:
-    """See the module's docstring. ``wake()`` asks the spawner's service to run :meth:`build`."""
+    """See the module's docstring. :meth:`run` is its part of the spawner's service."""
 
-    def __init__(self, wake: Callable[[], None], close_later: Callable[[TemplateProcess], None],
-                 track: Callable[[TemplateProcess], None]) -> None:
-        self._wake = wake
-        self._close_later = close_later
-        self._track = track
+    def __init__(self) -> None:
         self.template: TemplateProcess | None = None
         self.lessons = Lessons()
         self.disabled: str | None = None
         self.wanted = False
+        self.building = False
         self._failures = 0
         self._forks: dict[int, _Fork] = {}  # project-stage forks not serving yet
         self._reports: dict[int, dict[str, Any]] = {}  # pid -> its warm_failed report
         self._fallback: _Fallback | None = None
+        self._wake: asyncio.Event | None = None
+        self._closing: set[asyncio.Future[None]] = set()
+        self._alive: set[TemplateProcess] = set()  # every project-stage template started and not closed
 
     # ----- building ------------------------------------------------------------------------------
 
     def want(self) -> None:
+        """Build a project-stage template (again) once the current build, if any, is over."""
         if self.disabled is None:
             self.wanted = True
-            self._wake()
+            if self._wake is not None:
+                self._wake.set()
+
+    async def run(self, job: Callable[[], tuple[Callable[[Plan], TemplateProcess], Plan] | None],
+                  timeout: float) -> None:
+        """Build when wanted, one at a time, until cancelled. ``job()``: how to start one and its
+        plan, or None while there is nothing to build on (no third-party template yet)."""
+        self._wake = asyncio.Event()
+        while True:
+            if not self.wanted:
+                await self._wake.wait()
+            self._wake.clear()
+            while self.wanted and self.disabled is None:
+                ready = job()
+                if ready is None:
+                    await asyncio.sleep(0.2)  # while wanted only: the third-party template is being built
+                    continue
+                self.wanted = False
+                self.building = True
+                try:
+                    await self.build(*ready, timeout)
+                finally:
+                    self.building = False
+
+    async def end(self) -> None:
+        ending = [template.close() for template in self._alive]
+        await asyncio.gather(*ending, *self._closing, return_exceptions=True)
+
+    def _track(self, template: TemplateProcess) -> None:
+        self._alive.add(template)
+        template.proc.add_exit_callback(lambda _: self._alive.discard(template))
+
+    def _close_later(self, template: TemplateProcess) -> None:
+        closing = asyncio.ensure_future(template.close())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     async def build(self, start: Callable[[Plan], TemplateProcess], plan: Plan, timeout: float) -> None:
         """Build a project-stage template for ``plan``; install it in place of the old one."""

@@ -20,7 +20,6 @@ import fcntl
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -31,9 +30,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from supervisor.child import forkserver
+from supervisor.child.args import Fd
+from supervisor.child.osutil import kill_and_reap, parent_of
 from supervisor.config.settings import Settings
-from supervisor.spawn.descendants import MARK_VAR, new_mark, track
-from supervisor.spawn.process import LineSink, WorkerProcess, WorkerSpec
+from supervisor.spawn.descendants import new_mark, track
+from supervisor.spawn.process import LineSink, WorkerProcess, WorkerSpec, child_environ, worker_args
 from supervisor.warm.stage import ProjectGraph
 
 logger = logging.getLogger("supervisor")
@@ -81,7 +82,6 @@ class Built:
 class Unsafe:
     module: str
     reason: str
-    pulled: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -133,14 +133,6 @@ def roomy_pipe() -> tuple[int, int]:
     return read_end, write_end
 
 
-def parent_of(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return int(stat.read().rpartition(b")")[2].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 @dataclass
 class ForkedChild:
     """A worker forked by the template, shaped like the :class:`subprocess.Popen` a
@@ -180,8 +172,7 @@ class TemplateProcess:
         files = dependency_files(dirs)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ready_r, ready_w = os.pipe()
-        env = dict(spec.environ)
-        env["PYTHONUNBUFFERED"] = "1"
+        env = child_environ(spec.environ)
         argv = [spec.python, "-m", "supervisor.child.forkserver", "--control-fd", str(theirs.fileno()),
                 "--ready-fd", str(ready_w), "--parent-pid", str(os.getpid())]
         try:
@@ -235,7 +226,7 @@ class TemplateProcess:
             return self.built_info
         if isinstance(message, dict) and "unsafe" in message:
             info = message["unsafe"]
-            return Unsafe(str(info["module"]), str(info["reason"]), tuple(info["pulled"]))
+            return Unsafe(str(info["module"]), str(info["reason"]))
         code = await self.proc.wait()
         tail = " / ".join(list(self.proc.stderr_tail)[-3:])
         return Failed(f"it exited with code {code} while importing" + (f": {tail}" if tail else ""))
@@ -269,18 +260,16 @@ class TemplateProcess:
         beat_r, beat_w = os.pipe()
         ours = [ready_r, out_r, err_r, go_w, report_r, beat_r]
         mark = new_mark()
-        environ = {**spec.environ, "PYTHONUNBUFFERED": "1", MARK_VAR: mark}
-        request = {"app": spec.app, "factory": spec.factory, "log_level": spec.log_level,
-                   "graceful_timeout": spec.graceful_timeout, "livereload_url": spec.livereload_url,
-                   "heartbeat_interval": spec.heartbeat_interval, "stacks_dir": spec.stacks_dir,
-                   "parent_pid": os.getpid(), "environ": environ}
+        args = worker_args(spec, ready_fd=ready_w, heartbeat_fd=beat_w, report_fd=report_w)
+        message, fds = args.to_message({Fd.STDOUT: out_w, Fd.STDERR: err_w, Fd.GO: go_r})
+        request = {**message, "environ": child_environ(spec.environ, mark)}
         if drop is not None:
             request["drop"] = sorted(drop)
         payload = forkserver.LAST + json.dumps({"fork": request}, separators=(",", ":")).encode()
         reply: Any = None
         try:
             self.control.settimeout(FORK_TIMEOUT)
-            socket.send_fds(self.control, [payload], [spec.listen_fd, ready_w, out_w, err_w, go_r, report_w, beat_w])
+            socket.send_fds(self.control, [payload], fds)
             reply = forkserver.receive(self.control)
         except (OSError, ValueError) as exc:
             reply = {"error": f"{type(exc).__name__}: {exc}"}
@@ -301,7 +290,7 @@ class TemplateProcess:
                                  heartbeat_fd=beat_r)
         except BaseException:
             # Unwatched, it must not serve: closing the go pipe ends it, SIGKILL in case it got further.
-            _kill_and_reap(pid)
+            kill_and_reap(pid)
             for stream in (out, err):
                 if stream is not None:
                     stream.close()
@@ -331,18 +320,3 @@ def _close(fds: Iterable[int]) -> None:
         with contextlib.suppress(OSError):
             os.close(fd)
 
-
-def _kill_and_reap(pid: int) -> None:
-    """SIGKILL a forked worker we will not watch, and reap it if it is ours (else init will)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except OSError:
-        return
-    try:
-        signal.pidfd_send_signal(fd, signal.SIGKILL)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)

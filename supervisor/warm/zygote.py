@@ -17,7 +17,6 @@ child's side, waiting for its orders and becoming the worker, is :mod:`superviso
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import resource
@@ -27,8 +26,8 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from supervisor.child.args import WorkerArgs
-from supervisor.child.zygote import FDS, wait_for_orders
+from supervisor.child.args import Fd, WorkerArgs
+from supervisor.child.zygote import wait_for_orders
 
 
 def wanted(argv: Sequence[str]) -> bool:
@@ -44,14 +43,15 @@ class Zygote:
     sock: socket.socket | None
     inherited: frozenset[str]
 
-    def hand(self, args: WorkerArgs, environ: dict[str, str], cwd: str, fds: dict[str, int]) -> bool:
-        """Make it the worker ``args`` describe; False (and it is discarded) if it is gone."""
+    def hand(self, args: WorkerArgs, environ: dict[str, str], cwd: str, out_fd: int, err_fd: int) -> bool:
+        """Make it the worker ``args`` describe, writing to ``out_fd`` and ``err_fd``; False (and it
+        is discarded) if it is gone."""
         if self.sock is None:
             return False
-        order = {"args": args.to_dict(), "environ": environ, "cwd": cwd,
-                 "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0]}
+        message, fds = args.to_message({Fd.STDOUT: out_fd, Fd.STDERR: err_fd})
+        order = {**message, "environ": environ, "cwd": cwd, "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0]}
         try:
-            socket.send_fds(self.sock, [json.dumps(order).encode()], [fds[name] for name in FDS])
+            socket.send_fds(self.sock, [json.dumps(order).encode()], fds)
         except OSError:  # it died (an import failed, or it was killed): the caller forks itself
             self.discard()
             return False
@@ -65,10 +65,10 @@ class Zygote:
             return
         self.sock.close()
         self.sock = None
-        with contextlib.suppress(OSError):
-            os.kill(self.pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
+        # Here, not at the top: it loads ctypes, which nothing before the fork needs.
+        from supervisor.child.osutil import kill_and_reap
+
+        kill_and_reap(self.pid)
 
 
 def start_zygote() -> Zygote | None:

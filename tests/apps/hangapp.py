@@ -10,6 +10,7 @@ Routes:
 At startup, ``HANGAPP_STARTUP_SECONDS`` blocks the lifespan startup that long (a slow start), and
 ``HANGAPP_PING_PORT`` starts a background thread that stays busy and answers ``pong <pid>`` to any
 connection on that port: the thread-answered health check that a blocked event loop would fool.
+A worker starting while the file ``HANGAPP_FAIL_IF_EXISTS`` names exists fails its startup.
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 blocking_sleep(float(os.environ.get("HANGAPP_STARTUP_SECONDS", "0")))
+                failing = os.environ.get("HANGAPP_FAIL_IF_EXISTS")
+                if failing and os.path.exists(failing):
+                    await send({"type": "lifespan.startup.failed", "message": f"{failing} exists"})
+                    return
                 port = os.environ.get("HANGAPP_PING_PORT")
                 if port:
                     threading.Thread(target=_ping_server, args=(int(port),), daemon=True).start()

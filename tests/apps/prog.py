@@ -52,7 +52,7 @@ def main() -> int:
         time.sleep(float(arg or 0))
 
         class Health(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_GET(self) -> None:  # the stdlib's name
                 self.send_response(200 if self.path == "/health" else 404)
                 self.end_headers()
 

@@ -78,18 +78,22 @@ if os.fork() == 0:
     os.setsid()
     if os.fork() == 0:
         os.write(w, str(os.getpid()).encode())
-        os.close(w)
         for fd in (0, 1, 2):
             os.close(fd)
         if sys.argv[3] == "clean":
+            # Close-on-exec: the reader's end of file then says the exec is done, so whoever
+            # reads our pid sees the empty environment, never the one before the exec.
+            os.set_inheritable(w, False)
             os.execve("/bin/sleep", ["sleep", sys.argv[2]], {})
+        os.close(w)
         time.sleep(float(sys.argv[2]))
     os._exit(0)
 """
 
 
 def _daemon(query: dict[str, list[str]]) -> int:
-    """Start a daemon (see _DAEMON); return its pid once the process that started it has exited."""
+    """Start a daemon (see _DAEMON); return its pid once the process that started it has exited
+    (and, with ``clean``, once the daemon has exec'd)."""
     r, w = os.pipe()
     starter = subprocess.Popen([sys.executable, "-c", _DAEMON, str(w), query.get("seconds", ["60"])[0],
                                 "clean" if "clean" in query else "inherit"], pass_fds=(w,))
