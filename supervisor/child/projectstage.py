@@ -102,17 +102,31 @@ class ReadLog:
 
 @contextlib.contextmanager
 def idle_priority() -> Iterator[None]:
-    """SCHED_IDLE for the block, the previous policy after it: the build must not slow down the
-    serving workers, and the workers forked later must not inherit idle priority."""
+    """Low priority for the block, the previous policy after it: the build must not slow down the
+    serving workers, and the workers forked later must not inherit it. ``SCHED_IDLE`` where it
+    can be left again (root, or an ``RLIMIT_NICE`` that allows nice 0: the kernel lets a process
+    out of SCHED_IDLE only then), else ``SCHED_BATCH``, which anyone may leave."""
     policy = None
     with contextlib.suppress(AttributeError, OSError):
         policy = os.sched_getscheduler(0)
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        os.sched_setscheduler(0, os.SCHED_IDLE if _may_leave_idle() else os.SCHED_BATCH, os.sched_param(0))
     try:
         yield
     finally:
         if policy is not None:
             os.sched_setscheduler(0, policy, os.sched_param(0))  # OSError: the build fails, as it must
+
+
+def _may_leave_idle() -> bool:
+    if os.geteuid() == 0:
+        return True
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NICE)[0]
+    except (ImportError, AttributeError, OSError, ValueError):
+        return False
+    return soft == resource.RLIM_INFINITY or soft >= 20 - os.getpriority(os.PRIO_PROCESS, 0)
 
 
 # The project modules this template imported (name -> file), for a fork to tell kept ones apart.
