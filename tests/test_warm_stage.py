@@ -272,3 +272,60 @@ def test_a_withdrawn_first_worker_is_started_again_and_a_served_one_is_an_ordina
     slot.handle(L.Ready(2))
     actions = slot.handle(L.Withdrawn(2, 0, "served already"))  # the spawner never says so; were it to
     assert any(isinstance(action, L.Sleep) for action in actions) and L.Spawn() not in actions
+
+
+# ----- the spawner's project stage: withdrawn forks, the retry, and what it teaches ---------------------
+
+class FakeProjectTemplate:
+    """A built project-stage template: ``fork`` records the drop list it was given."""
+
+    def __init__(self, project: ProjectGraph, key: object) -> None:
+        self.key = key
+        self.built_info = types.SimpleNamespace(project=project)
+        self.drops: list[frozenset[str]] = []
+
+    def dependencies_changed(self, dirs: object) -> None:
+        return None
+
+    def fork(self, spec: object, on_line: object, drop: frozenset[str]) -> tuple[Any, int]:
+        self.drops.append(frozenset(drop))
+        return types.SimpleNamespace(pid=100 + len(self.drops)), -1
+
+
+def stage_with(project: ProjectGraph, *changed: str) -> tuple[Any, FakeProjectTemplate, Any]:
+    from supervisor.spawn.process import WorkerSpec
+    from supervisor.warm.project import ProjectStage
+    from supervisor.warm.template import template_key
+
+    spec = WorkerSpec(app="app:app", factory=False, listen_fd=0, cwd=Path("/p"), environ={})
+    stage = ProjectStage(stat=stat_with(*changed))
+    template = FakeProjectTemplate(project, template_key(spec))
+    stage.template = template  # type: ignore[assignment]
+    return stage, template, spec
+
+
+def test_a_withdrawn_fork_sends_the_next_start_to_the_third_party_template_and_its_success_teaches() -> None:
+    stage, template, spec = stage_with(graph(), "routes.b")
+    proc, _, choice = stage.fork(spec, print, [])
+    assert choice.stage == "project" and template.drops == [{"routes.b", "app"}]
+    assert stage.retry(999) is None  # not one of its forks: an ordinary failed start
+    assert stage.retry(proc.pid) is not None
+    stage.report(proc.pid, {"culprits": ["util"], "error": "ValueError: twice"})
+    assert stage.fork(spec, print, []) is None  # the next start is the third-party template's
+    assert "ValueError: twice" in (stage.fallback_reason() or "")
+    stage.started(500)
+    stage.served(500)
+    assert stage.lessons.cold == {"util": "a fork that kept it warm failed: ValueError: twice"}
+    proc, _, choice = stage.fork(spec, print, [])
+    assert "util" in template.drops[-1] and choice.stage == "project"
+
+
+def test_a_retry_that_fails_too_teaches_nothing() -> None:
+    stage, _, spec = stage_with(graph(), "routes.b")
+    proc, _, _ = stage.fork(spec, print, [])
+    stage.retry(proc.pid)
+    stage.report(proc.pid, {"culprits": ["util"], "error": "SyntaxError"})
+    stage.started(500)
+    stage.ended(500, served=False)  # the edit itself is broken
+    assert stage.lessons.cold == {} and stage.fallback_reason() is None
+    assert isinstance(stage.fork(spec, print, []), tuple)

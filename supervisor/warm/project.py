@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from supervisor.child.importgraph import Signature, signature
 from supervisor.spawn.process import LineSink, WorkerProcess, WorkerSpec
 from supervisor.warm.stage import Choice, Lessons, ProjectGraph, blame, learn_blame, plan_fork
 from supervisor.warm.template import (
@@ -58,7 +59,8 @@ class _Fallback:
 class ProjectStage:
     """See the module's docstring. :meth:`run` is its part of the spawner's service."""
 
-    def __init__(self) -> None:
+    def __init__(self, stat: Callable[[str], Signature] = signature) -> None:
+        self._stat = stat  # a file's signature now (supervisor.child.importgraph.signature)
         self.template: TemplateProcess | None = None
         self.lessons = Lessons()
         self.disabled: str | None = None
@@ -204,7 +206,7 @@ class ProjectStage:
             return Choice("third-party", f"{changed}; the project stage is being rebuilt")
         if self.fallback_reason() is not None:
             return None  # the spawner says why
-        choice = plan_fork(graph, self.lessons)
+        choice = plan_fork(graph, self.lessons, self._stat)
         if choice.stage != "project":
             return choice
         try:
