@@ -98,8 +98,8 @@ class Recorder:
         original_import = builtins.__import__
         original_import_module = importlib.import_module
 
-        def recording_import(name: str, globals: Mapping[str, Any] | None = None,  # noqa: A002 - its signature
-                             locals: Mapping[str, Any] | None = None, fromlist: Sequence[str] | None = (),  # noqa: A002
+        def recording_import(name: str, globals: Mapping[str, Any] | None = None,  # its signature
+                             locals: Mapping[str, Any] | None = None, fromlist: Sequence[str] | None = (),
                              level: int = 0) -> ModuleType:
             importer = (globals or {}).get("__name__")
             absolute = resolve(name, level, globals)

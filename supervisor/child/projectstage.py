@@ -186,7 +186,7 @@ def build(names: Sequence[str], roots: Sequence[str], worker_path: list[str],
                     continue
                 try:
                     importlib.import_module(name)
-                except BaseException as exc:  # noqa: BLE001 - the worker imports it itself, and sees the error there
+                except BaseException as exc:  # the worker imports it itself, and sees the error there
                     failed[name] = (f"{type(exc).__name__}: {exc}".splitlines() or [""])[0][:200]
     finally:
         sys.path[:] = saved_path
@@ -308,7 +308,7 @@ def enter(names: Sequence[str] | None, app: str, parent_pid: int, report_fd: int
     sys.path.insert(0, cwd)  # as worker.run does; taken out again, since it does
     try:
         importlib.import_module(module_name)
-    except BaseException as exc:  # noqa: BLE001 - a SystemExit at import too: the fallback decides
+    except BaseException as exc:  # a SystemExit at import too: the fallback decides
         report = {"warm_failed": {"culprits": culprits(exc, kept),
                                   "error": (traceback.format_exception_only(type(exc), exc) or [""])[-1].strip()[:300]}}
         sys.stderr.write("warm start failed on the project-stage template "

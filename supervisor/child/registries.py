@@ -135,9 +135,9 @@ def registry_reason(name: str, module: ModuleType, project: Collection[str], dep
     """Whether module ``name`` holds a registry (see the module's docstring), or None.
     ``depends``: the project modules it imports (directly or not); ``imported_ids``: ids of the
     globals of those modules."""
-    def filled_by(extra: set[str] = set()) -> frozenset[str] | None:  # noqa: B006 - never mutated
+    def filled_by(extra: Collection[str] = ()) -> frozenset[str] | None:
         _, origins = foreign_references(name, module, project, depends, imported_ids, every=True)
-        found = (origins | extra) - {name}
+        found = (origins | set(extra)) - {name}
         return frozenset(found) if found else None
 
     for key, value in vars(module).items():
@@ -171,7 +171,7 @@ def registries(modules: Mapping[str, ModuleType], imports: Mapping[str, Collecti
                         for value in vars(modules[other]).values()}
         try:
             registry = registry_reason(name, module, project, depends, imported_ids)
-        except Exception as exc:  # noqa: BLE001 - an object that breaks on inspection: keep it cold
+        except Exception as exc:  # an object that breaks on inspection: keep it cold
             registry = Registry(f"it could not be inspected ({type(exc).__name__}: {exc})", None)
         if registry is not None:
             found[name] = registry
