@@ -65,9 +65,9 @@ def build(settings: Settings, resolve: Callable[[], Settings] | None, redactor: 
     def chose(choice: Choice) -> None:  # which template the latest worker started from, for the status
         runner.reload_status.template, runner.reload_status.template_why = choice.stage, choice.why
 
+    project_stage = settings.reload and settings.config.reload.project_stage
     template = TemplateSpawner(lambda: project_roots(runner.settings), early=first, on_stale=reload_stale,
-                               on_choice=chose, project_stage=settings.config.reload.project_stage) \
-        if use_template else None
+                               on_choice=chose, project_stage=project_stage) if use_template else None
     if template is None and first is not None:
         first.close()
     spawn: Spawner = template if template is not None else spawn_worker

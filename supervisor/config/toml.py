@@ -130,8 +130,8 @@ class ReloadSection:
     # Fork workers from a template process that has the app's libraries imported already.
     # None: when reload is on; false: always fresh interpreters; true: also without reload.
     template: bool | None = _opt(None)
-    # With a template: a project-stage template keeps the project's unchanged modules imported
-    # too (supervisor.warm.stage); false: every fork imports the whole project.
+    # With a template and reload on: a project-stage template keeps the project's unchanged
+    # modules imported too (supervisor.warm.stage); false: every fork imports the whole project.
     project_stage: bool = _opt(True)
 
 
