@@ -21,6 +21,9 @@ Sections, each a ratio against uvicorn measured in the same run:
   --reload``'s reloader process, both running at once, in a 10-file and a 20,010-file tree.
 * ``memory``: the example webapp's first (spawned) worker against a forked one: RSS, PSS, USS; and
   requests per second of a spawned and a forked worker of the tiny app.
+* ``large``: a generated FastAPI app of 300 modules (bench/apps.py ``LargeApp``): reload latency of
+  a leaf router edit, a model edit and a shared utility edit (``--large-edits`` each), and the
+  memory of the worker and of the templates (the project stage holds the project's modules).
 
 ``--repo`` runs the tools from another checkout (PYTHONPATH), to compare before and after a change.
 Loopback only; every process started is stopped by process group at the end. Bytecode writing is
@@ -40,14 +43,17 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.apps import LARGE_DOMAINS, LargeApp  # noqa: E402
 from bench.common import APP, get, running  # noqa: E402
 from bench.procs import compile_tool  # noqa: E402
 from tests.loadgen import Load  # noqa: E402
@@ -228,6 +234,111 @@ def noisy_section(env: dict[str, str], args: argparse.Namespace) -> None:
           f"0.05 s target), uvicorn --reload {peer:+.3f} s")
 
 
+# ----- the large generated app: a project-stage template against uvicorn --reload -------------------
+
+def log_count(log: Path, pattern: str) -> int:
+    try:
+        return len(re.findall(pattern, log.read_text(errors="replace")))
+    except OSError:
+        return 0
+
+
+def large_run(tool: str, argv: list[str], port: int, env: dict[str, str], edits: int) -> dict[str, Any]:
+    """Reload latency of each kind of edit (``edits`` each), and the memory of the processes: just
+    after the first reload (a leaf router edit: the worker shares the project stage's pages) and at
+    the end (the project stage rebuilt since: the worker's pages are its own)."""
+    ready = r"template: project stage pid \d+ ready"
+    with tempfile.TemporaryDirectory() as tmp:
+        app = LargeApp(Path(tmp) / "project")
+        log = Path(tmp) / "tool.log"
+        with running(argv, app.root, log, env=env) as proc:
+            wait_for(port, lambda body: True, 180)
+            time.sleep(2.0)  # uvicorn --reload sets its watches after the worker answers
+            if tool == "supervisor":
+                deadline = time.monotonic() + 180
+                while log_count(log, ready) == 0 and time.monotonic() < deadline:
+                    time.sleep(0.1)  # poll: the project stage is built in the background
+            found: dict[str, Any] = {}
+            for which in LargeApp.EDITS:
+                latencies, stages = [], []
+                for _ in range(edits):
+                    built = log_count(log, ready)
+                    start = time.monotonic()
+                    version = app.edit(which)
+                    latencies.append(wait_for(port, shows_version(version), 120) - start)
+                    stages.append(status_stage(log) if tool == "supervisor" else "")
+                    if "memory" not in found:  # the first reloaded worker, while its template lives
+                        time.sleep(0.5)  # its first requests are served (they build FastAPI's route state)
+                        found["memory"] = large_memory(tool, proc.pid)
+                    # Between edits, not measured: the supervisor rebuilds its project stage for the new
+                    # tree (a developer's next save comes seconds later); uvicorn is given a second.
+                    deadline = time.monotonic() + (120 if tool == "supervisor" else 1.0)
+                    while tool == "supervisor" and log_count(log, ready) <= built and time.monotonic() < deadline:
+                        time.sleep(0.1)  # poll
+                    time.sleep(1.0)  # the old worker drains
+                found[which] = {"median": statistics.median(latencies), "all": latencies, "stages": stages}
+            found["memory after"] = large_memory(tool, proc.pid)
+    return found
+
+
+def shows_version(version: str) -> Callable[[str], bool]:
+    return lambda body: body.startswith("{") and json.loads(body).get("version") == version
+
+
+def status_stage(log: Path) -> str:
+    match = re.search(r"status: API and dashboard on (http://\S+)", log.read_text(errors="replace"))
+    if match is None:
+        return "?"
+    try:
+        with urllib.request.urlopen(match.group(1) + "/status", timeout=5) as answer:
+            template = json.load(answer)["reload"]["template"]
+    except (OSError, ValueError, KeyError):
+        return "?"
+    return f"{template['stage']}: {template['why']}"
+
+
+def large_memory(tool: str, pid: int) -> dict[str, float]:
+    """The serving worker's RSS and PSS, and for the supervisor its templates' (MiB): the project
+    stage is the bigger of the two."""
+    found: dict[str, float] = {}
+    templates = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            cmdline = " ".join(child.cmdline())
+            info = memory(child.pid)
+            leader = os.getsid(child.pid) == child.pid
+        except (psutil.Error, OSError):
+            continue
+        if tool == "supervisor" and "forkserver" in cmdline and not leader:
+            templates.append(info)
+        elif (tool == "supervisor" and leader) or (tool != "supervisor" and "multiprocessing" in cmdline):
+            found["worker rss"], found["worker pss"], found["worker uss"] = info["rss"], info["pss"], info["uss"]
+    for name, info in zip(("project template", "third-party template"),
+                          sorted(templates, key=lambda t: -t["rss"]), strict=False):
+        found[f"{name} rss"], found[f"{name} pss"] = info["rss"], info["pss"]
+    return found
+
+
+def large_section(env: dict[str, str], edits: int) -> None:
+    results = {}
+    for tool in ("supervisor", "uvicorn --reload"):
+        port = free_port()
+        argv = up(port) if tool == "supervisor" else uvicorn(LargeApp.app, port, "--reload")
+        results[tool] = large_run(tool, argv, port, env, edits)
+    ours, peer = results["supervisor"], results["uvicorn --reload"]
+    print(f"\nlarge generated app ({LARGE_DOMAINS * 4 + 12} modules, FastAPI, SQLAlchemy, pydantic; 0.3 s lifespan):"
+          f" reload latency, median of {edits} edits each (s)\n")
+    print(f"{'edit':20}{'supervisor':>12}{'uvicorn --reload':>18}{'ratio':>8}")
+    for which in LargeApp.EDITS:
+        print(f"{which:20}{ours[which]['median']:>12.3f}{peer[which]['median']:>18.3f}"
+              f"{ours[which]['median'] / peer[which]['median']:>7.2f}x")
+        for stage in ours[which]["stages"]:
+            print(f"    {stage}")
+    for moment in ("memory", "memory after"):
+        print(f"\n{moment} (MiB): " + ", ".join(f"supervisor {key} {value:.1f}" for key, value in ours[moment].items())
+              + "; " + ", ".join(f"uvicorn {key} {value:.1f}" for key, value in peer[moment].items()))
+
+
 # ----- cold start -------------------------------------------------------------------------------------
 
 def first_answer(argv: list[str], cwd: Path, port: int, env: dict[str, str]) -> float:
@@ -366,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--starts", type=int, default=10)
     parser.add_argument("--idle", type=float, default=60.0)
+    parser.add_argument("--large-edits", type=int, default=3, help="edits of each kind in the large section")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections to run")
     parser.add_argument("--repo", type=Path, default=REPO, help="the checkout whose supervisor is measured")
     args = parser.parse_args(argv)
@@ -385,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
             idle_section(env, args.idle)
         elif section == "memory":
             memory_section(env, repo)
+        elif section == "large":
+            large_section(env, args.large_edits)
         else:
             parser.error(f"unknown section {section!r}; expected some of {', '.join(SECTIONS)}")
     return 0

@@ -22,6 +22,7 @@ from supervisor.systemd.notify import install_sd_notify
 from supervisor.systemd.reaper import reaper_plugin
 from supervisor.warm.early import Early, listen
 from supervisor.warm.spawner import TemplateSpawner, project_roots
+from supervisor.warm.stage import Choice
 from supervisor.warm.template import template_choice
 
 logger = logging.getLogger("supervisor")
@@ -61,12 +62,17 @@ def build(settings: Settings, resolve: Callable[[], Settings] | None, redactor: 
         forget_bytecode(files)
         runner.post(FilesChanged(frozenset(files)))
 
-    template = TemplateSpawner(lambda: project_roots(runner.settings), early=first, on_stale=reload_stale) \
-        if use_template else None
+    def chose(choice: Choice) -> None:  # which template the latest worker started from, for the status
+        runner.reload_status.template, runner.reload_status.template_why = choice.stage, choice.why
+
+    project_stage = settings.reload and settings.config.reload.project_stage
+    template = TemplateSpawner(lambda: project_roots(runner.settings), early=first, on_stale=reload_stale,
+                               on_choice=chose, project_stage=project_stage) if use_template else None
     if template is None and first is not None:
         first.close()
     spawn: Spawner = template if template is not None else spawn_worker
-    runner = Runner(settings, bound, resolve=resolve, redactor=redactor, livereload_url=browser_url, spawn=spawn)
+    runner = Runner(settings, bound, resolve=resolve, redactor=redactor, livereload_url=browser_url, spawn=spawn,
+                    retry=template.retry if template is not None else lambda pid: None)
     reloader = Reloader(runner)
     api = build_status_api(runner, status, redactor) if status is not None else None
     if api is not None and browser_url:

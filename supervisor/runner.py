@@ -68,6 +68,7 @@ class Runner:
 
     def __init__(self, settings: Settings, listener: Bound, *, resolve: Callable[[], Settings] | None = None,
                  redactor: Redactor | None = None, spawn: Spawner = spawn_worker, livereload_url: str = "",
+                 retry: Callable[[int], str | None] = lambda pid: None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
                  rand: Callable[[], float] = random.random) -> None:
         self._settings = settings
@@ -84,7 +85,7 @@ class Runner:
 
         self._spawn, self._fd = spawn, listener.sock.fileno()
         self._slots = slots(WEB, settings.workers, web_timing(settings.config), prefix=prefix_for(settings, WEB),
-                            start=self._start_web_worker)
+                            start=self._start_web_worker, retry=retry)
         self._programs = Programs(self._slots, settings, slots)
         self._livereload_url = livereload_url
         self.exit_code = EXIT_OK

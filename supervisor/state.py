@@ -180,3 +180,7 @@ class ReloadStatus:
     last_output: Sequence[str] = field(default_factory=list)
     stylesheets: int = 0  # CSS-only changes, swapped in the browser without new workers
     last_stylesheets: list[str] = field(default_factory=list)
+    # What the latest worker started from: "project" (the project-stage template), "third-party"
+    # or "fresh" (a new interpreter), and why (a fallback says what failed); see supervisor.warm.stage.
+    template: str | None = None
+    template_why: str | None = None

@@ -14,6 +14,7 @@ import re
 import signal
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -101,6 +102,14 @@ def templates(sup: Running) -> list[psutil.Process]:
         except (psutil.Error, OSError):
             continue
     return found
+
+
+def connections(proc: psutil.Process) -> list[Any]:
+    """Its connections; none once it has exited (a replaced template ends at any moment)."""
+    try:
+        return list(proc.net_connections())
+    except (psutil.NoSuchProcess, FileNotFoundError):
+        return []
 
 
 def set_version(root: Path, version: int) -> None:
@@ -229,7 +238,7 @@ def test_forked_workers_draw_distinct_random_seeds_and_inherit_no_database_conne
         assert len({b["draw"] for b in fresh.values()}) == 3, "forked workers share a random state"
         assert len({b["local_port"] for b in fresh.values()}) == 3, "forked workers share a connection"
         for template in templates(sup):  # the one in use and any being built
-            assert not [c for c in template.net_connections() if c.raddr and c.raddr.port == pg.port]
+            assert not [c for c in connections(template) if c.raddr and c.raddr.port == pg.port]
         for pid, b in fresh.items():
             ours = [c for c in psutil.Process(pid).net_connections() if c.raddr and c.raddr.port == pg.port]
             assert [c.laddr.port for c in ours] == [b["local_port"]]

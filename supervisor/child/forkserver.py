@@ -41,6 +41,7 @@ standard-library modules (and our light ``args`` and ``osutil``) are imported he
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import hashlib
 import importlib
@@ -54,6 +55,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from supervisor.child import projectstage
 from supervisor.child.args import Fd, WorkerArgs
 from supervisor.child.osutil import die_with, thread_count
 
@@ -178,6 +180,7 @@ class WorkerJob:
     environ: dict[str, str]
     control: socket.socket
     sys_path: list[str]
+    drop: list[str] | None = None  # a project-stage fork's stale modules (supervisor.child.projectstage)
 
     def run(self) -> int:
         os.setsid()  # its own session and process group, as a spawned worker's
@@ -197,6 +200,7 @@ class WorkerJob:
         # the fresh interpreter it replaces would have a seed of its own.
         if "random" in sys.modules:
             sys.modules["random"].seed()
+        projectstage.enter(self.drop, self.args.app, self.args.parent_pid, self.args.report_fd)
         from supervisor.child import worker
 
         sys.argv[:] = [worker.__file__ or "worker", *self.args.to_argv()]
@@ -237,7 +241,7 @@ def fork_worker(request: Mapping[str, Any], fds: Sequence[int], control: socket.
             pid = os.fork()
             if pid == 0:
                 os.close(pid_w)
-                return WorkerJob(args, pipes, dict(request["environ"]), control, sys_path)
+                return WorkerJob(args, pipes, dict(request["environ"]), control, sys_path, request.get("drop"))
             os.write(pid_w, str(pid).encode())
         except BaseException:  # never return into the template's loop from here
             os._exit(1)
@@ -289,14 +293,27 @@ def build(control: socket.socket, plan: dict[str, Any]) -> list[str] | None:
                    if entry and not _within(os.path.abspath(entry), roots) and entry != os.getcwd()]
     dirs = {entry: listing_digest(entry) for entry in worker_path
             if entry and os.path.isdir(entry) and not _within(os.path.abspath(entry), roots)}
-    result = preload(plan["preload"], set(plan["project_names"]), roots)
+    # A project-stage template is built in the background while workers serve: at idle priority,
+    # all of it (restored before it forks anyone: a fork inherits its scheduling policy).
+    idle = projectstage.idle_priority() if plan.get("project") else contextlib.nullcontext()
+    try:
+        with idle:
+            result = preload(plan["preload"], set(plan["project_names"]), roots)
+            project = _project_stage(plan, roots, worker_path) if result.unsafe is None else None
+    except OSError as exc:  # the priority could not be restored: its forks would inherit idle priority
+        send(control, {"unsafe": {"module": "the project's modules", "reason": str(exc), "pulled": []}})
+        return None
     if result.unsafe is not None:
         send(control, {"unsafe": result.unsafe})
+        return None
+    if project is not None and "unsafe" in project:
+        send(control, project)
         return None
     gc.collect()
     gc.freeze()  # objects the workers inherit stay out of their collections: fewer copied pages
     send(control, {"built": {"loaded": sorted(sys.modules), "own": own, "failed": result.failed,
-                             "path_listings": dirs, "seconds": round(time.monotonic() - started, 3)}})
+                             "path_listings": dirs, "seconds": round(time.monotonic() - started, 3),
+                             **({"project": project} if project is not None else {})}})
     return worker_path
 
 
@@ -313,6 +330,20 @@ def build_and_serve(control: socket.socket, ready_fd: int) -> WorkerJob | int:
     os.close(ready_fd)
     job = serve(control, sys_path)
     return 0 if job is None else job
+
+
+def _project_stage(plan: dict[str, Any], roots: list[str], worker_path: list[str]) -> dict[str, Any] | None:
+    """A project-stage template also imports the project's modules (see
+    :mod:`supervisor.child.projectstage`), checked as a whole as each preloaded module is."""
+    if not plan.get("project"):
+        return None
+    fds_before = _fds()
+    project = projectstage.build(plan["project"], roots, worker_path, plan.get("blocked", ()))
+    opened = [target for fd, target in _fds().items() if fds_before.get(fd) != target]
+    reason = unsafe_leftovers([], opened, set(), roots)
+    if reason is not None:
+        return {"unsafe": {"module": "the project's modules", "reason": reason, "pulled": []}}
+    return project
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -149,6 +149,9 @@ class ReloadSection:
     # Fork workers from a template process that has the app's libraries imported already.
     # None: when reload is on; false: always fresh interpreters; true: also without reload.
     template: bool | None = _opt(None)
+    # With a template and reload on: a project-stage template keeps the project's unchanged
+    # modules imported too (supervisor.warm.stage); false: every fork imports the whole project.
+    project_stage: bool = _opt(True)
 
 
 @dataclass(frozen=True)

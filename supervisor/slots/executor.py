@@ -48,7 +48,8 @@ class Slots:
                  run_task: Callable[[Awaitable[object]], None], changed: Callable[[], None],
                  gave_up: Callable[[str, int], None], crashed: Callable[[Sequence[str]], None],
                  clock: Callable[[], float], wall: Callable[[], float], rand: Callable[[], float],
-                 mode: L.ExitPolicy | None = None, prefix: Callable[[int], str] | None = None) -> None:
+                 mode: L.ExitPolicy | None = None, prefix: Callable[[int], str] | None = None,
+                 retry: Callable[[int], str | None] = lambda pid: None) -> None:
         self.name = name
         self._prefix = prefix or (lambda i: f"{name}.{i}")
         self.timing = timing
@@ -60,6 +61,7 @@ class Slots:
         self._changed = changed
         self._gave_up = gave_up
         self._crashed = crashed
+        self._retry = retry  # the spawner's say on a worker that exited before it served
         self._begun = False
         self.procs: dict[int, WorkerProcess] = {}  # every worker not yet reaped, by pid
         self._timers: dict[tuple[L.SlotMachine, int], asyncio.TimerHandle] = {}
@@ -214,6 +216,10 @@ class Slots:
     async def _watch_exit(self, machine: L.SlotMachine, proc: WorkerProcess) -> None:
         code = await proc.wait()
         self.procs.pop(proc.pid, None)
+        why = self._retry(proc.pid) if proc.vitals.ready_at is None else None
+        if why is not None and not machine.stopping_pid(proc.pid):
+            self._dispatch(machine, L.Withdrawn(proc.pid, code, why))
+            return
         if not machine.stopping_pid(proc.pid):
             self._crashed(proc.stderr_tail)
         self._dispatch(machine, L.Exited(proc.pid, code))

@@ -62,6 +62,17 @@ class Exited:
 
 
 @dataclass(frozen=True)
+class Withdrawn:
+    """``pid`` exited before it served, and the spawner takes the blame (a worker forked from the
+    project-stage template whose fresh import failed): start another at once in its place, as
+    if ``pid`` had never been; no failed start is counted."""
+
+    pid: int
+    returncode: int
+    why: str
+
+
+@dataclass(frozen=True)
 class TimerFired:
     timer: int
 
@@ -113,8 +124,8 @@ class DependencyLost:
     reason: str
 
 
-Event = Begin | Spawned | SpawnFailed | Ready | ReadyTimedOut | Exited | TimerFired | Replace | Recycle | \
-    Shutdown | DependencyLost | Halt | Resume
+Event = Begin | Spawned | SpawnFailed | Ready | ReadyTimedOut | Exited | Withdrawn | TimerFired | Replace | \
+    Recycle | Shutdown | DependencyLost | Halt | Resume
 
 # ----- actions: what the executor must do ---------------------------------------------------
 
@@ -273,6 +284,8 @@ class SlotMachine:
                 return self._timed_out(pid)
             case Exited(pid, code):
                 return self._exited(pid, code)
+            case Withdrawn(pid, code, why):
+                return self._withdrawn(pid, code, why)
             case TimerFired(timer):
                 return self._spawn_current() if timer == self.timer and self._backing_off() else []
             case Replace(reason):
@@ -417,6 +430,23 @@ class SlotMachine:
                                          f"{self.current.pid}, is starting")]
         uptime = self.clock() - proc.spawned_at
         return self._failed(f"{info.describe()} after {uptime:.1f}s", served_for=served_for, pid=pid)
+
+    def _withdrawn(self, pid: int, code: int, why: str) -> list[Action]:
+        if self.phase != Phase.STARTED:  # stopping, halting: its exit is an exit
+            return self._exited(pid, code)
+        noun = self.mode.noun
+        if self.successor is not None and self.successor.pid == pid and self.successor.ready_at is None:
+            self.successor = None  # the replacement under way is still beside: the next one is its successor
+            return [Log(logging.INFO, f"new {noun} pid {pid} {why}"), Spawn()]
+        if self.current is not None and self.current.pid == pid and self.current.ready_at is None:
+            self.current = None
+            # The next start stands in for this one: the restart it counted is not counted twice.
+            if self.status.restarts > 0:
+                self.status.restarts -= 1
+            else:
+                self.status.started_at = None
+            return [Log(logging.INFO, f"{noun} pid {pid} {why}"), *self._spawn_current()]
+        return self._exited(pid, code)
 
     def _ended(self, pid: int, code: int, info: ExitInfo) -> list[Action] | None:
         """Apply the exit policy: a list of actions when this exit ends the program, else None."""

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# What a worker started from (the status document's reload.template.stage).
+STAGES = {"project": "the project-stage template", "third-party": "the third-party template",
+          "fresh": "a fresh interpreter"}
 COLUMNS = ("SLOT", "PID", "STATE", "UPTIME", "RESTARTS", "MEMORY", "CPU", "LOOP LAG", "LAST EXIT")
 
 
@@ -96,6 +99,10 @@ def reload_line(reload: dict[str, Any]) -> str:
         parts.append("last trigger: " + ", ".join(reload["last_files"][:5]))
     if reload.get("last_error"):
         parts.append(f"last error: {reload['last_error']}")
+    template = reload.get("template") or {}
+    if template.get("stage"):
+        parts.append(f"last worker from {STAGES.get(template['stage'], template['stage'])}"
+                     + (f" ({template['why']})" if template.get("why") else ""))
     return ", ".join(parts)
 
 

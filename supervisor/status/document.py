@@ -126,7 +126,8 @@ def _database(db: DatabaseStatus) -> dict[str, Any]:
 
 def _reload(status: ReloadStatus) -> dict[str, Any]:
     return {"count": status.count, "last_files": list(status.last_files), "last_error": status.last_error,
-            "last_at": status.last_at, "last_duration": status.last_duration}
+            "last_at": status.last_at, "last_duration": status.last_duration,
+            "template": {"stage": status.template, "why": status.template_why}}
 
 
 def _health(health: HealthStatus, hang_timeout: float | None) -> dict[str, Any]:

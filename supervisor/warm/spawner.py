@@ -16,7 +16,8 @@ nothing watches anything at rest. A module found unsafe to fork from is left out
 
 One job per part: this module chooses how each worker starts and reads the workers' reports;
 :class:`~supervisor.warm.preload.Learner` keeps what they taught; :class:`~supervisor.warm.builder.TemplateBuilder`
-builds, replaces and gives up templates.
+builds, replaces and gives up templates; :class:`~supervisor.warm.project.ProjectStage` does the same
+for the project-stage template (the project's own modules imported too), forked from first.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from supervisor.child.projectstage import decode_failure
 from supervisor.child.report import decode_report
 from supervisor.config.settings import Settings
 from supervisor.contract import Plugin
@@ -38,7 +40,9 @@ from supervisor.systemd.reaper import become_subreaper
 from supervisor.warm.builder import BUILD_TIMEOUT, MAX_FAILURES, TemplateBuilder, TemplateStarter
 from supervisor.warm.early import EarlyWorker, changed_since
 from supervisor.warm.preload import Learned, Learner
-from supervisor.warm.template import NotOurChild, TemplateBroken, TemplateProcess, roomy_pipe
+from supervisor.warm.project import ProjectStage
+from supervisor.warm.stage import Choice
+from supervisor.warm.template import NotOurChild, Plan, TemplateBroken, TemplateProcess, roomy_pipe
 
 __all__ = ["MAX_FAILURES", "WORKER_MODULE", "TemplateSpawner", "project_roots"]
 
@@ -73,7 +77,8 @@ class TemplateSpawner:
     def __init__(self, roots: Callable[[], Sequence[Path]], *, plain: PlainSpawner = spawn_worker,
                  start: TemplateStarter = TemplateProcess.start, build_timeout: float = BUILD_TIMEOUT,
                  subreaper: Callable[[], bool] = become_subreaper, early: EarlyWorker | None = None,
-                 on_stale: Callable[[set[str]], None] = lambda files: None) -> None:
+                 on_stale: Callable[[set[str]], None] = lambda files: None,
+                 on_choice: Callable[[Choice], None] = lambda choice: None, project_stage: bool = False) -> None:
         self._roots = roots
         self._early = early  # the first worker, forked at start (supervisor.warm.early)
         self._on_stale = on_stale  # files it may have loaded before they changed: reload them
@@ -82,6 +87,12 @@ class TemplateSpawner:
         self.builder = TemplateBuilder(roots, self.learner, start=start, build_timeout=build_timeout,
                                        subreaper=subreaper)
         self._readers: set[asyncio.Future[None]] = set()
+        self._build_timeout = build_timeout
+        self._on_choice = on_choice  # which template started the latest worker, and why (the status)
+        self._project_order: list[str] = []  # the project's modules, as the workers imported them
+        self.project = ProjectStage()
+        if not project_stage:
+            self.project.disabled = "[reload] project_stage = false"
 
     @property
     def template(self) -> TemplateProcess | None:
@@ -112,7 +123,16 @@ class TemplateSpawner:
             # What it has from the supervisor is not what the app imports; the worker's own
             # modules come with the worker module, which every template preloads.
             self._read_reports(claimed[1], omit=early.inherited, since=early.since)
+            self._on_choice(Choice("fresh", "the first worker, forked as the supervisor started"))
             return claimed[0]
+        forked = self.project.fork(spec, on_line, self._roots()) if builder.disabled is None else None
+        if isinstance(forked, tuple):
+            self._read_reports(forked[1], pid=forked[0].pid)
+            self._on_choice(forked[2])
+            return forked[0]
+        why_not = forked.why if forked is not None else self.project.fallback_reason() or \
+            (f"project stage off: {self.project.disabled}" if self.project.disabled
+             else "the project stage is not built yet")
         template = builder.usable(spec)
         if template is not None:
             try:
@@ -121,9 +141,12 @@ class TemplateSpawner:
                 builder.lost(template, f"a fork request failed ({exc})")
             except NotOurChild as exc:
                 builder.disable(f"{exc} (the supervisor could not become a child subreaper)")
+                self.project.disable(str(builder.disabled))
             else:
                 builder.forked()
-                self._read_reports(report)
+                self.project.started(proc.pid)
+                self._read_reports(report, pid=proc.pid)
+                self._on_choice(Choice("third-party", why_not))
                 return proc
         if not builder.fell_back and builder.disabled is None and self.learner.order:
             builder.fell_back = True
@@ -136,39 +159,72 @@ class TemplateSpawner:
             raise
         finally:
             os.close(write_end)
-        self._read_reports(read_end)
+        self.project.started(proc.pid)
+        self._read_reports(read_end, pid=proc.pid)
+        self._on_choice(Choice("fresh", builder.disabled or "no template is ready yet"))
         return proc
+
+    def retry(self, pid: int) -> str | None:
+        """Worker ``pid`` exited before it served: why the slot should start another at once
+        (a project-stage fork that failed: see supervisor.warm.project), or None."""
+        return self.project.retry(pid)
 
     async def serve(self) -> None:
         """The plugin's service: the builder's, until the end; then end what is left."""
         try:
-            await self.builder.run()
+            await asyncio.gather(self.builder.run(), self.project.run(self._project_job, self._build_timeout))
         finally:
             if self._early is not None:
                 self._early.close()  # never claimed: the supervisor stopped before any worker started
             for reader in list(self._readers):
                 reader.cancel()
-            await self.builder.end()
+            await asyncio.gather(self.builder.end(), self.project.end())
+
+    def _project_job(self) -> tuple[Callable[[Plan], TemplateProcess], Plan] | None:
+        """How to start the next project-stage template, once the third-party one is built (what
+        the workers import from outside the project is known then)."""
+        builder, spec = self.builder, self.builder.spec
+        if builder.disabled is not None:
+            self.project.disable(builder.disabled)
+            return None
+        if builder.template is None or builder.template.built_info is None or spec is None:
+            return None
+        roots = self._roots()
+        plan = Plan(tuple(self.learner.preload()), frozenset(self.learner.project),
+                    tuple(str(root) for root in roots), project=tuple(self._project_order),
+                    blocked=tuple(sorted(self.learner.unsafe)))
+        return (lambda p: builder.start(spec, p, self._relay_project, roots)), plan
+
+    def _relay_project(self, pid: int, line: str) -> None:
+        logger.info("template %d | %s", pid, line)
 
     # ----- learning what to preload ------------------------------------------------------------
 
-    def _read_reports(self, fd: int, omit: frozenset[str] = frozenset(), since: float | None = None) -> None:
-        reader = asyncio.ensure_future(self._reports(fd, omit, since))
+    def _read_reports(self, fd: int, omit: frozenset[str] = frozenset(), since: float | None = None,
+                      pid: int = -1) -> None:
+        reader = asyncio.ensure_future(self._reports(fd, omit, since, pid))
         self._readers.add(reader)
         reader.add_done_callback(self._readers.discard)
 
-    async def _reports(self, fd: int, omit: frozenset[str], since: float | None) -> None:
+    async def _reports(self, fd: int, omit: frozenset[str], since: float | None, pid: int) -> None:
         """Learn from each report; ``since``: check the first for project files changed since then
         (a worker that loaded the project before the file watches were in place)."""
         loop = asyncio.get_running_loop()
         stream = asyncio.StreamReader(limit=1 << 24)
         transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stream),
                                                     os.fdopen(fd, "rb", buffering=0))
+        served = False
         try:
             while line := await stream.readline():
                 modules = decode_report(line.strip())
                 if not modules:
+                    failure = decode_failure(line.strip())
+                    if failure is not None:
+                        self.project.report(pid, failure)
                     continue
+                if not served:
+                    served = True
+                    self.project.served(pid)
                 modules = {name: file for name, file in modules.items() if name not in omit}
                 learned = self.learn(modules)
                 if since is not None:
@@ -181,10 +237,15 @@ class TemplateSpawner:
                     since = None
         finally:
             transport.close()
+            self.project.ended(pid, served)
 
     def learn(self, modules: dict[str, str | None]) -> Learned:
         """Take in one worker's module report; ask for a new template if it is worth one."""
+        known = set(self.learner.project)
         learned, fresh = self.learner.take(modules, self._roots())
+        self._project_order += [name for name in modules if name in learned.project and name not in known]
+        if self._project_order and self.project.template is None and not self.project.building:
+            self.project.want()  # a worker has served: the project's modules are known
         builder = self.builder
         template = builder.template
         if builder.disabled is not None:

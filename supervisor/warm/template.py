@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -35,6 +35,7 @@ from supervisor.child.osutil import kill_and_reap, parent_of
 from supervisor.config.settings import Settings
 from supervisor.spawn.descendants import new_mark, track
 from supervisor.spawn.process import LineSink, WorkerProcess, WorkerSpec, child_environ, worker_args
+from supervisor.warm.stage import ProjectGraph
 
 logger = logging.getLogger("supervisor")
 
@@ -63,6 +64,8 @@ class Plan:
     preload: tuple[str, ...]
     project_names: frozenset[str]
     roots: tuple[str, ...]
+    project: tuple[str, ...] = ()  # a project-stage template imports these too (supervisor.warm.stage)
+    blocked: tuple[str, ...] = ()  # ... and refuses these (kept out of the template as unsafe)
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class Built:
     failed: Mapping[str, str]
     path_listings: Mapping[str, str]  # import directory -> forkserver.listing_digest
     seconds: float
+    project: ProjectGraph | None = None  # a project-stage template's
 
 
 @dataclass(frozen=True)
@@ -185,7 +189,8 @@ class TemplateProcess:
         try:
             proc = WorkerProcess(popen, ready_r, on_line)
             forkserver.send(ours, {"plan": {"preload": list(plan.preload), "project_names": sorted(plan.project_names),
-                                            "roots": list(plan.roots)}})
+                                            "roots": list(plan.roots), "project": list(plan.project),
+                                            "blocked": list(plan.blocked)}})
         except BaseException:
             popen.kill()
             popen.wait()
@@ -216,7 +221,8 @@ class TemplateProcess:
         if ok and isinstance(message, dict) and "built" in message:
             info = message["built"]
             self.built_info = Built(frozenset(info["loaded"]), frozenset(info["own"]), dict(info["failed"]),
-                                    dict(info["path_listings"]), float(info["seconds"]))
+                                    dict(info["path_listings"]), float(info["seconds"]),
+                                    ProjectGraph.from_report(info["project"]) if "project" in info else None)
             return self.built_info
         if isinstance(message, dict) and "unsafe" in message:
             info = message["unsafe"]
@@ -237,8 +243,10 @@ class TemplateProcess:
                     return f"packages were installed or removed in {path}"
         return None
 
-    def fork(self, spec: WorkerSpec, on_line: LineSink) -> tuple[WorkerProcess, int]:
-        """Fork a worker for ``spec``; return it and the read end of its report pipe.
+    def fork(self, spec: WorkerSpec, on_line: LineSink,
+             drop: Collection[str] | None = None) -> tuple[WorkerProcess, int]:
+        """Fork a worker for ``spec``; return it and the read end of its report pipe. ``drop``: the
+        project modules a project-stage template's fork must import fresh.
 
         Raises :class:`TemplateBroken` when the template does not answer as it should, and
         :class:`NotOurChild` when the worker is not the supervisor's child.
@@ -255,6 +263,8 @@ class TemplateProcess:
         args = worker_args(spec, ready_fd=ready_w, heartbeat_fd=beat_w, report_fd=report_w)
         message, fds = args.to_message({Fd.STDOUT: out_w, Fd.STDERR: err_w, Fd.GO: go_r})
         request = {**message, "environ": child_environ(spec.environ, mark)}
+        if drop is not None:
+            request["drop"] = sorted(drop)
         payload = forkserver.LAST + json.dumps({"fork": request}, separators=(",", ":")).encode()
         reply: Any = None
         try:
