@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -242,6 +243,29 @@ def test_an_app_that_sets_up_uvicorns_access_log_at_import_keeps_its_handler_and
         assert http_get(url + "/")[0] == 200
         # The app's handler, its format: the access line as the app's import set it up.
         run.wait_for_output(r'APP-ACCESS 127\.0\.0\.1:\d+ - "GET / HTTP/1\.1" 200')
+        assert run.stop() == 0
+
+
+@pytest.mark.timeout(90)
+def test_workers_forked_with_the_app_imported_keep_the_handler_its_import_added(tmp_path: Path) -> None:
+    """With reload on, a worker may fork from a template that imported the project already (the
+    project stage): uvicorn's logging is set up there before the import, not again after it."""
+    files = {"app.py": STARLETTE_APP.replace("VERSION = 1", "from other import VERSION"), "other.py": "VERSION = 1\n"}
+    root = project(tmp_path, "app:app", files)
+    with supervisor(["up"], root) as run:
+        url = run.wait_url()
+        forked = None
+        for version in range(2, 6):  # until a reload forks from the project stage
+            (root / "other.py").write_text(f"VERSION = {version}\n")
+            wait_until(lambda: stack_of(url)["version"] == version, 30, f"version {version}",  # noqa: B023
+                       lambda: run.output)
+            pid = stack_of(url)["pid"]
+            if "project stage pid" in run.output and "supervisor.child.forkserver" in psutil.Process(pid).cmdline():
+                forked = pid
+                break
+        assert forked is not None and re.search(r"template: project stage pid \d+ ready", run.output), run.output
+        assert http_get(url + "/")[0] == 200
+        run.wait_for_output(rf'web\.0\s+{forked}\s*\| APP-ACCESS 127\.0\.0\.1:\d+ - "GET / HTTP/1\.1" 200')
         assert run.stop() == 0
 
 

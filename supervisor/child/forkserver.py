@@ -337,6 +337,13 @@ def _project_stage(plan: dict[str, Any], roots: list[str], worker_path: list[str
     :mod:`supervisor.child.projectstage`), checked as a whole as each preloaded module is."""
     if not plan.get("project"):
         return None
+    # uvicorn's logging set up first, as the worker does before it imports the app: what the
+    # project's modules do to uvicorn's loggers at import survives (the worker, finding its app
+    # imported, leaves logging as it is).
+    from supervisor.child.worker import configure_logging
+
+    logging_plan = plan.get("logging") or {}
+    configure_logging(logging_plan.get("log_level", "info"), logging_plan.get("log_config", ""))
     fds_before = _fds()
     project = projectstage.build(plan["project"], roots, worker_path, plan.get("blocked", ()))
     opened = [target for fd, target in _fds().items() if fds_before.get(fd) != target]

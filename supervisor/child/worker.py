@@ -246,13 +246,20 @@ def missing_packages(args: WorkerArgs) -> str:
     return ""
 
 
-def build_config(args: WorkerArgs) -> uvicorn.Config:
-    """uvicorn's Config for the worker; configures logging (uvicorn's defaults, or ``--log-config``)."""
+def configure_logging(log_level: str, log_config: str) -> None:
+    """uvicorn's logging set up as a worker's Config does (in a project-stage template, before it
+    imports the project)."""
+    uvicorn.Config("", log_level=log_level, log_config=log_config or LOGGING_CONFIG, use_colors=False)
+
+
+def build_config(args: WorkerArgs, logging_done: bool = False) -> uvicorn.Config:
+    """uvicorn's Config for the worker; configures logging (uvicorn's defaults, or ``--log-config``)
+    unless ``logging_done`` (its template did, before importing the app)."""
     return uvicorn.Config(
         args.app,
         factory=args.factory,
         log_level=args.log_level,
-        log_config=args.log_config or LOGGING_CONFIG,
+        log_config=None if logging_done else args.log_config or LOGGING_CONFIG,
         use_colors=False,
         # auto: uvloop when installed, as in uvicorn; the drain works on both loops (see
         # supervisor.child.accepting) and on both protocols' connection objects.
@@ -291,8 +298,11 @@ def run(args: WorkerArgs) -> int:
         return 1
     # uvicorn's Config sets up logging: built before the app is imported, as uvicorn itself does,
     # so that an app configuring uvicorn's loggers at import time keeps what it set.
+    # Forked from a project-stage template, the app is imported already, after the template set
+    # up logging as here: doing it again would undo what the app's import did to it.
+    app_imported = args.app.partition(":")[0] in sys.modules
     try:
-        config = build_config(args)
+        config = build_config(args, logging_done=app_imported)
     except Exception as exc:  # a logging config file uvicorn cannot read
         sys.stderr.write(f"error: cannot use the logging configuration {args.log_config!r}: {exc}\n")
         return 1
