@@ -218,7 +218,8 @@ def test_database_reload_and_health_sections_are_copied_from_the_read_model(tmp_
     assert doc["database"] == {"state": "unavailable", "last_check": NOW - 1, "latency_ms": None, "attempts": 4,
                                "last_error": "connection refused"}
     assert doc["reload"] == {"count": 2, "last_files": ["app.py", ".env"], "last_error": None,
-                             "last_at": NOW - 30, "last_duration": 0.8}
+                             "last_at": NOW - 30, "last_duration": 0.8,
+                             "template": {"stage": None, "why": None}}  # no worker forked yet
     assert doc["health"] == {"hang_timeout": None,  # development: off unless [app] hang_timeout is set
                              "last_hang": {"slot": 1, "pid": 7001, "at": NOW - 5, "silent_for": 6.043,
                                            "stacks": "in stuck", "file": "/run/last-hang.txt"},

@@ -23,7 +23,7 @@ from supervisor.config.toml import RestartSection
 from supervisor.slots import lifecycle as L
 from supervisor.slots.executor import Slots, Timing
 from supervisor.spawn.process import LineSink, WorkerProcess
-from supervisor.state import ExitReason, SlotState
+from supervisor.state import ExitReason, SlotState, WorkerVitals
 from tests.support import Clock, scaled
 
 WALL = 1_700_000_000.0
@@ -42,8 +42,11 @@ class FakeProc:
         self._exit: asyncio.Future[int] = loop.create_future()
         self.stops: list[float] = []  # the stop timeout of each stop asked for
         self.kills = 0
+        self.vitals = WorkerVitals(spawned_at=0.0)  # what the executor reads: ready_at once it serves
 
     def serve(self, ready: bool = True) -> None:
+        if ready:
+            self.vitals.ready_at = 0.0
         self._ready.set_result(ready)
 
     def exit(self, code: int) -> None:
