@@ -22,9 +22,20 @@ from bench.apps import BenchApp
 from bench.clients import FRESH, KEEPALIVE, MODES, Load
 from bench.session import ToolFailed, serving
 from bench.stats import Section, Table, percentile, ratio
-from bench.tools import SUPERVISOR_2, SUPERVISOR_NO_RELOAD, UVICORN, UVICORN_2, Tool
+from bench.tools import (
+    SUPERVISOR_2,
+    SUPERVISOR_FAST,
+    SUPERVISOR_NO_RELOAD,
+    UVICORN,
+    UVICORN_2,
+    UVICORN_FAST,
+    Tool,
+)
 
-PAIRS = [(1, UVICORN, SUPERVISOR_NO_RELOAD), (2, UVICORN_2, SUPERVISOR_2)]
+# (ratio column, uvicorn, ours): asyncio and h11 with one worker and with two, then uvicorn[standard]'s
+# uvloop and httptools with one.
+PAIRS = [("ratio 1", UVICORN, SUPERVISOR_NO_RELOAD), ("ratio 2", UVICORN_2, SUPERVISOR_2),
+         ("ratio fast", UVICORN_FAST, SUPERVISOR_FAST)]
 CONNECTIONS = (16, 64)
 UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 
@@ -85,6 +96,10 @@ def collect(apps: list[BenchApp], base: Path, quick: bool = False) -> dict[str, 
     for app in apps:
         data[app.name] = {}
         for _, *pair in PAIRS:
+            missing = [why for tool in pair if (why := tool.missing())]
+            if missing:
+                data[app.name].update({tool.name: {"error": missing[0]} for tool in pair})
+                continue
             try:
                 data[app.name].update(measure_pair(pair, app, base, seconds, rounds, "/"))
             except ToolFailed as exc:
@@ -99,9 +114,12 @@ def render(data: dict[str, Any], quick: bool = False) -> Section:
               else "a Python keep-alive client (wrk is not installed)")
     section = Section("serving", "4. Serving overhead",
                       f"`GET /` with {client}, at 16 and 64 connections, kept alive "
-                      "or one per request (`Connection: close`). Our worker against plain uvicorn, with one "
-                      "worker and with two (`uvicorn --workers 2`, `[app] workers = 2`). The ratio is ours over "
-                      "uvicorn with as many workers: above 1 is more requests per second, below 1 a lower p99. "
+                      "or one per request (`Connection: close`). Our worker against plain uvicorn, on asyncio "
+                      "and h11 with one worker and with two (`uvicorn --workers 2`, `[app] workers = 2`), and "
+                      "with one on uvloop and httptools (`uvicorn --loop uvloop --http httptools`, `[app] loop = "
+                      "\"uvloop\"`, `http = \"httptools\"`: what `auto` picks with `uvicorn[standard]` "
+                      "installed). Each ratio is ours over uvicorn with the same workers and stack: above 1 is "
+                      "more requests per second, below 1 a lower p99. "
                       f"Both tools of a pair serve at once and are measured in turn, {seconds:g} s each, "
                       f"{rounds} rounds; each figure is the median of its rounds.", data=data)
     names = [t.name for _, *pair in PAIRS for t in pair]
@@ -110,7 +128,7 @@ def render(data: dict[str, Any], quick: bool = False) -> Section:
             continue
         section.notes += [f"{tool} ({app}): {r['error'].splitlines()[0]}" for tool, r in results.items()
                           if "error" in r]
-        table = Table([f"{app}: connections", *names, "ratio 1", "ratio 2"])
+        table = Table([f"{app}: connections", *names, *(label for label, *_ in PAIRS)])
         for connections in CONNECTIONS:
             for mode in MODES:
                 key = f"{connections} {mode}"
@@ -118,8 +136,8 @@ def render(data: dict[str, Any], quick: bool = False) -> Section:
                     values = [results.get(n, {}).get(key, {}).get(stat, math.nan) for n in names]
                     values = [math.nan if v is None else v for v in values]
                     cells = [f"{v * 1000:.1f}" if stat == "p99" and not math.isnan(v) else v for v in values]
-                    table.add(f"{key}: {label}", *cells, ratio(values[1], [values[0]], lower),
-                              ratio(values[3], [values[2]], lower))
+                    table.add(f"{key}: {label}", *cells,
+                              *(ratio(values[i + 1], [values[i]], lower) for i in range(0, len(values), 2)))
         section.tables.append(table)
         failed = {n: sum((f.get("failed") or 0) for f in results.get(n, {}).values() if isinstance(f, dict))
                   for n in names}

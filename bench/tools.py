@@ -13,6 +13,7 @@ A tool that is not installed is reported as such, never silently left out.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -63,7 +64,8 @@ class Tool:
         return self.name.startswith("supervisor")
 
 
-def _ours(reload: bool, workers: int = 1) -> Callable[[BenchApp, int, Path], list[str]]:
+def _ours(reload: bool, workers: int = 1, app_keys: str = "") -> Callable[[BenchApp, int, Path], list[str]]:
+    """``app_keys``: more [app] lines, such as uvicorn's loop and HTTP parser."""
     def command(app: BenchApp, port: int, workdir: Path) -> list[str]:
         database = "" if app.name == "webapp" else "[database]\nwait = false\n"
         (workdir / "supervisor.toml").write_text(textwrap.dedent(f"""\
@@ -75,9 +77,7 @@ def _ours(reload: bool, workers: int = 1) -> Callable[[BenchApp, int, Path], lis
             [app]
             app = "{app.target}"
             workers = {workers}
-            [status]
-            port = 0
-            """) + database)
+            """) + (app_keys + "\n" if app_keys else "") + "[status]\nport = 0\n" + database)
         return [PY, "-m", "supervisor", "up", "--reload" if reload else "--no-reload"]
     return command
 
@@ -135,15 +135,28 @@ def _supervisord(app: BenchApp, port: int, workdir: Path) -> list[str]:
     return [supervisord_path() or "supervisord", "-n", "-c", str(workdir / "supervisord.conf")]
 
 
+def _installed(*modules: str) -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in modules)
+
+
 def _needs(name: str) -> Callable[[], str | None]:
     return lambda: None if script(name) else f"`{name}` is not installed (pip install -e '.[bench]')"
 
 
 SUPERVISOR = Tool("supervisor", _ours(reload=True))
-SUPERVISOR_NO_RELOAD = Tool("supervisor --no-reload", _ours(reload=False))
-SUPERVISOR_2 = Tool("supervisor workers=2", _ours(reload=False, workers=2))
-UVICORN = Tool("uvicorn", _uvicorn())
-UVICORN_2 = Tool("uvicorn --workers 2", _uvicorn("--workers", "2"))
+# The serving pairs name uvicorn's stack: with uvicorn[standard] installed, "auto" is uvloop and
+# httptools for both tools, and the h11 figures would silently become the fast ones.
+H11 = ("--loop", "asyncio", "--http", "h11")
+FAST = ("--loop", "uvloop", "--http", "httptools")
+SUPERVISOR_NO_RELOAD = Tool("supervisor --no-reload", _ours(reload=False, app_keys='loop = "asyncio"\nhttp = "h11"'))
+SUPERVISOR_2 = Tool("supervisor workers=2", _ours(reload=False, workers=2, app_keys='loop = "asyncio"\nhttp = "h11"'))
+SUPERVISOR_FAST = Tool("supervisor uvloop+httptools",
+                       _ours(reload=False, app_keys='loop = "uvloop"\nhttp = "httptools"'),
+                       lambda: None if _installed("uvloop", "httptools") else "uvloop or httptools is not installed")
+UVICORN = Tool("uvicorn", _uvicorn(*H11))
+UVICORN_2 = Tool("uvicorn --workers 2", _uvicorn("--workers", "2", *H11))
+UVICORN_FAST = Tool("uvicorn --loop uvloop --http httptools", _uvicorn(*FAST),
+                    lambda: None if _installed("uvloop", "httptools") else "uvloop or httptools is not installed")
 UVICORN_RELOAD = Tool("uvicorn --reload", _uvicorn("--reload"))
 WATCHFILES = Tool("watchfiles", _watchfiles)
 HUPPER = Tool("hupper", _hupper, _needs("hupper"))

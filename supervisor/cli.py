@@ -27,7 +27,8 @@ from supervisor.warm.zygote import Zygote
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = Overrides(port=getattr(args, "port", None), mode=getattr(args, "mode", None),
                           workers=getattr(args, "workers", None), reload=getattr(args, "reload", None),
-                          app=getattr(args, "app", None), factory=getattr(args, "factory", None))
+                          app=getattr(args, "app", None), factory=getattr(args, "factory", None),
+                          log_config=getattr(args, "log_config", None))
     config = Path(args.config) if args.config else None
     return resolve_settings(Path(args.project_dir), os.environ, overrides, config)
 
@@ -139,6 +140,9 @@ def build_parser(only_up: bool = False) -> argparse.ArgumentParser:
     up.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                     help="the supervisor's own log level (default: [supervisor] log_level); debug "
                          "also logs the changes the watcher ignored, and why")
+    up.add_argument("--log-config", metavar="FILE",
+                    help="the workers' logging config (.json, .yaml or .ini, as uvicorn --log-config "
+                         "reads; default: [app] log_config, else uvicorn's)")
     up.set_defaults(func=cmd_up)
 
     check = sub.add_parser("check", help="validate configuration and environment, start nothing")

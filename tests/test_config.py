@@ -353,3 +353,52 @@ def test_a_pyproject_named_with_config_must_have_the_table(tmp_path: Path) -> No
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "pyproject.toml", required=True)
     assert "has no [tool.webapp-supervisor] table" in str(info.value)
+
+
+def test_the_app_server_keys_default_to_uvicorns_auto() -> None:
+    app = parse_config("").app
+    assert (app.loop, app.http, app.interface, app.log_config) == ("auto", "auto", "auto", "")
+    app = parse_config('[app]\nloop = "asyncio"\nhttp = "h11"\ninterface = "wsgi"\nlog_config = "log.yaml"\n').app
+    assert (app.loop, app.http, app.interface, app.log_config) == ("asyncio", "h11", "wsgi", "log.yaml")
+
+
+def test_bad_app_server_keys_name_the_file_line_value_and_the_choices() -> None:
+    found = problems_of('''
+        [app]
+        loop = "trio"
+        http = "h2"
+        interface = "rsgi"
+        log_config = "logging.txt"
+        ''')
+    assert len(found) == 4, found
+    loop, http, interface, log_config = found
+    assert loop.startswith("proj/supervisor.toml:3 [app] loop") and "'trio' is not allowed" in loop
+    assert "expected 'auto' or 'asyncio' or 'uvloop'" in loop
+    assert http.startswith("proj/supervisor.toml:4 [app] http") and "'h11' or 'httptools'" in http
+    assert interface.startswith("proj/supervisor.toml:5 [app] interface") and "'asgi2' or 'wsgi'" in interface
+    assert log_config.startswith("proj/supervisor.toml:6 [app] log_config") and ".json" in log_config
+
+
+def test_the_log_config_file_is_resolved_and_must_exist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from supervisor.config.settings import Overrides, resolve_settings
+
+    project = tmp_path / "proj"
+    (project / "conf").mkdir(parents=True)
+    (project / "supervisor.toml").write_text('[app]\nlog_config = "conf/log.json"\n[database]\nwait = false\n')
+    (project / "conf" / "log.json").write_text("{}")
+    assert resolve_settings(project, {}).log_config == str(project / "conf" / "log.json")
+
+    # up --log-config: relative to where the command runs, and it wins over the file's key.
+    (tmp_path / "mine.ini").write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_settings(project, {}, Overrides(log_config="mine.ini")).log_config == str(tmp_path / "mine.ini")
+
+    with pytest.raises(ConfigError) as info:
+        resolve_settings(project, {}, Overrides(log_config="missing.yaml"))
+    [problem] = info.value.problems
+    assert problem.where == "--log-config" and "'missing.yaml' is not a file" in problem.message
+    (project / "conf" / "log.json").unlink()
+    with pytest.raises(ConfigError) as info:
+        resolve_settings(project, {})
+    [problem] = info.value.problems
+    assert problem.where.endswith("[app] log_config") and "'conf/log.json' is not a file" in problem.message

@@ -142,3 +142,32 @@ def test_an_import_directory_listing_changes_with_packages_not_with_bytecode(tmp
     assert upgraded != before
     (tmp_path / "httpx").mkdir()
     assert listing_digest(str(tmp_path)) not in (before, upgraded)
+
+
+@pytest.mark.timeout(60)
+def test_a_template_whose_supervisor_closed_the_control_socket_mid_build_ends_quietly(tmp_path: Path) -> None:
+    """``up`` stopped while a template builds: the supervisor closes the control socket, and the
+    template's report of its build meets a broken pipe. A normal end: exit 0, no traceback."""
+    import os
+    import socket
+
+    from supervisor.child import forkserver
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ready_r, ready_w = os.pipe()
+    with ours, theirs:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor.child.forkserver", "--control-fd", str(theirs.fileno()),
+             "--ready-fd", str(ready_w), "--parent-pid", str(os.getpid())],
+            pass_fds=(theirs.fileno(), ready_w), env=base_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        os.close(ready_w)
+        forkserver.send(ours, {"plan": {"preload": ["json", "email.message"], "project_names": [],
+                                        "roots": [str(tmp_path)]}})
+        ours.close()  # the supervisor stops: the plan is on its way, nobody reads the report
+        try:
+            out, err = proc.communicate(timeout=30)
+        finally:
+            os.close(ready_r)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert proc.returncode == 0, (proc.returncode, out, err)

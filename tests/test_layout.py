@@ -78,7 +78,8 @@ def test_every_module_imports_in_a_fresh_interpreter() -> None:
 
 # What code running inside a worker or the template may import: the standard library, the server it
 # runs and the framework of its middlewares, and its own package. Never the supervisor's modules.
-CHILD_ALLOWED = ("supervisor.child", "uvicorn", "starlette")
+# a2wsgi: the optional WSGI adapter, imported only when the app is a WSGI app (supervisor.child.interface).
+CHILD_ALLOWED = ("supervisor.child", "uvicorn", "starlette", "a2wsgi")
 
 
 def all_imports(path: Path) -> set[str]:

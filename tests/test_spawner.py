@@ -289,3 +289,24 @@ async def test_a_stop_in_the_middle_of_a_build_ends_the_template_being_built() -
     service.cancel()
     await asyncio.gather(service, return_exceptions=True)
     assert h.templates[0].closed
+
+
+@pytest.mark.asyncio
+async def test_the_ready_line_names_the_modules_the_template_could_not_import(
+        harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    """It said "1 not importable there" without naming the module: which one, to look at?"""
+    caplog.set_level(logging.INFO, logger="supervisor")
+    harness.outcomes.append(built(WORKER_MODULE, "os", "starlette",
+                                  failed={"brokenlib": "RuntimeError: cannot be imported here"}))
+    harness.spawn()
+    await harness.ready_template()
+    [line] = [r.getMessage() for r in caplog.records if "template: pid" in r.getMessage()]
+    assert re.search(r"1 not importable there \(brokenlib\)", line), line
+
+
+def test_many_modules_not_importable_are_named_up_to_a_few() -> None:
+    from supervisor.warm.builder import not_importable
+
+    failed = {f"mod{i}": "ImportError" for i in range(8)}
+    assert not_importable(failed) == ", 8 not importable there (mod0, mod1, mod2, mod3, mod4 and 3 more)"
+    assert not_importable({}) == ""

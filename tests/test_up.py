@@ -7,6 +7,7 @@ status API and database wait are switched off so each test exercises only the co
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -71,11 +72,16 @@ def heartbeat_pipe(pid: int) -> str:
 
 
 def stray_pipes(pid: int) -> list[str]:
-    """Pipes a worker holds besides its own stdout, stderr and heartbeat: leaked descriptors."""
+    """Pipes a worker holds besides its own stdout, stderr and heartbeat: leaked descriptors.
+
+    A pipe whose both ends the worker holds is its event loop's own wake-up pipe (uvloop's libuv
+    opens two), not one inherited from the supervisor or another worker."""
     fds = Path(f"/proc/{pid}/fd")
     own = heartbeat_pipe(pid)
-    return [f"{fd.name} -> {target}" for fd in fds.iterdir()
-            if fd.name not in ("1", "2") and (target := os.readlink(fd)).startswith("pipe:") and target != own]
+    targets = {fd.name: os.readlink(fd) for fd in fds.iterdir()}
+    counts = collections.Counter(targets.values())
+    return [f"{name} -> {target}" for name, target in targets.items()
+            if name not in ("1", "2") and target.startswith("pipe:") and target != own and counts[target] < 2]
 
 
 def listening_sockets(pid: int) -> list[str]:

@@ -63,6 +63,12 @@ class WorkerOptions:
     # [app] max_requests and its jitter: the worker draws its quota and enforces it (0: no limit).
     max_requests: int = 0
     max_requests_jitter: int = 0
+    # [app] loop and http (uvicorn's; auto: uvloop and httptools when installed), interface (auto,
+    # asgi3, asgi2, wsgi) and log_config (a logging config file, absolute; "": uvicorn's own).
+    loop: str = "auto"
+    http: str = "auto"
+    interface: str = "auto"
+    log_config: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -317,11 +317,33 @@ def build(control: socket.socket, plan: dict[str, Any]) -> list[str] | None:
     return worker_path
 
 
+def build_and_serve(control: socket.socket, ready_fd: int) -> WorkerJob | int:
+    """The template's life: receive the plan, preload it, say so, answer fork requests. Returns
+    the exit code of the template, or (in a forked worker) the job it runs."""
+    message = receive(control)
+    if message is None:
+        return 0
+    sys_path = build(control, message["plan"])
+    if sys_path is None:
+        return EXIT_UNSAFE
+    os.write(ready_fd, b"ready\n")
+    os.close(ready_fd)
+    job = serve(control, sys_path)
+    return 0 if job is None else job
+
+
 def _project_stage(plan: dict[str, Any], roots: list[str], worker_path: list[str]) -> dict[str, Any] | None:
     """A project-stage template also imports the project's modules (see
     :mod:`supervisor.child.projectstage`), checked as a whole as each preloaded module is."""
     if not plan.get("project"):
         return None
+    # uvicorn's logging set up first, as the worker does before it imports the app: what the
+    # project's modules do to uvicorn's loggers at import survives (the worker, finding its app
+    # imported, leaves logging as it is).
+    from supervisor.child.worker import configure_logging
+
+    logging_plan = plan.get("logging") or {}
+    configure_logging(logging_plan.get("log_level", "info"), logging_plan.get("log_config", ""))
     fds_before = _fds()
     project = projectstage.build(plan["project"], roots, worker_path, plan.get("blocked", ()))
     opened = [target for fd, target in _fds().items() if fds_before.get(fd) != target]
@@ -342,17 +364,14 @@ def main(argv: list[str] | None = None) -> int:
     control = socket.socket(fileno=args.control_fd)
     control.set_inheritable(False)
     os.set_inheritable(args.ready_fd, False)
-    message = receive(control)
-    if message is None:
+    try:
+        job = build_and_serve(control, args.ready_fd)
+    except (BrokenPipeError, ConnectionResetError):
+        # The supervisor closed the control socket (or the ready pipe) while we built or served:
+        # it stopped, or gave up on this template. A normal end, not a crash to print.
         return 0
-    sys_path = build(control, message["plan"])
-    if sys_path is None:
-        return EXIT_UNSAFE
-    os.write(args.ready_fd, b"ready\n")
-    os.close(args.ready_fd)
-    job = serve(control, sys_path)
-    if job is None:
-        return 0
+    if isinstance(job, int):
+        return job
     # In the forked worker from here on: leave the template's frames behind, so the worker ends
     # like any interpreter (atexit handlers, non-daemon threads joined, buffers flushed).
     return job.run()

@@ -35,6 +35,7 @@ from supervisor.config.toml import (
     config_file,
     field_bounds,
     load_config,
+    log_config_problem,
     missing_config,
     pyproject_has_table,
 )
@@ -60,6 +61,7 @@ class Overrides:
     mode: str | None = None
     workers: int | None = None
     reload: bool | None = None
+    log_config: str | None = None  # relative to the current directory, as a shell user means it
     app: str | None = None  # APP: module:attribute, a file or a module (supervisor.config.discover)
     factory: bool | None = None  # --factory
 
@@ -82,6 +84,8 @@ class Settings:
     # name -> ".env:LINE" or "environment", for every variable .env set or the schema declares.
     env_sources: dict[str, str] = field(default_factory=dict)
     secrets: frozenset[str] = field(default_factory=frozenset, repr=False)
+    # The workers' logging config file, absolute (up --log-config, else [app] log_config); "": uvicorn's.
+    log_config: str = ""
     # How the input was read, for the log at start and for `check`: the app found, files ignored.
     notices: tuple[Notice, ...] = ()
     # Neither APP, [app] app nor a Procfile names the app and none was found: `up` and `check` fail
@@ -178,6 +182,7 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
     if project_dir.is_dir() and not app_dir.is_dir():
         problems.append(Problem(config.where("app", "app_dir"), f"{config.app.app_dir!r} is not a "
                                 f"directory ({app_dir}); expected a directory relative to {project_dir}"))
+    log_config = _log_config(project_dir, config, overrides, problems)
     # The webapp reads these instead of assuming the defaults.
     merged["SUPERVISOR_MODE"] = mode
     merged["SUPERVISOR_RUNTIME_DIR"] = str(runtime_dir)
@@ -205,7 +210,25 @@ def resolve_settings(project_dir: Path, environ: Mapping[str, str], overrides: O
                                         named=set(config.env) | set(dotenv.values))),
         notices=tuple(notices),
         app_problem=app_problem,
+        log_config=log_config,
     )
+
+
+def _log_config(project_dir: Path, config: Config, overrides: Overrides, problems: list[Problem]) -> str:
+    """The logging config file as an absolute path ("" for none), or a problem if it is not a file."""
+    if overrides.log_config is not None:
+        where, value, path = "--log-config", overrides.log_config, Path(overrides.log_config).resolve()
+    else:
+        where, value = config.where("app", "log_config"), config.app.log_config
+        path = project_dir / value
+    if not value:
+        return ""
+    form = log_config_problem(value)
+    if form or not path.is_file():
+        problems.append(Problem(where, form or f"{value!r} is not a file ({path}); expected a logging config "
+                                              f"file (.json, .yaml or .ini, as uvicorn --log-config takes)"))
+        return ""
+    return str(path)
 
 
 def interpreter_path(path: str | None, executable: str) -> str:

@@ -85,6 +85,25 @@ class AppSection:
     max_rss: float = _opt(0.0, lo=0, hi=1_048_576)  # MiB of the worker's resident memory
     max_age: float = _opt(0.0, lo=0, hi=31_536_000)  # seconds since the worker started
     max_age_jitter: float = _opt(0.0, lo=0, hi=31_536_000)
+    # uvicorn's event loop and HTTP protocol; auto: uvloop and httptools when installed, as uvicorn.
+    loop: str = _opt("auto", choices=("auto", "asyncio", "uvloop"))
+    http: str = _opt("auto", choices=("auto", "h11", "httptools"))
+    # auto: ASGI 3 or 2 as uvicorn tells them apart, WSGI for an (environ, start_response) callable.
+    interface: str = _opt("auto", choices=("auto", "asgi3", "asgi2", "wsgi"))
+    # A logging config file for the workers' uvicorn (relative to the project); "": uvicorn's own.
+    log_config: str = _opt("")
+
+
+# The logging config files uvicorn reads: JSON, YAML (needs PyYAML), else logging.config.fileConfig.
+LOG_CONFIG_SUFFIXES = (".json", ".yaml", ".yml", ".ini", ".conf", ".cfg")
+
+
+def log_config_problem(value: str) -> str:
+    """What is wrong with an ``[app] log_config`` / ``--log-config`` value's form ("" when nothing)."""
+    if value and not value.lower().endswith(LOG_CONFIG_SUFFIXES):
+        return (f"{value!r} is not a logging config file uvicorn reads; expected a path ending in "
+                f"{', '.join(LOG_CONFIG_SUFFIXES)}")
+    return ""
 
 
 @dataclass(frozen=True)
@@ -343,6 +362,8 @@ def _cross_checks(cfg: Config, path: str, locator: Locator, problems: list[Probl
             f"{app.hang_timeout:g} is shorter than two heartbeats (heartbeat_interval = "
             f"{app.heartbeat_interval:g}); expected at least {2 * app.heartbeat_interval:g}, or 0 to turn "
             "hang detection off"))
+    if log_config_problem(app.log_config):
+        problems.append(Problem(_where(path, locator, "app", "log_config"), log_config_problem(app.log_config)))
     d = cfg.database
     if d.max_delay < d.initial_delay:
         problems.append(Problem(

@@ -278,6 +278,7 @@ def worker_spec(settings: Settings, listen_fd: int, livereload_url: str = "") ->
         heartbeat_interval=cfg.app.heartbeat_interval,
         stacks_dir=str(stacks_dir(settings.runtime_dir)),
         max_requests=cfg.app.max_requests, max_requests_jitter=cfg.app.max_requests_jitter,
+        loop=cfg.app.loop, http=cfg.app.http, interface=cfg.app.interface, log_config=settings.log_config,
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -25,6 +25,19 @@ logger = logging.getLogger("supervisor")
 BUILD_TIMEOUT = 120.0  # seconds a template may take to import everything (a cold disk, a big app)
 MAX_FAILURES = 3  # templates that failed or died in a row before forking is given up
 MAX_UNSAFE_ROUNDS = 10  # modules left out, one rebuild each, before one build is given up
+
+
+def not_importable(failed: Mapping[str, str], shown: int = 5) -> str:
+    """The tail of the template's "ready" line: which modules it could not import, by name.
+
+    >>> not_importable({"b": "ImportError: ...", "a": "RuntimeError: ..."})
+    ', 2 not importable there (a, b)'
+    """
+    if not failed:
+        return ""
+    names = sorted(failed)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f", {len(names)} not importable there ({', '.join(names[:shown])}{more})"
 
 
 class TemplateStarter(Protocol):
@@ -136,7 +149,7 @@ class TemplateBuilder:
         template.proc.add_exit_callback(exited)
 
     def _install(self, candidate: TemplateProcess, built: Built) -> None:
-        failed = f", {len(built.failed)} not importable there" if built.failed else ""
+        failed = not_importable(built.failed)
         logger.info("template: pid %d ready in %.2fs, %d modules preloaded%s", candidate.pid, built.seconds,
                     len(built.loaded), failed)
         if self.spec is not None and template_key(self.spec) != candidate.key:

@@ -190,7 +190,8 @@ class TemplateProcess:
             proc = WorkerProcess(popen, ready_r, on_line)
             forkserver.send(ours, {"plan": {"preload": list(plan.preload), "project_names": sorted(plan.project_names),
                                             "roots": list(plan.roots), "project": list(plan.project),
-                                            "blocked": list(plan.blocked)}})
+                                            "blocked": list(plan.blocked),
+                                            "logging": {"log_level": spec.log_level, "log_config": spec.log_config}}})
         except BaseException:
             popen.kill()
             popen.wait()
