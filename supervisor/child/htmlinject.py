@@ -20,6 +20,8 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from supervisor.child.longlived import content_type
+
 # uvicorn's error logger has a handler in the worker; the supervisor relays its lines.
 logger = logging.getLogger("uvicorn.error")
 OVERLAY_ID = "supervisor-livereload-overlay"
@@ -104,12 +106,13 @@ def _headers(message: Message) -> dict[bytes, bytes]:
 def skip_reason(start: Message) -> str | None:
     """Why a response must pass through untouched: "" for a plain reason not worth a log line,
     a phrase for one that is, None when the script may be added."""
-    if start.get("status", 200) in (204, 304) or start.get("status", 200) < 200:
+    status = start.get("status", 200)
+    if status in (204, 304) or status < 200:
+        return ""
+    if content_type(start) != b"text/html":  # most responses: decided without reading every header
         return ""
     headers = _headers(start)
-    media, _, params = headers.get(b"content-type", b"").partition(b";")
-    if media.strip().lower() != b"text/html":
-        return ""
+    params = headers.get(b"content-type", b"").partition(b";")[2]
     charset = params.lower().partition(b"charset=")[2].split(b";")[0].strip(b" \"'").decode("latin-1")
     if charset not in _TEXT_CHARSETS:
         return f"its charset is {charset}"

@@ -21,7 +21,6 @@ ignores all of that is cancelled after ``grace`` seconds, its own ``finally`` bl
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,7 +29,8 @@ EVENT_STREAM = b"text/event-stream"
 EVENT_BOUNDARIES = (b"\n\n", b"\r\n\r\n", b"\r\r")
 
 
-def _content_type(message: Message) -> bytes:
+def content_type(message: Message) -> bytes:
+    """The media type of a response start, lower case, without its parameters; b"" when none."""
     for name, value in message.get("headers", ()):
         if name.lower() == b"content-type":
             return bytes(value).split(b";", 1)[0].strip().lower()
@@ -110,14 +110,15 @@ class LongLived:
             asyncio.ensure_future(conn.end(self.grace))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            await self._run(scope, receive, send, self._http_send)
-        elif scope["type"] == "websocket":
-            await self._run(scope, receive, send, self._websocket_send)
+        # One coroutine frame per request, not two: this runs on every request of every worker.
+        kind = scope["type"]
+        if kind == "http":
+            wrap = self._http_send
+        elif kind == "websocket":
+            wrap = self._websocket_send
         else:
             await self.app(scope, receive, send)
-
-    async def _run(self, scope: Scope, receive: Receive, send: Send, wrap: Any) -> None:
+            return
         holder: list[_Open] = []
         try:
             await self.app(scope, receive, wrap(send, holder))
@@ -141,7 +142,7 @@ class LongLived:
             stream = holder[0] if holder else None
             if stream is None:
                 await send(message)
-                if message["type"] == "http.response.start" and _content_type(message) == EVENT_STREAM:
+                if message["type"] == "http.response.start" and content_type(message) == EVENT_STREAM:
                     self._track(_Stream(send, self.retry_ms), holder)
                 return
             assert isinstance(stream, _Stream)

@@ -37,10 +37,12 @@ STYLESHEETS = ("*.css",)
 
 
 def browser_follows(settings: Settings) -> bool:
-    """Whether pages get the live-reload script: development mode, ``[reload] browser`` on, and a
-    status API on loopback to serve the stream (beyond loopback it would need the token)."""
+    """Whether pages get the live-reload script: development mode with reloading on (without a
+    watcher there is nothing to follow, and every response would pay for the script's middleware),
+    ``[reload] browser`` on, and a status API on loopback to serve the stream (beyond loopback it
+    would need the token)."""
     status = settings.config.status
-    return (not settings.production and settings.config.reload.browser and status.enabled
+    return (not settings.production and settings.reload and settings.config.reload.browser and status.enabled
             and is_loopback(status.host))
 
 

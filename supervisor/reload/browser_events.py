@@ -95,7 +95,7 @@ class LiveReloadHub:
 def livereload_url(settings: Settings, status_url: str | None) -> str:
     """The stream's URL for development workers' pages, or "" (saying why once) when pages cannot
     follow reloads."""
-    if settings.production or not settings.config.reload.browser:
+    if settings.production or not settings.reload or not settings.config.reload.browser:
         return ""
     if status_url is None:
         logger.info("live reload: off, the status API is disabled ([status] enabled = false) and serves "
