@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from supervisor.spawn.process import LineSink, WorkerProcess, WorkerSpec
+from supervisor.spawn.process import LineSink, WorkerSpec
 from supervisor.warm.preload import Learner
-from supervisor.warm.template import Built, Failed, Plan, TemplateProcess, Unsafe, template_key
+from supervisor.warm.template import Built, Failed, Plan, Started, TemplateProcess, Unsafe, template_key
 
 logger = logging.getLogger("supervisor")
 
@@ -63,8 +63,7 @@ class TemplateBuilder:
         self._failures = 0
         self._wanted = False
         self._wake: asyncio.Event | None = None
-        self._closing: set[asyncio.Future[None]] = set()
-        self._alive: set[TemplateProcess] = set()  # every template started and not yet closed
+        self._started = Started()
 
     def want(self) -> None:
         """Build a template (again) as soon as the current build, if any, is over."""
@@ -91,8 +90,7 @@ class TemplateBuilder:
 
     async def end(self) -> None:
         """End every template started, the one in use and one being built included."""
-        ending = [template.close() for template in self._alive]
-        await asyncio.gather(*ending, *self._closing, return_exceptions=True)
+        await self._started.end()
 
     def usable(self, spec: WorkerSpec) -> TemplateProcess | None:
         """The template to fork a worker of ``spec`` from; None (and a rebuild) when it does not fit."""
@@ -120,7 +118,7 @@ class TemplateBuilder:
             except OSError as exc:
                 self._failed(f"it could not be started: {exc.strerror or exc}")
                 return
-            self._track(candidate)
+            self._started.track(candidate)
             self.candidate = candidate
             outcome = await candidate.built(self._build_timeout)
             self.candidate = None
@@ -139,15 +137,6 @@ class TemplateBuilder:
                     return
         self._failed(f"more than {MAX_UNSAFE_ROUNDS} modules were unsafe to preload")
 
-    def _track(self, template: TemplateProcess) -> None:
-        """Whatever happens next (a stop in the middle of a build), end() ends it."""
-        self._alive.add(template)
-
-        def exited(_: WorkerProcess) -> None:
-            self._alive.discard(template)
-
-        template.proc.add_exit_callback(exited)
-
     def _install(self, candidate: TemplateProcess, built: Built) -> None:
         failed = not_importable(built.failed)
         logger.info("template: pid %d ready in %.2fs, %d modules preloaded%s", candidate.pid, built.seconds,
@@ -158,7 +147,7 @@ class TemplateBuilder:
         self.fell_back = False
         candidate.proc.add_exit_callback(lambda _: self._exited(candidate))
         if old is not None:
-            self._close_later(old)
+            self._started.close_later(old)
 
     def _relay(self, pid: int, line: str) -> None:
         logger.info("template %d | %s", pid, line)
@@ -171,13 +160,13 @@ class TemplateBuilder:
                     "meanwhile)", why)
         self.template = None
         self.fell_back = True
-        self._close_later(template)
+        self._started.close_later(template)
         self.want()
 
     def lost(self, template: TemplateProcess, why: str) -> None:
         """The template failed a fork: it counts as a failure, and a new one is built."""
         self.template = None
-        self._close_later(template)
+        self._started.close_later(template)
         self._failed(f"pid {template.pid}: {why}")
 
     def _exited(self, template: TemplateProcess) -> None:
@@ -203,10 +192,5 @@ class TemplateBuilder:
             self.disabled = reason
             logger.warning("template: %s; workers start as fresh interpreters from now on", reason)
         if self.template is not None:
-            self._close_later(self.template)
+            self._started.close_later(self.template)
             self.template = None
-
-    def _close_later(self, template: TemplateProcess) -> None:
-        closing = asyncio.ensure_future(template.close())
-        self._closing.add(closing)
-        closing.add_done_callback(self._closing.discard)

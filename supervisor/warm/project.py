@@ -30,6 +30,7 @@ from supervisor.warm.template import (
     Failed,
     NotOurChild,
     Plan,
+    Started,
     TemplateBroken,
     TemplateProcess,
     Unsafe,
@@ -71,8 +72,7 @@ class ProjectStage:
         self._reports: dict[int, dict[str, Any]] = {}  # pid -> its warm_failed report
         self._fallback: _Fallback | None = None
         self._wake: asyncio.Event | None = None
-        self._closing: set[asyncio.Future[None]] = set()
-        self._alive: set[TemplateProcess] = set()  # every project-stage template started and not closed
+        self._started = Started()
 
     # ----- building ------------------------------------------------------------------------------
 
@@ -105,17 +105,7 @@ class ProjectStage:
                     self.building = False
 
     async def end(self) -> None:
-        ending = [template.close() for template in self._alive]
-        await asyncio.gather(*ending, *self._closing, return_exceptions=True)
-
-    def _track(self, template: TemplateProcess) -> None:
-        self._alive.add(template)
-        template.proc.add_exit_callback(lambda _: self._alive.discard(template))
-
-    def _close_later(self, template: TemplateProcess) -> None:
-        closing = asyncio.ensure_future(template.close())
-        self._closing.add(closing)
-        closing.add_done_callback(self._closing.discard)
+        await self._started.end()
 
     async def build(self, start: Callable[[Plan], TemplateProcess], plan: Plan, timeout: float) -> None:
         """Build a project-stage template for ``plan``; install it in place of the old one."""
@@ -127,7 +117,7 @@ class ProjectStage:
         except OSError as exc:
             self._failed(f"it could not be started: {exc.strerror or exc}")
             return
-        self._track(candidate)
+        self._started.track(candidate)
         outcome = await candidate.built(timeout)
         graph = outcome.project if isinstance(outcome, Built) else None
         if graph is not None:
@@ -140,9 +130,9 @@ class ProjectStage:
             old, self.template = self.template, candidate
             candidate.proc.add_exit_callback(lambda _: self._exited(candidate))
             if old is not None:
-                self._close_later(old)
+                self._started.close_later(old)
             return
-        self._close_later(candidate)
+        self._started.close_later(candidate)
         if isinstance(outcome, Unsafe):
             self.disable(f"the project's modules are unsafe to fork from: {outcome.reason}")
         else:
@@ -166,12 +156,12 @@ class ProjectStage:
             self.disabled = reason
             logger.warning("template: project stage off: %s; workers import the whole project", reason)
         if self.template is not None:
-            self._close_later(self.template)
+            self._started.close_later(self.template)
             self.template = None
 
     def close(self) -> None:
         if self.template is not None:
-            self._close_later(self.template)
+            self._started.close_later(self.template)
             self.template = None
 
     # ----- forking -------------------------------------------------------------------------------

@@ -316,6 +316,28 @@ class TemplateProcess:
             await self.proc.stop(timeout / 2)
 
 
+class Started:
+    """The template processes one builder started: each is closed by :meth:`end` (a stop in the
+    middle of a build included), and one replaced or failed is closed in the background."""
+
+    def __init__(self) -> None:
+        self._alive: set[TemplateProcess] = set()  # started, and not exited yet
+        self._closing: set[asyncio.Future[None]] = set()
+
+    def track(self, template: TemplateProcess) -> None:
+        self._alive.add(template)
+        template.proc.add_exit_callback(lambda _: self._alive.discard(template))
+
+    def close_later(self, template: TemplateProcess) -> None:
+        closing = asyncio.ensure_future(template.close())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+
+    async def end(self) -> None:
+        ending = [template.close() for template in self._alive]
+        await asyncio.gather(*ending, *self._closing, return_exceptions=True)
+
+
 def _close(fds: Iterable[int]) -> None:
     for fd in fds:
         with contextlib.suppress(OSError):
