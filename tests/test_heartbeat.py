@@ -22,7 +22,6 @@ from supervisor.child.heartbeat import (
     Beat,
     BeatReader,
     Heartbeat,
-    RequestCounter,
     RequestQuota,
 )
 from supervisor.listen.ports import bind_listener
@@ -36,19 +35,6 @@ def test_beats_are_read_whole_however_the_bytes_arrive() -> None:
     assert reader.feed(data[:5]) == []
     assert reader.feed(data[5:BEAT.size + 3]) == [Beat(0.25, 7)]
     assert reader.feed(data[BEAT.size + 3:]) == [Beat(0.0, 9)]
-
-
-@pytest.mark.asyncio
-async def test_the_request_counter_counts_http_requests_and_websocket_sessions_only() -> None:
-    seen: list[str] = []
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        seen.append(scope["type"])
-
-    counter = RequestCounter(app)
-    for kind in ("lifespan", "http", "websocket", "http"):
-        await counter({"type": kind}, None, None)
-    assert (counter.count, seen) == (3, ["lifespan", "http", "websocket", "http"])
 
 
 @pytest.mark.asyncio
@@ -134,18 +120,3 @@ def test_the_request_quota_nears_at_nine_tenths_and_is_reached_at_its_last_reque
     assert RequestQuota.draw(0, 50).limit == 0
     draws = iter((0.0, 0.5, 0.9999))
     assert [RequestQuota.draw(100, 10, lambda: next(draws)).limit for _ in range(3)] == [100, 105, 110]
-
-
-@pytest.mark.asyncio
-async def test_the_counter_tells_each_stage_of_the_quota_once_before_the_app_sees_the_request() -> None:
-    told: list[tuple[int, int]] = []
-    seen: list[int] = []
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        seen.append(counter.count)
-
-    counter = RequestCounter(app, RequestQuota(4), on_stage=lambda stage: told.append((stage, len(seen))))
-    for _ in range(6):
-        await counter({"type": "http"}, None, None)
-    # NEARING as the 3rd request begins (none of it seen by the app yet), REACHED as the 4th does.
-    assert told == [(NEARING, 2), (REACHED, 3)] and seen == [1, 2, 3, 4, 5, 6]

@@ -13,6 +13,7 @@ and the drain's "stop accepting" against both event loops, asyncio's and uvloop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from typing import Any
@@ -22,6 +23,7 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from supervisor.child.accepting import pause_accepting, reopen, resume_accepting
+from supervisor.child.gate import Gate
 from supervisor.child.protocol import http_protocol
 from supervisor.child.worker import ReportingServer
 
@@ -197,10 +199,13 @@ def test_a_worker_that_stops_accepting_leaves_new_connections_to_the_socket_it_s
     b"GET /\r\n\r\n",  # HTTP/0.9: no version
     b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Huge: " + b"a" * 200_000 + b"\r\n\r\n",
     b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
-], ids=["http-0.9", "huge-header", "huge-url"])
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Many: " + b"a" * 3000 + b"\r\n" * 1 + b"X-More: b\r\n" * 2000,
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Drip: " + b"a" * 300_000,  # never ends
+], ids=["http-0.9", "huge-header", "huge-url", "many-headers", "head-never-ends"])
 async def test_what_h11_refuses_httptools_refuses_with_a_400(request_bytes: bytes) -> None:
     """h11 refuses these (a 400, or a close; the long URL when it arrives in pieces); llhttp would hand
-    them to the app: CleanHttpToolsProtocol refuses them with a 400."""
+    them to the app: the worker's gate (a whole head) and CleanHttpToolsProtocol (a head still
+    arriving) refuse them with a 400."""
     reached: list[str] = []
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -211,7 +216,7 @@ async def test_what_h11_refuses_httptools_refuses_with_a_400(request_bytes: byte
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, loop="asyncio", lifespan="off", log_level="error",
+    config = uvicorn.Config(Gate(app, app), loop="asyncio", lifespan="off", log_level="error",
                             http=worker_protocol("httptools"))
     server = uvicorn.Server(config)
     serving = asyncio.ensure_future(server.serve(sockets=[sock]))
@@ -219,7 +224,10 @@ async def test_what_h11_refuses_httptools_refuses_with_a_400(request_bytes: byte
         while not server.started:
             await asyncio.sleep(0.01)  # poll interval: uvicorn offers no "started" event
         reader, writer = await asyncio.open_connection(*sock.getsockname())
-        writer.write(request_bytes)
+        for start in range(0, len(request_bytes), 8192):  # in pieces, as a slow client sends it
+            writer.write(request_bytes[start:start + 8192])
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
         try:
             answer = await asyncio.wait_for(reader.read(), 10)
         except ConnectionResetError:  # the 400 and then a reset for the unread rest: refused all the same

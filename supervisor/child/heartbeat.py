@@ -1,5 +1,6 @@
-"""The worker's side of the health checks: a heartbeat from the app's own event loop, a request
-count, and a stack dump on demand. Runs inside ``python -m supervisor.child.worker``.
+"""The worker's side of the health checks: a heartbeat from the app's own event loop, the request
+quota (counted by :mod:`supervisor.child.gate`), and a stack dump on demand. Runs inside
+``python -m supervisor.child.worker``.
 
 The heartbeat is a callback scheduled on the event loop that serves the app, not a thread: a
 thread would keep answering while a blocking call holds the loop, and the worker would look alive
@@ -25,13 +26,14 @@ import asyncio
 import contextlib
 import faulthandler
 import io
+import math
 import os
 import random
 import signal
 import struct
 from collections.abc import Callable
 from types import FrameType
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 # Loop lag in seconds, requests begun, the request quota (0: none), its stage; < PIPE_BUF, so
 # written whole.
@@ -41,10 +43,6 @@ COUNTING, NEARING, REACHED = 0, 1, 2
 NEAR_FRACTION = 0.9  # of the quota, when the replacement is asked for
 STACKS_SIGNAL = signal.SIGUSR2
 END_MARK = "--- end of stacks ---"
-
-Scope = dict[str, Any]
-ASGIApp = Callable[[Scope, Any, Any], Any]
-
 
 class Beat(NamedTuple):
     loop_lag: float
@@ -80,28 +78,19 @@ class RequestQuota:
             return COUNTING
         return REACHED if requests >= self.limit else NEARING
 
+    def next_change(self, stage: int) -> float:
+        """The request count at which the stage may move on from ``stage`` (infinite: never), so
+        that a counter compares one number per request instead of working the stage out.
 
-class RequestCounter:
-    """ASGI middleware: counts the HTTP requests and WebSocket sessions the worker begins, and
-    calls ``on_stage`` as the count moves into a new stage of ``quota`` (from the request that
-    moves it, before the app sees that request)."""
-
-    def __init__(self, app: ASGIApp, quota: RequestQuota | None = None,
-                 on_stage: Callable[[int], None] = lambda stage: None) -> None:
-        self.app = app
-        self.count = 0
-        self.quota = quota or RequestQuota(0)
-        self.stage = COUNTING
-        self.on_stage = on_stage
-
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] in ("http", "websocket"):
-            self.count += 1
-            stage = self.quota.stage(self.count)
-            if stage != self.stage:
-                self.stage = stage
-                self.on_stage(stage)
-        await self.app(scope, receive, send)
+        >>> quota = RequestQuota(10)
+        >>> [quota.next_change(stage) for stage in (COUNTING, NEARING, REACHED)]
+        [9, 10, inf]
+        >>> RequestQuota(0).next_change(COUNTING)
+        inf
+        """
+        if not self.limit or stage == REACHED:
+            return math.inf
+        return self.near_at if stage == COUNTING else self.limit
 
 
 class Heartbeat:

@@ -3,8 +3,8 @@
 A draining worker answers every request still to come with ``Connection: close``; that is enough
 for ordinary requests, but a WebSocket or a ``text/event-stream`` response never finishes by
 itself, so it would pin the old worker until the drain deadline cuts it without a word. This
-ASGI middleware, wrapped around the app in every worker, keeps track of both and, when
-:meth:`LongLived.drain` is called at the start of the drain:
+ASGI middleware keeps track of both and, when :meth:`LongLived.drain` is called at the start of
+the drain:
 
 * closes each accepted WebSocket with code 1012 ("service restart"), which tells a client to
   reconnect (to the new worker, which already serves);
@@ -16,6 +16,10 @@ The app sees what it would see if the client had gone: a ``websocket.disconnect`
 ``http.disconnect`` from ``receive``, and an ``OSError`` from a WebSocket ``send`` (Starlette turns
 both into ``WebSocketDisconnect``); event-stream chunks it still sends are dropped. An app that
 ignores all of that is cancelled after ``grace`` seconds, its own ``finally`` blocks still running.
+
+Watching each message costs a few microseconds a request, so a worker hands this middleware only
+what may be long-lived: WebSockets and requests that ask for an event stream (see
+:mod:`supervisor.child.gate`).
 """
 
 from __future__ import annotations

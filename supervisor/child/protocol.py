@@ -22,6 +22,13 @@ from typing import Any, Literal
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 HttpChoice = Literal["auto", "h11", "httptools"]
+# h11's bound on a request's line and headers (h11.DEFAULT_MAX_INCOMPLETE_EVENT_SIZE); llhttp has none.
+DEFAULT_HEAD_LIMIT = 16 * 1024
+
+
+def head_limit(config: Any) -> int:
+    """The bound on a request head: uvicorn's ``h11_max_incomplete_event_size``, or h11's default."""
+    return getattr(config, "h11_max_incomplete_event_size", None) or DEFAULT_HEAD_LIMIT
 
 
 def disconnect_cycle(protocol: Any) -> None:

@@ -1,5 +1,12 @@
-"""uvicorn's httptools protocol with the fix of :mod:`supervisor.child.protocol`, and refusing what
-h11 refuses: a request line without an HTTP version, a request head larger than h11's limit.
+"""uvicorn's httptools protocol with the fix of :mod:`supervisor.child.protocol`, and a bound on a
+request head that is still arriving.
+
+h11 refuses a head larger than its bound; llhttp has none, and uvicorn gathers the URL and the
+headers for as long as a client sends them. A head that has arrived whole, and an HTTP/0.9
+request line, are refused in front of the app by :mod:`supervisor.child.gate`, for no more than
+a comparison per request. The one thing only the protocol sees is a head that has not arrived
+whole yet: it is counted here, chunk by chunk, and refused with a 400 once it is past the bound.
+Nothing else is overridden: a parser callback done in Python costs a frame per header.
 
 Its own module: importing it needs httptools (``uvicorn[standard]``), which is optional.
 """
@@ -10,49 +17,41 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from supervisor.child.protocol import disconnect_cycle
+from supervisor.child.protocol import disconnect_cycle, head_limit
 
-# h11's bound on a request's line and headers (h11.DEFAULT_MAX_INCOMPLETE_EVENT_SIZE); llhttp has none.
-DEFAULT_HEAD_LIMIT = 16 * 1024
+INVALID = "Invalid HTTP request received."  # uvicorn's own words for a request its parser refuses
 
 
 class CleanHttpToolsProtocol(HttpToolsProtocol):
     """``uvicorn.Config(http=CleanHttpToolsProtocol)``: the malformed body ends the app's cycle too;
-    an HTTP/0.9 request line and a head over ``h11_max_incomplete_event_size`` get a 400, as under h11.
-
-    Refused by raising in a parser callback: the parser reports a callback error, which uvicorn
-    answers as any malformed request (a 400, the connection closed).
-    """
+    a request head still arriving past ``h11_max_incomplete_event_size`` bytes gets a 400, as under h11."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._head_limit = getattr(self.config, "h11_max_incomplete_event_size", None) or DEFAULT_HEAD_LIMIT
-        self._head_size = 0
+        self._head_limit = head_limit(self.config)
+        self._arriving: object = None  # the scope of the head being counted
+        self._arrived = 0
 
     def send_400_response(self, msg: str) -> None:
         super().send_400_response(msg)
         disconnect_cycle(self)
 
-    def on_message_begin(self) -> None:
-        self._head_size = 0
-        super().on_message_begin()
+    def data_received(self, data: bytes) -> None:
+        HttpToolsProtocol.data_received(self, data)
+        scope = self.scope
+        # uvicorn makes a request's scope when its head begins and names its method once the
+        # head is whole: a scope without one is a head still arriving.
+        if scope is not None and "method" not in scope:
+            self._count_head(scope, len(data))
 
-    def on_url(self, url: bytes) -> None:
-        self._count(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)  # ": " and CRLF
-        super().on_header(name, value)
-
-    def on_headers_complete(self) -> None:
-        # llhttp takes a request line without a version ("GET /") as HTTP/0.9, and the app would
-        # answer it; h11 refuses it.
-        if self.parser.get_http_version() == "0.9":
-            raise ValueError("an HTTP/0.9 request line (no HTTP version)")
-        super().on_headers_complete()
-
-    def _count(self, size: int) -> None:
-        self._head_size += size
-        if self._head_size > self._head_limit:
-            raise ValueError(f"a request head over {self._head_limit} bytes")
+    def _count_head(self, scope: object, received: int) -> None:
+        if scope is not self._arriving:
+            # It began in this chunk: what the parser handed over so far (a header it is still
+            # reading is in the chunks to come, or in this one, which is at most one read).
+            self._arriving = scope
+            self._arrived = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        else:
+            self._arrived += received
+        if self._arrived > self._head_limit and not self.transport.is_closing():
+            self.logger.warning(INVALID)
+            self.send_400_response(INVALID)

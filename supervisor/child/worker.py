@@ -28,10 +28,11 @@ from supervisor.child import interface
 from supervisor.child.accept_errors import AcceptErrorLog
 from supervisor.child.accepting import RESUME_SIGNAL, pause_accepting, reopen, resume_accepting, stop_accepting
 from supervisor.child.args import READY_MESSAGE, WorkerArgs
-from supervisor.child.heartbeat import REACHED, Heartbeat, RequestCounter, RequestQuota, StackDump
+from supervisor.child.gate import Gate
+from supervisor.child.heartbeat import REACHED, Heartbeat, RequestQuota, StackDump
 from supervisor.child.longlived import LongLived
 from supervisor.child.osutil import die_with
-from supervisor.child.protocol import http_protocol
+from supervisor.child.protocol import head_limit, http_protocol
 from supervisor.child.report import encode_report
 
 # Paths of frames that are ours or the import system's, not the user's, in a load traceback.
@@ -326,12 +327,13 @@ def run(args: WorkerArgs) -> int:
     except Exception as exc:
         print_user_traceback(exc, args.app)
         return 1
-    longlived = LongLived(config.loaded_app)
-    config.loaded_app = longlived
+    app = config.loaded_app
+    longlived = LongLived(app)
     quota = RequestQuota.draw(args.max_requests, args.max_requests_jitter)
-    counter = RequestCounter(longlived, quota, on_stage=lambda stage: quota_stage(stage))
-    heartbeat = Heartbeat(args.heartbeat_fd, args.heartbeat_interval, lambda: counter.count,
-                          quota=lambda: (quota.limit, counter.stage)) if args.heartbeat_fd >= 0 else None
+    # The long-lived (WebSockets, event-stream requests) go to the tracking, the rest straight to the app.
+    gate = Gate(app, longlived, quota, on_stage=lambda stage: quota_stage(stage), head_limit=head_limit(config))
+    heartbeat = Heartbeat(args.heartbeat_fd, args.heartbeat_interval, lambda: gate.count,
+                          quota=lambda: (quota.limit, gate.stage)) if args.heartbeat_fd >= 0 else None
 
     def quota_stage(stage: int) -> None:
         if heartbeat is not None:
@@ -352,9 +354,8 @@ def run(args: WorkerArgs) -> int:
     if args.livereload_url:
         from supervisor.child.htmlinject import LiveReloadScript
 
-        counter.app = LiveReloadScript(longlived, args.livereload_url, os.getpid(),
-                                       draining=lambda: server.should_exit)
-    config.loaded_app = counter
+        gate.app = LiveReloadScript(app, args.livereload_url, os.getpid(), draining=lambda: server.should_exit)
+    config.loaded_app = gate
     server.run(sockets=[sock])
     return 0
 
