@@ -99,12 +99,13 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def started(argv: list[str], cwd: Path, log: Path, env: Mapping[str, str] | None = None) -> Iterator[Started]:
+def started(argv: list[str], cwd: Path, log: Path, env: Mapping[str, str] | None = None,
+            pass_fds: tuple[int, ...] = ()) -> Iterator[Started]:
     """Run ``argv`` in a session of its own for the block; always stopped, with its descendants."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, cwd=cwd, env=dict(env if env is not None else bench_env()),
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, pass_fds=pass_fds)
     run = Started(proc, log)
     try:
         yield run

@@ -1,7 +1,7 @@
 """Every benchmark, against every peer, in one run: writes docs/benchmarks.md and docs/benchmarks.json.
 
     pip install -e '.[bench]'      # the peers (supervisord apart: see bench/tools.py)
-    apt-get install wrk postgresql # the serving client; the webapp's database
+    apt-get install wrk postgresql valgrind # the serving client; the webapp's database; instruction counts
     python bench/run.py [--only reload_latency,availability,...] [--apps starlette,webapp] [--quick]
 
 Scenarios (one module each): ``scenario_latency`` (1, reload latency), ``scenario_availability``

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import instructions
 from bench.apps import BenchApp
 from bench.clients import FRESH, KEEPALIVE, MODES, Load
 from bench.session import ToolFailed, serving
@@ -37,6 +38,8 @@ from bench.tools import (
 PAIRS = [("ratio 1", UVICORN, SUPERVISOR_NO_RELOAD), ("ratio 2", UVICORN_2, SUPERVISOR_2),
          ("ratio fast", UVICORN_FAST, SUPERVISOR_FAST)]
 CONNECTIONS = (16, 64)
+# The stacks whose instructions per request are counted (bench/instructions.py), with their labels.
+STACKS = {"asyncio+h11": ("asyncio", "h11"), "uvloop+httptools": ("uvloop", "httptools")}
 UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 
 
@@ -104,8 +107,26 @@ def collect(apps: list[BenchApp], base: Path, quick: bool = False) -> dict[str, 
                 data[app.name].update(measure_pair(pair, app, base, seconds, rounds, "/"))
             except ToolFailed as exc:
                 data[app.name].update({tool.name: {"error": str(exc)} for tool in pair})
+        data[app.name]["instructions"] = count_instructions(app, base)
     data["client"] = "wrk" if shutil.which("wrk") else "python"
     return data
+
+
+def count_instructions(app: BenchApp, base: Path) -> dict[str, Any]:
+    """Instructions per request of plain uvicorn and of our worker, per stack (or why not)."""
+    why = instructions.missing()
+    if why:
+        return {"error": why}
+    counted: dict[str, Any] = {}
+    for label, stack in STACKS.items():
+        if stack[0] == "uvloop" and (why := UVICORN_FAST.missing()):
+            counted[label] = {"error": why}
+            continue
+        try:
+            counted[label] = {tool: instructions.count(tool, app, stack, base) for tool in ("uvicorn", "ours")}
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            counted[label] = {"error": str(exc)}
+    return counted
 
 
 def render(data: dict[str, Any], quick: bool = False) -> Section:
@@ -139,9 +160,30 @@ def render(data: dict[str, Any], quick: bool = False) -> Section:
                     table.add(f"{key}: {label}", *cells,
                               *(ratio(values[i + 1], [values[i]], lower) for i in range(0, len(values), 2)))
         section.tables.append(table)
+        section.tables += instructions_table(app, results.get("instructions"), section.notes)
         failed = {n: sum((f.get("failed") or 0) for f in results.get(n, {}).values() if isinstance(f, dict))
                   for n in names}
         if any(failed.values()):
             section.notes.append(f"{app}: failed requests (socket errors, non-2xx): "
                                  + ", ".join(f"{t} {n:.0f}" for t, n in failed.items()))
     return section
+
+
+def instructions_table(app: str, counted: dict[str, Any] | None, notes: list[str]) -> list[Table]:
+    if not counted:
+        return []
+    if "error" in counted:
+        notes.append(f"{app}: instructions per request not counted: {counted['error'].splitlines()[0]}")
+        return []
+    table = Table([f"{app}: instructions per request (callgrind)", "uvicorn", "our worker", "ratio"],
+                  note=f"{instructions.REQUESTS} keep-alive requests on one connection after "
+                       f"{instructions.WARMUP} to warm up, counted by `valgrind --tool=callgrind` "
+                       "(bench/instructions.py): the same figure whatever else the machine does. The ratio "
+                       "is uvicorn's count over ours: above 1, our worker executes less per request.")
+    for label, figures in counted.items():
+        if "error" in figures:
+            notes.append(f"{app} {label}: instructions not counted: {figures['error'].splitlines()[0]}")
+            continue
+        uvicorn, ours = figures["uvicorn"], figures["ours"]
+        table.add(label, f"{uvicorn:,.0f}", f"{ours:,.0f}", f"{uvicorn / ours:.3f}x")
+    return [table]

@@ -61,3 +61,15 @@ def test_a_rerun_replaces_its_scenarios_and_the_header_says_when() -> None:
     assert merged["generated_at"] == 0.0 and previous["scenarios"]["idle"] == {"old": 1}
     assert "Measured again by `python bench/run.py --only idle --update` on 1970-01-01 01:00 UTC in 6 minutes " \
            "(load average 0.4 at the end): idle." in header(merged)
+
+
+def test_the_instruction_counts_render_as_uvicorns_over_ours_and_errors_become_notes() -> None:
+    from bench.scenario_serving import instructions_table
+
+    notes: list[str] = []
+    tables = instructions_table("starlette", {"asyncio+h11": {"uvicorn": 700_000.0, "ours": 690_000.0},
+                                              "uvloop+httptools": {"error": "uvloop is not installed\nmore"}}, notes)
+    assert tables[0].rows == [["asyncio+h11", "700,000", "690,000", "1.014x"]]
+    assert notes == ["starlette uvloop+httptools: instructions not counted: uvloop is not installed"]
+    assert instructions_table("webapp", {"error": "valgrind is not installed"}, notes) == []
+    assert notes[-1] == "webapp: instructions per request not counted: valgrind is not installed"

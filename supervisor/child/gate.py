@@ -28,13 +28,12 @@ from collections.abc import Callable
 from typing import Any
 
 from supervisor.child.heartbeat import COUNTING, RequestQuota
-from supervisor.child.protocol import DEFAULT_HEAD_LIMIT
+from supervisor.child.protocol import DEFAULT_HEAD_LIMIT, INVALID
 
 Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Any]
 
 EVENT_STREAM = b"text/event-stream"
-INVALID = "Invalid HTTP request received."  # uvicorn's own words for a request its parser refuses
 REFUSAL_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
 HEADER_OVERHEAD = 4  # ": " and CRLF, per header line
 

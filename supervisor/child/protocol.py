@@ -24,6 +24,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 HttpChoice = Literal["auto", "h11", "httptools"]
 # h11's bound on a request's line and headers (h11.DEFAULT_MAX_INCOMPLETE_EVENT_SIZE); llhttp has none.
 DEFAULT_HEAD_LIMIT = 16 * 1024
+INVALID = "Invalid HTTP request received."  # uvicorn's own words for a request its parser refuses
 
 
 def head_limit(config: Any) -> int:

@@ -17,9 +17,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from supervisor.child.protocol import disconnect_cycle, head_limit
-
-INVALID = "Invalid HTTP request received."  # uvicorn's own words for a request its parser refuses
+from supervisor.child.protocol import INVALID, disconnect_cycle, head_limit
 
 
 class CleanHttpToolsProtocol(HttpToolsProtocol):
