@@ -4,12 +4,12 @@ Requests per second on a shared 2-core machine move by several percent from one 
 plain uvicorn against itself included: a 3% overhead is inside that noise. Instruction counts are
 not: ``valgrind --tool=callgrind`` counts what the CPU executes, whatever else the machine does.
 Each server runs under callgrind, serves ``WARMUP`` requests, has its counters zeroed, serves
-``REQUESTS`` more on one keep-alive connection, and dumps: the count over ``REQUESTS`` is the
+``REQUESTS`` more (on one keep-alive connection, or each on a fresh one), and dumps: the count over ``REQUESTS`` is the
 figure. Our worker is started by hand with the arguments and descriptors the supervisor gives it
 (:class:`~supervisor.child.args.WorkerArgs`): under the supervisor, valgrind would trace the
 supervisor and its template too.
 
-Needs Debian's ``valgrind`` package; about a minute per server.
+Needs Debian's ``valgrind`` package; under a minute per server.
 """
 
 from __future__ import annotations
@@ -41,8 +41,13 @@ def missing() -> str | None:
         "valgrind is not installed (apt-get install valgrind)"
 
 
-def requests(port: int, count: int) -> None:
-    """``count`` requests on one keep-alive connection, each answer read whole before the next."""
+def requests(port: int, count: int, fresh: bool = False) -> None:
+    """``count`` requests, each answer read whole before the next: on one keep-alive connection, or
+    (``fresh``) each on a connection of its own."""
+    if fresh:
+        for _ in range(count):
+            requests(port, 1)
+        return
     with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
         for _ in range(count):
             conn.sendall(REQUEST)
@@ -68,9 +73,9 @@ def _answers(port: int, deadline: float) -> bool:
     return False
 
 
-def count(tool: str, app: BenchApp, stack: tuple[str, str], base: Path) -> float:
+def count(tool: str, app: BenchApp, stack: tuple[str, str], base: Path, fresh: bool = False) -> float:
     """Instructions per request of ``tool`` ("uvicorn" or "ours") serving ``app`` on ``stack``
-    (loop, http)."""
+    (loop, http), kept alive or each on a ``fresh`` connection."""
     workdir = Path(tempfile.mkdtemp(dir=base, prefix=f"instructions-{tool}-"))
     app.prepare(workdir)
     out = workdir / "callgrind.out"
@@ -98,9 +103,9 @@ def count(tool: str, app: BenchApp, stack: tuple[str, str], base: Path) -> float
             os.close(ready_w)
             if not _answers(port, time.monotonic() + START_TIMEOUT):
                 raise RuntimeError(f"{tool} did not answer under valgrind:\n{run.output()[-1500:]}")
-            requests(port, WARMUP)
+            requests(port, WARMUP, fresh)
             subprocess.run(["callgrind_control", "--zero", str(run.pid)], capture_output=True, timeout=60, check=True)
-            requests(port, REQUESTS)
+            requests(port, REQUESTS, fresh)
             subprocess.run(["callgrind_control", "--dump", str(run.pid)], capture_output=True, timeout=60, check=True)
         dumps = sorted(workdir.glob("callgrind.out.*"))  # the numbered ones are --dump's; the last is the exit
         summary = re.search(r"^summary:\s+(\d+)", dumps[0].read_text(), re.M) if dumps else None
@@ -116,6 +121,8 @@ if __name__ == "__main__":  # python -m bench.instructions: the uvloop+httptools
     from bench.apps import STARLETTE
 
     with tempfile.TemporaryDirectory() as tmp:
-        figures = {tool: count(tool, STARLETTE, ("uvloop", "httptools"), Path(tmp)) for tool in ("uvicorn", "ours")}
-    print(figures, f"ratio {figures['uvicorn'] / figures['ours']:.3f}")
+        for fresh in (False, True):
+            figures = {tool: count(tool, STARLETTE, ("uvloop", "httptools"), Path(tmp), fresh)
+                       for tool in ("uvicorn", "ours")}
+            print("fresh" if fresh else "keep-alive", figures, f"ratio {figures['uvicorn'] / figures['ours']:.3f}")
     sys.exit(0)

@@ -122,10 +122,13 @@ def count_instructions(app: BenchApp, base: Path) -> dict[str, Any]:
         if stack[0] == "uvloop" and (why := UVICORN_FAST.missing()):
             counted[label] = {"error": why}
             continue
-        try:
-            counted[label] = {tool: instructions.count(tool, app, stack, base) for tool in ("uvicorn", "ours")}
-        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-            counted[label] = {"error": str(exc)}
+        for mode in MODES:
+            key = f"{label}, {mode}"
+            try:
+                counted[key] = {tool: instructions.count(tool, app, stack, base, fresh=mode == FRESH)
+                                for tool in ("uvicorn", "ours")}
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                counted[key] = {"error": str(exc)}
     return counted
 
 
@@ -176,8 +179,8 @@ def instructions_table(app: str, counted: dict[str, Any] | None, notes: list[str
         notes.append(f"{app}: instructions per request not counted: {counted['error'].splitlines()[0]}")
         return []
     table = Table([f"{app}: instructions per request (callgrind)", "uvicorn", "our worker", "ratio"],
-                  note=f"{instructions.REQUESTS} keep-alive requests on one connection after "
-                       f"{instructions.WARMUP} to warm up, counted by `valgrind --tool=callgrind` "
+                  note=f"{instructions.REQUESTS} requests, on one keep-alive connection or each on a fresh "
+                       f"one, after {instructions.WARMUP} to warm up, counted by `valgrind --tool=callgrind` "
                        "(bench/instructions.py): the same figure whatever else the machine does. The ratio "
                        "is uvicorn's count over ours: above 1, our worker executes less per request.")
     for label, figures in counted.items():

@@ -13,8 +13,6 @@ Its own module: importing it needs httptools (``uvicorn[standard]``), which is o
 
 from __future__ import annotations
 
-from typing import Any
-
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from supervisor.child.protocol import INVALID, disconnect_cycle, head_limit
@@ -24,11 +22,9 @@ class CleanHttpToolsProtocol(HttpToolsProtocol):
     """``uvicorn.Config(http=CleanHttpToolsProtocol)``: the malformed body ends the app's cycle too;
     a request head still arriving past ``h11_max_incomplete_event_size`` bytes gets a 400, as under h11."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._head_limit = head_limit(self.config)
-        self._arriving: object = None  # the scope of the head being counted
-        self._arrived = 0
+    # Class attributes, no __init__ of our own: a fresh connection then costs what uvicorn's does.
+    _arriving: object = None  # the scope of the head being counted
+    _arrived = 0
 
     def send_400_response(self, msg: str) -> None:
         super().send_400_response(msg)
@@ -50,6 +46,6 @@ class CleanHttpToolsProtocol(HttpToolsProtocol):
             self._arrived = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
         else:
             self._arrived += received
-        if self._arrived > self._head_limit and not self.transport.is_closing():
+        if self._arrived > head_limit(self.config) and not self.transport.is_closing():
             self.logger.warning(INVALID)
             self.send_400_response(INVALID)
