@@ -18,8 +18,10 @@ import pytest
 
 from supervisor.config.toml import Config, parse_config
 from supervisor.systemd.units import (
+    NAME_PATTERN,
     STOP_MARGIN,
     UnitOptions,
+    default_name,
     listen_address,
     quote_arg,
     render_service,
@@ -188,7 +190,7 @@ def test_deploy_example_is_what_the_command_generates_and_passes_the_checks(tmp_
 def test_command_prints_the_service_and_with_socket_both_units(tmp_path: Path) -> None:
     project = make_project(tmp_path, toml="[server]\nport = 8765\n")
     one = run_cli(["systemd-unit", "--project-dir", str(project)], cwd=REPO, env=base_env())
-    assert one.returncode == 0 and one.stdout.startswith("# webapp.service")
+    assert one.returncode == 0 and one.stdout.startswith(f"# {default_name(project.resolve())}.service")
     assert f"--project-dir {project.resolve()}" in one.stdout and "[Socket]" not in one.stdout
     both = run_cli(["systemd-unit", "--project-dir", str(project), "--socket", "--name", "shop"],
                    cwd=REPO, env=base_env())
@@ -205,8 +207,15 @@ def test_command_reports_an_output_dir_it_cannot_write_without_a_traceback(tmp_p
         result = run_cli(["systemd-unit", "--project-dir", str(project), "--output-dir", str(out)],
                          cwd=REPO, env=base_env())
         assert result.returncode == 2, result.stderr
-        assert f"--output-dir: cannot write {out / 'webapp.service'} (" in result.stderr
+        assert f"--output-dir: cannot write {out / 'project.service'} (" in result.stderr
         assert "expected a writable directory" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("directory", "name"), [("shop", "shop"), ("My App", "My-App"), ("web@1", "web-1"),
+                                                ("..", "app"), ("api.v2", "api.v2")])
+def test_the_default_unit_name_is_the_project_directorys_made_valid(directory: str, name: str) -> None:
+    assert default_name(Path("/srv") / directory) == name
+    assert NAME_PATTERN.match(name) and "@" not in name
 
 
 def test_command_rejects_a_bad_name_a_relative_path_and_an_unfixed_port(tmp_path: Path) -> None:

@@ -45,6 +45,8 @@ SOCKET_FD_NAME = "http"
 # Paths ProtectHome= hides; a project, interpreter or env file below them needs "read-only".
 HOME_ROOTS = ("/home", "/root", "/run/user")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.@:-]+$")
+# What a directory name may not keep in a unit name ("@" too: it would make the unit a template).
+NOT_IN_DEFAULT_NAME = re.compile(r"[^A-Za-z0-9_.:-]+")
 
 
 @dataclass(frozen=True)
@@ -238,6 +240,12 @@ def _header(opts: UnitOptions, kind: str) -> str:
             f"# Install: copy to /etc/systemd/system/, then `systemctl daemon-reload`.\n")
 
 
+def default_name(project_dir: Path) -> str:
+    """The unit name when ``--name`` is not given: the project directory's, made a valid unit name
+    (``/srv/shop`` gives ``shop``, ``~/My App`` gives ``My-App``)."""
+    return NOT_IN_DEFAULT_NAME.sub("-", project_dir.name).strip("-.") or "app"
+
+
 def render_units(opts: UnitOptions) -> dict[str, str]:
     """File name -> text, for every unit the options ask for."""
     units = {f"{opts.name}.service": render_service(opts)}
@@ -253,7 +261,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``systemd-unit`` to the CLI (called by :func:`supervisor.cli.build_parser`)."""
     p = sub.add_parser("systemd-unit", help="print a systemd service unit (and socket unit) for this project")
     add_project_options(p)
-    p.add_argument("--name", default="webapp", help="unit name without suffix (default: webapp)")
+    p.add_argument("--name", help="unit name without suffix (default: the project directory's name)")
     p.add_argument("--user", help="User= to run as (recommended: a dedicated system user)")
     p.add_argument("--group", help="Group= to run as")
     p.add_argument("--env-file", help="absolute path for EnvironmentFile= (secrets, DATABASE_URL)")
@@ -278,14 +286,15 @@ def options_from_args(args: argparse.Namespace) -> UnitOptions:
     project_dir = Path(args.project_dir).resolve()
     config_path = Path(args.config).resolve() if args.config else None
     config = load_config(config_file(project_dir, config_path), required=config_path is not None)
-    if not NAME_PATTERN.match(args.name):
-        raise ConfigError([Problem("--name", f"{args.name!r} is not a unit name; expected letters, "
+    name = default_name(project_dir) if args.name is None else args.name
+    if not NAME_PATTERN.match(name):
+        raise ConfigError([Problem("--name", f"{name!r} is not a unit name; expected letters, "
                                              "digits and _.@:-")])
     if args.socket and config.server.port == 0:
         raise ConfigError([Problem(config.where("server", "port"),
                                    "0 (any free port) cannot be socket-activated; expected a fixed port")])
     return UnitOptions.from_config(
-        config, project_dir, _absolute(args.python, "--python"), name=args.name, config=config_path,
+        config, project_dir, _absolute(args.python, "--python"), name=name, config=config_path,
         mode=args.mode, user=args.user, group=args.group,
         env_file=_absolute(args.env_file, "--env-file") if args.env_file else None,
         read_write=tuple(_absolute(p, "--read-write") for p in args.read_write),
