@@ -145,7 +145,11 @@ def render(data: dict[str, Any], quick: bool = False) -> Section:
                       "installed). Each ratio is ours over uvicorn with the same workers and stack: above 1 is "
                       "more requests per second, below 1 a lower p99. "
                       f"Both tools of a pair serve at once and are measured in turn, {seconds:g} s each, "
-                      f"{rounds} rounds; each figure is the median of its rounds.", data=data)
+                      f"{rounds} rounds; each figure is the median of its rounds. wrk and the server share "
+                      "the machine's cores, so on a 2-core machine one tool's own figures move by up to a "
+                      "fifth from round to round (12 paired rounds of the uvloop+httptools pair, back to back, "
+                      "ranged 0.77-1.23x): a ratio within about 0.1 of 1 is parity here, and the "
+                      "instruction counts below are what resolves a few percent.", data=data)
     names = [t.name for _, *pair in PAIRS for t in pair]
     for app, results in data.items():
         if app == "client":
