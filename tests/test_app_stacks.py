@@ -263,19 +263,52 @@ def test_workers_forked_with_the_app_imported_keep_the_handler_its_import_added(
         forked = stack_of(url)["pid"]
         assert "supervisor.child.forkserver" in psutil.Process(forked).cmdline(), run.output
         assert http_get(url + "/")[0] == 200
-        run.wait_for_output(rf'web\.0\s+{forked}\s*\| APP-ACCESS 127\.0\.0\.1:\d+ - "GET / HTTP/1\.1" 200')
+        line = rf'web\.0\s+{forked}\s*\| APP-ACCESS 127\.0\.0\.1:\d+ - "GET / HTTP/1\.1" 200'
+        run.wait_for_output(line)
         assert run.stop() == 0
+    # Once, as in a fresh process: the template's import added the handler, the fork's re-run of
+    # app.py added it again, and the fork took the template's back.
+    assert len(re.findall(line, run.output)) == 1, run.output
+
+
+@pytest.mark.timeout(120)
+def test_a_log_setting_changed_while_up_reaches_the_workers_forked_with_the_app_imported(tmp_path: Path) -> None:
+    """The project-stage template set uvicorn's logging up before importing the project: a worker
+    forked from it keeps that setup, so a changed log setting needs another template."""
+    files = {"app.py": STARLETTE_APP.replace("VERSION = 1", "from other import VERSION"), "other.py": "VERSION = 1\n",
+             "conf/log.json": json.dumps(LOG_CONFIG)}
+    root = project(tmp_path, "app:app", files)
+    with supervisor(["up"], root) as run:
+        url = run.wait_url()
+        for version in (2, 3):
+            (root / "other.py").write_text(f"VERSION = {version}\n")
+            wait_until(lambda: stack_of(url)["version"] == version, 30, f"version {version}",  # noqa: B023
+                       lambda: run.output)
+            if version == 2:  # the project stage is built once a reloaded worker serves: wait for it
+                run.wait_for_output(r"template: project stage pid \d+ ready", 60)
+        forked = stack_of(url)["pid"]
+        assert "supervisor.child.forkserver" in psutil.Process(forked).cmdline(), run.output
+        toml = root / "supervisor.toml"
+        setting = 'ready_timeout = 30\nlog_config = "conf/log.json"'
+        toml.write_text(toml.read_text().replace("ready_timeout = 30", setting, 1))
+        wait_until(lambda: stack_of(url)["pid"] != forked, 30, "a worker with the new setting", lambda: run.output)
+        worker = stack_of(url)["pid"]
+        run.wait_for_output(rf"web\.0\s+{worker}\s*\| MINE INFO \[uvicorn\.access\] 127\.0\.0\.1:\d+ - \"GET /stack")
+        assert run.stop() == 0
+
+
+LOG_CONFIG = {
+    "version": 1, "disable_existing_loggers": False,
+    "formatters": {"mine": {"format": "MINE %(levelname)s [%(name)s] %(message)s"}},
+    "handlers": {"out": {"class": "logging.StreamHandler", "formatter": "mine", "stream": "ext://sys.stdout"}},
+    "loggers": {"uvicorn": {"handlers": ["out"], "level": "INFO", "propagate": False},
+                "uvicorn.access": {"handlers": ["out"], "level": "INFO", "propagate": False}},
+}
 
 
 @pytest.mark.timeout(90)
 def test_a_log_config_file_formats_the_workers_uvicorn_lines(tmp_path: Path) -> None:
-    log_config = {
-        "version": 1, "disable_existing_loggers": False,
-        "formatters": {"mine": {"format": "MINE %(levelname)s [%(name)s] %(message)s"}},
-        "handlers": {"out": {"class": "logging.StreamHandler", "formatter": "mine", "stream": "ext://sys.stdout"}},
-        "loggers": {"uvicorn": {"handlers": ["out"], "level": "INFO", "propagate": False},
-                    "uvicorn.access": {"handlers": ["out"], "level": "INFO", "propagate": False}},
-    }
+    log_config = LOG_CONFIG
     app = STARLETTE_APP.replace("logging.getLogger(\"uvicorn.access\").addHandler(handler)", "")
     root = project(tmp_path, "app:app", {"app.py": app, "conf/log.json": json.dumps(log_config)},
                    'log_config = "conf/log.json"')

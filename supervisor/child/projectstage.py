@@ -15,8 +15,9 @@ choose what a fork must drop (:mod:`supervisor.warm.stage`):
   each stale (:mod:`supervisor.child.registries`; ``null``: any importer, ``[]``: always stale);
 * ``failed``: modules that did not import here (a worker imports them itself).
 
-A fork from it (:func:`enter`) drops the modules it is told to, imports the app module, and only
-then becomes a worker. If that fresh import raises, the fork writes what it found out (the kept
+A fork from it (:func:`enter`) drops the modules it is told to (and takes back the log handlers
+they added, :mod:`supervisor.child.handlerlog`), imports the app module, and only then becomes a
+worker. If that fresh import raises, the fork writes what it found out (the kept
 modules in the traceback: the likely culprits) on its report pipe and exits with
 :data:`EXIT_WARM_FAILED`; the supervisor then forks the worker from the third-party template.
 """
@@ -37,6 +38,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from types import FrameType, ModuleType, TracebackType
 from typing import Any
 
+from supervisor.child.handlerlog import HandlerLog
 from supervisor.child.importgraph import Recorder, drop, signature
 from supervisor.child.registries import registries
 
@@ -131,6 +133,8 @@ def _may_leave_idle() -> bool:
 
 # The project modules this template imported (name -> file), for a fork to tell kept ones apart.
 _PROJECT: dict[str, str | None] = {}
+# The log handlers they added, for a fork to take back those of the modules it re-runs.
+_HANDLERS = HandlerLog()
 
 
 def project_modules(roots: Sequence[str], loaded: Mapping[str, ModuleType]) -> dict[str, ModuleType]:
@@ -180,7 +184,7 @@ def build(names: Sequence[str], roots: Sequence[str], worker_path: list[str],
     recorder, reads = Recorder(), ReadLog(roots)
     failed: dict[str, str] = {}
     try:
-        with recorder.active(), reads.active():
+        with recorder.active(), reads.active(), _HANDLERS.active():
             for name in names:
                 if name in sys.modules:
                     continue
@@ -194,6 +198,7 @@ def build(names: Sequence[str], roots: Sequence[str], worker_path: list[str],
         sys.pycache_prefix = saved_prefix
         sys.meta_path.remove(blocker)
     project = {name: module for name, module in project_modules(roots, sys.modules).items() if name not in already}
+    _HANDLERS.keep_only(set(project))
     imports = recorder.graph(set(project))
     files: dict[str, list[Any]] = {}
 
@@ -301,7 +306,7 @@ def enter(names: Sequence[str] | None, app: str, parent_pid: int, report_fd: int
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent_pid:
         os._exit(1)
-    drop(names)
+    _HANDLERS.take_back(set(drop(names)))  # the modules re-run add theirs again, as in a fresh process
     kept = {name: module for name in _PROJECT if (module := sys.modules.get(name)) is not None}
     module_name = app.partition(":")[0]
     cwd = os.getcwd()

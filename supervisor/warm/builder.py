@@ -98,7 +98,7 @@ class TemplateBuilder:
         if self.disabled is not None or template is None:
             return None
         if template.key != template_key(spec):
-            self.replace(template, "the workers' settings changed (environment, directory or interpreter)")
+            self.replace(template, "the workers' settings changed (environment, directory, interpreter or logging)")
             return None
         changed = template.dependencies_changed(self._roots())
         if changed is not None:

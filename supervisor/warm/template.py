@@ -108,10 +108,11 @@ def template_choice(settings: Settings) -> tuple[bool, str]:
                   "([reload] template = false: fresh interpreters)")
 
 
-def template_key(spec: WorkerSpec) -> tuple[str, str, frozenset[tuple[str, str]]]:
-    """What a template shares with every worker it forks: interpreter, directory, environment.
-    Libraries may read the environment at import, so a template is used only for its own."""
-    return spec.python, str(spec.cwd), frozenset(spec.environ.items())
+def template_key(spec: WorkerSpec) -> tuple[str, str, frozenset[tuple[str, str]], str, str]:
+    """What a template shares with every worker it forks: interpreter, directory, environment and
+    uvicorn's logging. Libraries may read the environment at import, so a template is used only for
+    its own; the project stage sets logging up before the project's import, and its forks keep that."""
+    return spec.python, str(spec.cwd), frozenset(spec.environ.items()), spec.log_level, spec.log_config
 
 
 def dependency_files(dirs: Iterable[Path]) -> dict[str, int]:
