@@ -246,22 +246,32 @@ def test_an_app_that_sets_up_uvicorns_access_log_at_import_keeps_its_handler_and
         assert run.stop() == 0
 
 
+# The app's version in a module of its own: an edit there re-runs both in a project-stage fork.
+TWO_MODULES = {"app.py": STARLETTE_APP.replace("VERSION = 1", "from other import VERSION"), "other.py": "VERSION = 1\n"}
+
+
+def forked_with_the_app_imported(run: Running, url: str, other: Path) -> int:
+    """Two edits of ``other``: the first reload builds the project stage, the second forks from it.
+    Returns the pid of that worker."""
+    for version in (2, 3):
+        other.write_text(f"VERSION = {version}\n")
+        wait_until(lambda: stack_of(url)["version"] == version, 30, f"version {version}",  # noqa: B023
+                   lambda: run.output)
+        if version == 2:  # the project stage is built once a reloaded worker serves: wait for it
+            run.wait_for_output(r"template: project stage pid \d+ ready", 60)
+    forked: int = stack_of(url)["pid"]
+    assert "supervisor.child.forkserver" in psutil.Process(forked).cmdline(), run.output
+    return forked
+
+
 @pytest.mark.timeout(90)
 def test_workers_forked_with_the_app_imported_keep_the_handler_its_import_added(tmp_path: Path) -> None:
     """With reload on, a worker may fork from a template that imported the project already (the
     project stage): uvicorn's logging is set up there before the import, not again after it."""
-    files = {"app.py": STARLETTE_APP.replace("VERSION = 1", "from other import VERSION"), "other.py": "VERSION = 1\n"}
-    root = project(tmp_path, "app:app", files)
+    root = project(tmp_path, "app:app", TWO_MODULES)
     with supervisor(["up"], root) as run:
         url = run.wait_url()
-        for version in (2, 3):
-            (root / "other.py").write_text(f"VERSION = {version}\n")
-            wait_until(lambda: stack_of(url)["version"] == version, 30, f"version {version}",  # noqa: B023
-                       lambda: run.output)
-            if version == 2:  # the project stage is built once a reloaded worker serves: wait for it
-                run.wait_for_output(r"template: project stage pid \d+ ready", 60)
-        forked = stack_of(url)["pid"]
-        assert "supervisor.child.forkserver" in psutil.Process(forked).cmdline(), run.output
+        forked = forked_with_the_app_imported(run, url, root / "other.py")
         assert http_get(url + "/")[0] == 200
         line = rf'web\.0\s+{forked}\s*\| APP-ACCESS 127\.0\.0\.1:\d+ - "GET / HTTP/1\.1" 200'
         run.wait_for_output(line)
@@ -275,19 +285,10 @@ def test_workers_forked_with_the_app_imported_keep_the_handler_its_import_added(
 def test_a_log_setting_changed_while_up_reaches_the_workers_forked_with_the_app_imported(tmp_path: Path) -> None:
     """The project-stage template set uvicorn's logging up before importing the project: a worker
     forked from it keeps that setup, so a changed log setting needs another template."""
-    files = {"app.py": STARLETTE_APP.replace("VERSION = 1", "from other import VERSION"), "other.py": "VERSION = 1\n",
-             "conf/log.json": json.dumps(LOG_CONFIG)}
-    root = project(tmp_path, "app:app", files)
+    root = project(tmp_path, "app:app", {**TWO_MODULES, "conf/log.json": json.dumps(LOG_CONFIG)})
     with supervisor(["up"], root) as run:
         url = run.wait_url()
-        for version in (2, 3):
-            (root / "other.py").write_text(f"VERSION = {version}\n")
-            wait_until(lambda: stack_of(url)["version"] == version, 30, f"version {version}",  # noqa: B023
-                       lambda: run.output)
-            if version == 2:  # the project stage is built once a reloaded worker serves: wait for it
-                run.wait_for_output(r"template: project stage pid \d+ ready", 60)
-        forked = stack_of(url)["pid"]
-        assert "supervisor.child.forkserver" in psutil.Process(forked).cmdline(), run.output
+        forked = forked_with_the_app_imported(run, url, root / "other.py")
         toml = root / "supervisor.toml"
         setting = 'ready_timeout = 30\nlog_config = "conf/log.json"'
         toml.write_text(toml.read_text().replace("ready_timeout = 30", setting, 1))
