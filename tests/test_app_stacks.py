@@ -250,6 +250,9 @@ def test_an_app_that_sets_up_uvicorns_access_log_at_import_keeps_its_handler_and
 TWO_MODULES = {"app.py": STARLETTE_APP.replace("VERSION = 1", "from other import VERSION"), "other.py": "VERSION = 1\n"}
 
 
+STAGE_READY = r"template: project stage pid \d+ ready"
+
+
 def forked_with_the_app_imported(run: Running, url: str, other: Path) -> int:
     """Two edits of ``other``: the first reload builds the project stage, the second forks from it.
     Returns the pid of that worker."""
@@ -258,7 +261,7 @@ def forked_with_the_app_imported(run: Running, url: str, other: Path) -> int:
         wait_until(lambda: stack_of(url)["version"] == version, 30, f"version {version}",  # noqa: B023
                    lambda: run.output)
         if version == 2:  # the project stage is built once a reloaded worker serves: wait for it
-            run.wait_for_output(r"template: project stage pid \d+ ready", 60)
+            run.wait_for_output(STAGE_READY, 60)
     forked: int = stack_of(url)["pid"]
     assert "supervisor.child.forkserver" in psutil.Process(forked).cmdline(), run.output
     return forked
@@ -295,6 +298,27 @@ def test_a_log_setting_changed_while_up_reaches_the_workers_forked_with_the_app_
         wait_until(lambda: stack_of(url)["pid"] != forked, 30, "a worker with the new setting", lambda: run.output)
         worker = stack_of(url)["pid"]
         run.wait_for_output(rf"web\.0\s+{worker}\s*\| MINE INFO \[uvicorn\.access\] 127\.0\.0\.1:\d+ - \"GET /stack")
+        assert run.stop() == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_log_config_file_edited_in_place_reaches_the_next_worker_forked_with_the_app_imported(tmp_path: Path) -> None:
+    """The file is not watched (no reload of its own): the next reload's worker reads it, as a fresh
+    process would, not the project stage that read it before the edit."""
+    root = project(tmp_path, "app:app", {**TWO_MODULES, "conf/log.json": json.dumps(LOG_CONFIG)},
+                   'log_config = "conf/log.json"')
+    with supervisor(["up"], root) as run:
+        url = run.wait_url()
+        run.wait_for_output(STAGE_READY, 60)  # built once the first worker serves, then after each reload
+        (root / "other.py").write_text("VERSION = 2\n")
+        wait_until(lambda: stack_of(url)["version"] == 2, 30, "version 2", lambda: run.output)
+        wait_until(lambda: len(re.findall(STAGE_READY, run.output)) >= 2, 60, "the project stage rebuilt",
+                   lambda: run.output)
+        (root / "conf/log.json").write_text(json.dumps(LOG_CONFIG).replace("MINE", "EDITED"))
+        (root / "other.py").write_text("VERSION = 3\n")
+        wait_until(lambda: stack_of(url)["version"] == 3, 30, "version 3", lambda: run.output)
+        worker = stack_of(url)["pid"]
+        run.wait_for_output(rf"web\.0\s+{worker}\s*\| EDITED INFO \[uvicorn\.access\] 127\.0\.0\.1:\d+ - \"GET /stack")
         assert run.stop() == 0
 
 

@@ -31,6 +31,7 @@ from typing import IO, Any
 
 from supervisor.child import forkserver
 from supervisor.child.args import Fd
+from supervisor.child.importgraph import Signature, signature
 from supervisor.child.osutil import kill_and_reap, parent_of
 from supervisor.config.settings import Settings
 from supervisor.spawn.descendants import new_mark, track
@@ -108,11 +109,17 @@ def template_choice(settings: Settings) -> tuple[bool, str]:
                   "([reload] template = false: fresh interpreters)")
 
 
-def template_key(spec: WorkerSpec) -> tuple[str, str, frozenset[tuple[str, str]], str, str]:
+TemplateKey = tuple[str, str, frozenset[tuple[str, str]], str, str, Signature]
+
+
+def template_key(spec: WorkerSpec) -> TemplateKey:
     """What a template shares with every worker it forks: interpreter, directory, environment and
     uvicorn's logging. Libraries may read the environment at import, so a template is used only for
-    its own; the project stage sets logging up before the project's import, and its forks keep that."""
-    return spec.python, str(spec.cwd), frozenset(spec.environ.items()), spec.log_level, spec.log_config
+    its own; the project stage sets logging up before the project's import, and its forks keep that
+    (the log config file's version too: an edit to it must reach the next worker, as it would a
+    fresh one)."""
+    return (spec.python, str(spec.cwd), frozenset(spec.environ.items()), spec.log_level, spec.log_config,
+            signature(spec.log_config) if spec.log_config else None)
 
 
 def dependency_files(dirs: Iterable[Path]) -> dict[str, int]:
